@@ -1,0 +1,61 @@
+"""jaxinit: neural-network parameter initialization for JAX and Flax.
+
+Every initializer is built by a factory and called as
+``init(key, shape, dtype=None, out_sharding=None)``, the ``jax.nn.initializers``
+protocol, so it plugs into Flax's ``kernel_init`` / ``bias_init`` (linen and
+nnx) and into plain JAX code.
+"""
+
+from jaxinit._src.base import Initializer as Initializer
+from jaxinit._src.base import InitializerProtocol as InitializerProtocol
+from jaxinit._src.basic import constant as constant
+from jaxinit._src.basic import normal as normal
+from jaxinit._src.basic import ones as ones
+from jaxinit._src.basic import truncated_normal as truncated_normal
+from jaxinit._src.basic import uniform as uniform
+from jaxinit._src.basic import zeros as zeros
+from jaxinit._src.gain import calculate_gain as calculate_gain
+from jaxinit._src.registry import deserialize as deserialize
+from jaxinit._src.registry import get as get
+from jaxinit._src.registry import serialize as serialize
+from jaxinit._src.variance_scaling import compute_fans as compute_fans
+from jaxinit._src.variance_scaling import glorot_normal as glorot_normal
+from jaxinit._src.variance_scaling import glorot_uniform as glorot_uniform
+from jaxinit._src.variance_scaling import he_normal as he_normal
+from jaxinit._src.variance_scaling import he_uniform as he_uniform
+from jaxinit._src.variance_scaling import kaiming_normal as kaiming_normal
+from jaxinit._src.variance_scaling import kaiming_uniform as kaiming_uniform
+from jaxinit._src.variance_scaling import lecun_normal as lecun_normal
+from jaxinit._src.variance_scaling import lecun_uniform as lecun_uniform
+from jaxinit._src.variance_scaling import variance_scaling as variance_scaling
+from jaxinit._src.variance_scaling import xavier_normal as xavier_normal
+from jaxinit._src.variance_scaling import xavier_uniform as xavier_uniform
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Initializer",
+    "InitializerProtocol",
+    "calculate_gain",
+    "compute_fans",
+    "constant",
+    "deserialize",
+    "get",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "kaiming_normal",
+    "kaiming_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "normal",
+    "ones",
+    "serialize",
+    "truncated_normal",
+    "uniform",
+    "variance_scaling",
+    "xavier_normal",
+    "xavier_uniform",
+    "zeros",
+]

@@ -1,0 +1,1 @@
+"""Implementation of jaxinit. Import from ``jaxinit``, not from here."""

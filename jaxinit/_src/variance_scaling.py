@@ -1,0 +1,620 @@
+"""Fans, variance scaling, and its named specializations (Glorot, He, LeCun)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from jaxinit._src import sampling
+from jaxinit._src.base import (
+  Initializer,
+  Shape,
+  canonical_shape,
+  check_axes,
+  check_bool,
+  check_choice,
+  check_real,
+  compute_dtype,
+  fail,
+  is_complex,
+  normalize_axes,
+)
+from jaxinit._src.gain import gain as _gain
+from jaxinit._src.registry import register
+
+Axes = int | tuple[int, ...]
+
+MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
+DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
+
+# Standard normal truncated to (-2, 2): its standard deviation, 0.87962566103423978.
+_TRUNC2_STD = sampling.truncated_moments(-2.0, 2.0)[1]
+# Standard complex normal truncated to |z| <= 2: sqrt(E|z|^2) = 0.9619618...
+_COMPLEX_TRUNC2_STD = sampling.complex_truncated_std(2.0)
+
+
+def _fans(
+    fn: str, shape: tuple[int, ...], in_axis: Axes, out_axis: Axes, batch_axis: Axes
+) -> tuple[int, int]:
+  if len(shape) < 2 and in_axis == -2 and out_axis == -1 and batch_axis == ():
+    # The documented rule for biases and scalars (Keras's): fan_in = fan_out = size.
+    n = shape[0] if shape else 1
+    return n, n
+  ins = normalize_axes(fn, "in_axis", in_axis, shape)
+  outs = normalize_axes(fn, "out_axis", out_axis, shape)
+  batch = normalize_axes(fn, "batch_axis", batch_axis, shape)
+  for (a, xa), (b, xb) in [(("in_axis", ins), ("out_axis", outs)),
+                           (("in_axis", ins), ("batch_axis", batch)),
+                           (("out_axis", outs), ("batch_axis", batch))]:
+    common = set(xa) & set(xb)
+    if common:
+      raise fail(fn, f"`{a}`={xa} and `{b}`={xb} share axis {sorted(common)} of shape {shape}; "
+                 "each axis is input, output, batch or receptive field, not two of them.")
+  receptive = math.prod(d for i, d in enumerate(shape) if i not in {*ins, *outs, *batch})
+  fan_in = math.prod(shape[i] for i in ins) * receptive
+  fan_out = math.prod(shape[i] for i in outs) * receptive
+  return fan_in, fan_out
+
+
+def compute_fans(
+    shape: Shape,
+    in_axis: int | tuple[int, ...] = -2,
+    out_axis: int | tuple[int, ...] = -1,
+    batch_axis: int | tuple[int, ...] = (),
+) -> tuple[int, int]:
+  """Returns ``(fan_in, fan_out)`` of a weight of ``shape``.
+
+  ``fan_in = prod(shape[in_axis]) * receptive_field`` and
+  ``fan_out = prod(shape[out_axis]) * receptive_field``, where the receptive
+  field is the product of every axis that is not an input, output or batch axis
+  (the spatial axes of a convolution kernel). Batch axes (a stack of layers)
+  count in neither.
+
+  The defaults fit Flax kernels: ``Dense`` ``(in, out)`` and ``Conv`` HWIO
+  ``(*spatial, in, out)``. For torch / equinox OIHW kernels ``(out, in,
+  *spatial)`` pass ``in_axis=1, out_axis=0``.
+
+  Rule for 0-D and 1-D shapes (biases, scalars) with the default axes, taken
+  from Keras: ``fan_in = fan_out = shape[0]`` for 1-D and 1 for 0-D. With
+  explicit axes the general rule applies.
+
+  Args:
+    shape: the weight's shape.
+    in_axis: input axis or axes.
+    out_axis: output axis or axes.
+    batch_axis: axes ignored by the fans.
+
+  Returns:
+    ``(fan_in, fan_out)`` as ints.
+
+  Raises:
+    ValueError: an axis is out of range or two roles share an axis.
+
+  Examples:
+    >>> import jaxinit
+    >>> jaxinit.compute_fans((3, 3, 16, 32))                       # Flax Conv HWIO
+    (144, 288)
+    >>> jaxinit.compute_fans((32, 16, 3, 3), in_axis=1, out_axis=0)  # torch OIHW
+    (144, 288)
+    >>> jaxinit.compute_fans((12, 64, 256), batch_axis=0)           # 12 stacked layers
+    (64, 256)
+    >>> jaxinit.compute_fans((128,))                                # a bias
+    (128, 128)
+  """
+  fn = "compute_fans"
+  return _fans(
+      fn,
+      canonical_shape(fn, shape),
+      check_axes(fn, "in_axis", in_axis),
+      check_axes(fn, "out_axis", out_axis),
+      _batch_axes(fn, batch_axis),
+  )
+
+
+def _batch_axes(fn: str, value) -> tuple[int, ...]:
+  axes = check_axes(fn, "batch_axis", value)
+  return (axes,) if isinstance(axes, int) else axes
+
+
+@register("variance_scaling")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _VarianceScaling(Initializer):
+  scale: float = 1.0
+  mode: str = "fan_in"
+  distribution: str = "truncated_normal"
+  in_axis: Axes = -2
+  out_axis: Axes = -1
+  batch_axis: tuple[int, ...] = ()
+
+  name = "variance_scaling"
+  formula = ("Var[w] = scale / n, n = fan_in | fan_out | (fan_in+fan_out)/2 | "
+             "sqrt(fan_in*fan_out); truncated_normal (cut at 2 sigma, std-corrected), "
+             "normal or uniform")
+
+  def __post_init__(self):
+    fn = self.name
+    object.__setattr__(self, "scale", check_real(fn, "scale", self.scale, positive=True))
+    check_choice(fn, "mode", self.mode, MODES)
+    check_choice(fn, "distribution", self.distribution, DISTRIBUTIONS)
+    object.__setattr__(self, "in_axis", check_axes(fn, "in_axis", self.in_axis))
+    object.__setattr__(self, "out_axis", check_axes(fn, "out_axis", self.out_axis))
+    object.__setattr__(self, "batch_axis", _batch_axes(fn, self.batch_axis))
+
+  def _check(self, fn, shape, dtype):
+    _fans(fn, shape, self.in_axis, self.out_axis, self.batch_axis)
+
+  def variance(self, shape: Shape) -> float:
+    """The target variance E|w - E w|^2 for ``shape``, in float64."""
+    fan_in, fan_out = _fans(self.name, tuple(shape), self.in_axis, self.out_axis,
+                            self.batch_axis)
+    n = {
+        "fan_in": fan_in,
+        "fan_out": fan_out,
+        "fan_avg": (fan_in + fan_out) / 2.0,
+        "fan_geo_avg": math.sqrt(fan_in * fan_out),
+    }[self.mode]
+    return self.scale / n
+
+  def _sample(self, key, shape, dtype):
+    real = compute_dtype(dtype)
+    std = math.sqrt(self.variance(shape))
+    cplx = is_complex(dtype)
+    if self.distribution == "truncated_normal":
+      if cplx:
+        z = sampling.complex_truncated_standard_normal(key, shape, real, 2.0)
+        std /= _COMPLEX_TRUNC2_STD
+      else:
+        z = sampling.truncated_standard_normal(key, shape, real, -2.0, 2.0)
+        std /= _TRUNC2_STD
+    elif self.distribution == "normal":
+      z = (sampling.complex_standard_normal if cplx else sampling.standard_normal)(
+          key, shape, real)
+    else:  # uniform: unit-variance interval or disk
+      if cplx:
+        z = sampling.complex_unit_disk(key, shape, real)
+      else:
+        z = sampling.uniform(key, shape, real, -math.sqrt(3.0), math.sqrt(3.0))
+    return sampling.affine(z, std, 0.0, dtype)
+
+
+def variance_scaling(
+    scale: float = 1.0,
+    mode: str = "fan_in",
+    distribution: str = "truncated_normal",
+    in_axis: int | tuple[int, ...] = -2,
+    out_axis: int | tuple[int, ...] = -1,
+    batch_axis: int | tuple[int, ...] = (),
+) -> Initializer:
+  r"""Builds an initializer whose variance adapts to the weight's fans.
+
+  Draws ``w`` with zero mean and variance ``scale / n`` where ``n`` is, by
+  ``mode``: ``fan_in``; ``fan_out``; ``fan_avg = (fan_in + fan_out) / 2``;
+  ``fan_geo_avg = sqrt(fan_in * fan_out)`` (fans as in :func:`compute_fans`).
+
+  Distributions:
+
+  * ``"truncated_normal"``: a normal cut at +-2 of its own standard deviation,
+    rescaled (by 1 / 0.8796256610) so the variance is exactly ``scale / n``;
+    complex: truncated in modulus at 2, rescaled by 1 / 0.9619618 so
+    ``E|w|^2 = scale / n`` exactly (jax's complex constant is off by 1.87%);
+  * ``"normal"``: untruncated; complex with independent parts, ``E|w|^2 = scale / n``;
+  * ``"uniform"``: ``U(-sqrt(3 scale / n), sqrt(3 scale / n))``; complex: uniform
+    on the disk of radius ``sqrt(2 scale / n)``.
+
+  The standard deviation is computed in float64 and the draw in float32
+  (float64 for 64-bit dtypes), then cast: bfloat16 results keep float32
+  resolution before rounding. Arguments are validated here, not when the
+  initializer is first called.
+
+  Args:
+    scale: positive scaling factor (a gain squared).
+    mode: ``"fan_in"``, ``"fan_out"``, ``"fan_avg"`` or ``"fan_geo_avg"``.
+    distribution: ``"truncated_normal"``, ``"normal"`` or ``"uniform"``.
+    in_axis: input axis or axes (Flax layout by default; ``1`` for torch OIHW).
+    out_axis: output axis or axes (``0`` for torch OIHW).
+    batch_axis: axes of a stack of independent weights, ignored by the fans.
+
+  Returns:
+    An initializer.
+
+  Raises:
+    ValueError: bad ``mode``/``distribution`` or ``scale <= 0``; at call time,
+      axes out of range for the shape or shared between roles.
+
+  Examples:
+    >>> import jax, jaxinit
+    >>> init = jaxinit.variance_scaling(2.0, "fan_in", "normal")
+    >>> w = init(jax.random.key(0), (512, 1024))
+    >>> print(f"{w.var() * 512:.2f}")
+    2.00
+    >>> # a torch-layout conv kernel (out, in, kh, kw)
+    >>> torch_init = jaxinit.variance_scaling(1.0, "fan_in", "uniform", in_axis=1, out_axis=0)
+    >>> torch_init(jax.random.key(0), (64, 32, 3, 3)).shape
+    (64, 32, 3, 3)
+  """
+  return _VarianceScaling(scale, mode, distribution, in_axis, out_axis, batch_axis)
+
+
+# ---------------------------------------------------------------------------
+# Named specializations: each holds its own arguments (so its repr reads like
+# its factory call) and delegates the draw to a variance_scaling.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class _Specialization(Initializer):
+  """Fields shared by Glorot/He/LeCun: the axes of the fan computation."""
+
+  def _vs(self, scale: float, mode: str, distribution: str) -> _VarianceScaling:
+    return _VarianceScaling(scale, mode, distribution, self.in_axis, self.out_axis,
+                            self.batch_axis)
+
+  def _check_axes(self) -> None:
+    object.__setattr__(self, "in_axis", check_axes(self.name, "in_axis", self.in_axis))
+    object.__setattr__(self, "out_axis", check_axes(self.name, "out_axis", self.out_axis))
+    object.__setattr__(self, "batch_axis", _batch_axes(self.name, self.batch_axis))
+
+
+def _normal_distribution(truncated: bool) -> str:
+  return "truncated_normal" if truncated else "normal"
+
+
+@register("glorot_normal", "xavier_normal")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _GlorotNormal(_Specialization):
+  gain: float = 1.0
+  truncated: bool = True
+  in_axis: Axes = -2
+  out_axis: Axes = -1
+  batch_axis: tuple[int, ...] = ()
+
+  name = "glorot_normal"
+  formula = "Var[w] = gain^2 * 2 / (fan_in + fan_out); truncated at 2 sigma (std-corrected)"
+
+  def __post_init__(self):
+    object.__setattr__(self, "gain", check_real(self.name, "gain", self.gain, positive=True))
+    object.__setattr__(self, "truncated", check_bool(self.name, "truncated", self.truncated))
+    self._check_axes()
+
+  def _delegate(self):
+    return self._vs(self.gain**2, "fan_avg", _normal_distribution(self.truncated))
+
+
+@register("glorot_uniform", "xavier_uniform")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _GlorotUniform(_Specialization):
+  gain: float = 1.0
+  in_axis: Axes = -2
+  out_axis: Axes = -1
+  batch_axis: tuple[int, ...] = ()
+
+  name = "glorot_uniform"
+  formula = "w ~ U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))"
+
+  def __post_init__(self):
+    object.__setattr__(self, "gain", check_real(self.name, "gain", self.gain, positive=True))
+    self._check_axes()
+
+  def _delegate(self):
+    return self._vs(self.gain**2, "fan_avg", "uniform")
+
+
+def _he_scale(fn: str, negative_slope: float, nonlinearity: str) -> float:
+  if nonlinearity == "leaky_relu":
+    return _gain(fn, "leaky_relu", negative_slope) ** 2
+  if negative_slope != 0.0:
+    raise fail(fn, f"`negative_slope`={negative_slope!r} applies only to "
+               f"nonlinearity='leaky_relu', got nonlinearity={nonlinearity!r}.")
+  return _gain(fn, nonlinearity, None) ** 2
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class _HeBase(_Specialization):
+  def _check_he(self):
+    fn = self.name
+    object.__setattr__(self, "negative_slope",
+                       check_real(fn, "negative_slope", self.negative_slope))
+    check_choice(fn, "mode", self.mode, MODES)
+    if not isinstance(self.nonlinearity, str):
+      raise fail(fn, "`nonlinearity` must be a name (see jaxinit.calculate_gain); for a "
+                 "callable use variance_scaling(calculate_gain(phi) ** 2, ...).", TypeError)
+    _he_scale(fn, self.negative_slope, self.nonlinearity)  # validates the name
+    self._check_axes()
+
+  @property
+  def _scale(self) -> float:
+    return _he_scale(self.name, self.negative_slope, self.nonlinearity)
+
+
+@register("he_normal", "kaiming_normal")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _HeNormal(_HeBase):
+  negative_slope: float = 0.0
+  mode: str = "fan_in"
+  nonlinearity: str = "leaky_relu"
+  truncated: bool = True
+  in_axis: Axes = -2
+  out_axis: Axes = -1
+  batch_axis: tuple[int, ...] = ()
+
+  name = "he_normal"
+  formula = ("Var[w] = gain^2 / fan_mode, gain = calculate_gain(nonlinearity, negative_slope) "
+             "(sqrt(2) for ReLU); truncated at 2 sigma (std-corrected)")
+
+  def __post_init__(self):
+    object.__setattr__(self, "truncated", check_bool(self.name, "truncated", self.truncated))
+    self._check_he()
+
+  def _delegate(self):
+    return self._vs(self._scale, self.mode, _normal_distribution(self.truncated))
+
+
+@register("he_uniform", "kaiming_uniform")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _HeUniform(_HeBase):
+  negative_slope: float = 0.0
+  mode: str = "fan_in"
+  nonlinearity: str = "leaky_relu"
+  in_axis: Axes = -2
+  out_axis: Axes = -1
+  batch_axis: tuple[int, ...] = ()
+
+  name = "he_uniform"
+  formula = "w ~ U(-a, a), a = gain * sqrt(3 / fan_mode), gain as in he_normal"
+
+  def __post_init__(self):
+    self._check_he()
+
+  def _delegate(self):
+    return self._vs(self._scale, self.mode, "uniform")
+
+
+@register("lecun_normal")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _LecunNormal(_Specialization):
+  truncated: bool = True
+  in_axis: Axes = -2
+  out_axis: Axes = -1
+  batch_axis: tuple[int, ...] = ()
+
+  name = "lecun_normal"
+  formula = "Var[w] = 1 / fan_in; truncated at 2 sigma (std-corrected)"
+
+  def __post_init__(self):
+    object.__setattr__(self, "truncated", check_bool(self.name, "truncated", self.truncated))
+    self._check_axes()
+
+  def _delegate(self):
+    return self._vs(1.0, "fan_in", _normal_distribution(self.truncated))
+
+
+@register("lecun_uniform")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _LecunUniform(_Specialization):
+  in_axis: Axes = -2
+  out_axis: Axes = -1
+  batch_axis: tuple[int, ...] = ()
+
+  name = "lecun_uniform"
+  formula = "w ~ U(-a, a), a = sqrt(3 / fan_in)"
+
+  def __post_init__(self):
+    self._check_axes()
+
+  def _delegate(self):
+    return self._vs(1.0, "fan_in", "uniform")
+
+
+_AXES_DOC = """    in_axis: input axis or axes (default: Flax layout; ``1`` for torch OIHW).
+    out_axis: output axis or axes (``0`` for torch OIHW).
+    batch_axis: axes of a stack of independent weights, ignored by the fans."""
+
+
+def _axes_doc(f):
+  """Fills the shared description of the fan axes into a factory's docstring."""
+  f.__doc__ = f.__doc__.replace("    <axes>", _AXES_DOC)
+  return f
+
+
+@_axes_doc
+def glorot_normal(
+    gain: float = 1.0,
+    truncated: bool = True,
+    in_axis: int | tuple[int, ...] = -2,
+    out_axis: int | tuple[int, ...] = -1,
+    batch_axis: int | tuple[int, ...] = (),
+) -> Initializer:
+  """Builds a Glorot (Xavier) normal initializer.
+
+  Variance ``gain^2 * 2 / (fan_in + fan_out)`` (Glorot & Bengio 2010). By
+  default the normal is truncated at +-2 sigma and rescaled so the variance is
+  exact (jax/Keras convention); ``truncated=False`` draws the untruncated normal
+  of ``torch.nn.init.xavier_normal_``. ``gain`` is torch's (absent in jax/Keras).
+  Alias: ``xavier_normal``.
+
+  Args:
+    gain: positive multiplier of the standard deviation.
+    truncated: truncate at 2 sigma (std-corrected) or not.
+    <axes>
+
+  Returns:
+    An initializer.
+
+  Examples:
+    >>> import jax, jaxinit
+    >>> w = jaxinit.glorot_normal()(jax.random.key(0), (300, 500))
+    >>> print(f"{w.var() * (300 + 500) / 2:.2f}")
+    1.00
+    >>> jaxinit.xavier_normal is jaxinit.glorot_normal
+    True
+  """
+  return _GlorotNormal(gain, truncated, in_axis, out_axis, batch_axis)
+
+
+@_axes_doc
+def glorot_uniform(
+    gain: float = 1.0,
+    in_axis: int | tuple[int, ...] = -2,
+    out_axis: int | tuple[int, ...] = -1,
+    batch_axis: int | tuple[int, ...] = (),
+) -> Initializer:
+  """Builds a Glorot (Xavier) uniform initializer.
+
+  ``U(-a, a)`` with ``a = gain * sqrt(6 / (fan_in + fan_out))``, so the variance
+  is ``gain^2 * 2 / (fan_in + fan_out)``. Flax's default Dense kernel is
+  ``lecun_normal``; Keras's default is this. Alias: ``xavier_uniform``.
+
+  Args:
+    gain: positive multiplier (torch's ``gain``).
+    <axes>
+
+  Returns:
+    An initializer.
+
+  Examples:
+    >>> import jax, jaxinit
+    >>> w = jaxinit.glorot_uniform()(jax.random.key(0), (300, 500))
+    >>> print(f"{abs(w).max():.4f} <= {(6 / 800) ** 0.5:.4f}")
+    0.0866 <= 0.0866
+  """
+  return _GlorotUniform(gain, in_axis, out_axis, batch_axis)
+
+
+@_axes_doc
+def he_normal(
+    negative_slope: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    truncated: bool = True,
+    in_axis: int | tuple[int, ...] = -2,
+    out_axis: int | tuple[int, ...] = -1,
+    batch_axis: int | tuple[int, ...] = (),
+) -> Initializer:
+  """Builds a He (Kaiming) normal initializer.
+
+  Variance ``gain^2 / n`` with ``gain = calculate_gain(nonlinearity,
+  negative_slope)`` and ``n`` the fan of ``mode`` (He et al. 2015). With the
+  defaults (leaky_relu with slope 0, i.e. ReLU) the variance is ``2 / fan_in``.
+  ``negative_slope`` and ``nonlinearity`` follow ``torch.nn.init.kaiming_normal_``
+  (``a=``), which jax and Keras lack; any name of :func:`calculate_gain` works.
+  By default the normal is truncated at +-2 sigma and rescaled so the variance is
+  exact (jax/Keras); ``truncated=False`` gives torch's untruncated normal.
+  Alias: ``kaiming_normal``.
+
+  Args:
+    negative_slope: slope of leaky ReLU for x < 0 (only with
+      ``nonlinearity='leaky_relu'``).
+    mode: ``"fan_in"`` (preserve forward variance), ``"fan_out"`` (backward),
+      ``"fan_avg"`` or ``"fan_geo_avg"``.
+    nonlinearity: a name accepted by :func:`calculate_gain`.
+    truncated: truncate at 2 sigma (std-corrected) or not.
+    <axes>
+
+  Returns:
+    An initializer.
+
+  Raises:
+    ValueError: bad ``mode`` or ``nonlinearity``; ``negative_slope`` with a
+      nonlinearity other than leaky_relu.
+
+  Examples:
+    >>> import jax, jaxinit
+    >>> w = jaxinit.he_normal()(jax.random.key(0), (512, 1024))
+    >>> print(f"{w.var() * 512:.2f}")
+    2.00
+    >>> jaxinit.he_normal(negative_slope=0.2, mode="fan_out")
+    he_normal(negative_slope=0.2, mode='fan_out')
+  """
+  return _HeNormal(negative_slope, mode, nonlinearity, truncated, in_axis, out_axis, batch_axis)
+
+
+@_axes_doc
+def he_uniform(
+    negative_slope: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    in_axis: int | tuple[int, ...] = -2,
+    out_axis: int | tuple[int, ...] = -1,
+    batch_axis: int | tuple[int, ...] = (),
+) -> Initializer:
+  """Builds a He (Kaiming) uniform initializer.
+
+  ``U(-a, a)`` with ``a = gain * sqrt(3 / n)``, gain and ``n`` as in
+  :func:`he_normal`. Alias: ``kaiming_uniform``. (torch's default *layer* init
+  is ``kaiming_uniform_(a=sqrt(5))``, i.e. ``he_uniform(negative_slope=5 ** 0.5)``
+  with torch-layout axes.)
+
+  Args:
+    negative_slope: slope of leaky ReLU for x < 0.
+    mode: ``"fan_in"``, ``"fan_out"``, ``"fan_avg"`` or ``"fan_geo_avg"``.
+    nonlinearity: a name accepted by :func:`calculate_gain`.
+    <axes>
+
+  Returns:
+    An initializer.
+
+  Examples:
+    >>> import jax, jaxinit
+    >>> w = jaxinit.he_uniform()(jax.random.key(0), (600, 100))
+    >>> print(f"{abs(w).max():.4f} <= {(6 / 600) ** 0.5:.4f}")
+    0.1000 <= 0.1000
+  """
+  return _HeUniform(negative_slope, mode, nonlinearity, in_axis, out_axis, batch_axis)
+
+
+@_axes_doc
+def lecun_normal(
+    truncated: bool = True,
+    in_axis: int | tuple[int, ...] = -2,
+    out_axis: int | tuple[int, ...] = -1,
+    batch_axis: int | tuple[int, ...] = (),
+) -> Initializer:
+  """Builds a LeCun normal initializer: variance ``1 / fan_in``.
+
+  The right initializer for self-normalizing (SELU) networks (Klambauer et al.
+  2017) and Flax's default Dense/Conv kernel init. Truncated at 2 sigma and
+  std-corrected by default.
+
+  Args:
+    truncated: truncate at 2 sigma (std-corrected) or not.
+    <axes>
+
+  Returns:
+    An initializer.
+
+  Examples:
+    >>> import jax, jaxinit
+    >>> w = jaxinit.lecun_normal()(jax.random.key(0), (400, 800))
+    >>> print(f"{w.var() * 400:.2f}")
+    1.00
+  """
+  return _LecunNormal(truncated, in_axis, out_axis, batch_axis)
+
+
+@_axes_doc
+def lecun_uniform(
+    in_axis: int | tuple[int, ...] = -2,
+    out_axis: int | tuple[int, ...] = -1,
+    batch_axis: int | tuple[int, ...] = (),
+) -> Initializer:
+  """Builds a LeCun uniform initializer: ``U(-a, a)``, ``a = sqrt(3 / fan_in)``.
+
+  Args:
+    <axes>
+
+  Returns:
+    An initializer.
+
+  Examples:
+    >>> import jax, jaxinit
+    >>> w = jaxinit.lecun_uniform()(jax.random.key(0), (300, 10))
+    >>> print(f"{abs(w).max():.3f}")
+    0.100
+  """
+  return _LecunUniform(in_axis, out_axis, batch_axis)
+
+
+xavier_normal = glorot_normal
+xavier_uniform = glorot_uniform
+kaiming_normal = he_normal
+kaiming_uniform = he_uniform

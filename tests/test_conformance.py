@@ -1,0 +1,100 @@
+"""Registry-driven sweep: every public initializer x shape family x dtype goes
+through jaxinit.testing.assert_conforms (shape, dtype, no upcast, same key =>
+bit-identical, typed == legacy key, eager == jit, eval_shape, different keys
+differ, vmap over keys)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _cases import CASES, SHAPES
+
+import jaxinit
+from jaxinit import testing
+from jaxinit._src import registry
+
+
+def test_every_registered_initializer_is_swept():
+  assert set(registry.names(include_aliases=False)) == set(CASES)
+
+
+def _params(kind):
+  out = []
+  for name, (examples, families, dtypes) in CASES.items():
+    for i, init in enumerate(examples):
+      if kind == "shape":
+        # the first configuration sees every shape family, the others two of them
+        fams = families if i == 0 else [f for f in families if f in ("dense", "conv2d")]
+        out += [pytest.param(init, SHAPES[f], jnp.float32, id=f"{name}{i}-{f}") for f in fams]
+      else:
+        shape = SHAPES["conv2d"] if "conv2d" in families else SHAPES[families[0]]
+        out += [pytest.param(init, shape, d, id=f"{name}{i}-{jnp.dtype(d).name}") for d in dtypes]
+  return out
+
+
+@pytest.mark.parametrize("init,shape,dtype", _params("shape"))
+def test_shapes(init, shape, dtype):
+  testing.assert_conforms(init, shape, dtype, key=jax.random.key(11))
+
+
+@pytest.mark.parametrize("init,shape,dtype", _params("dtype"))
+def test_dtypes(init, shape, dtype):
+  out = testing.assert_conforms(init, shape, dtype, key=jax.random.key(12))
+  assert out.dtype == jnp.dtype(dtype)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_default_dtype_is_float32(name):
+  init = CASES[name][0][0]
+  assert init(jax.random.key(0), (4, 4)).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_float64_under_x64(name):
+  init = CASES[name][0][0]
+  with jax.enable_x64(True):
+    w = testing.assert_conforms(init, (8, 16), None, key=jax.random.key(3))
+    assert w.dtype == jnp.float64
+    if not init.deterministic:
+      # drawn in float64: far more than float32's 2^24 levels in [0, 1) -> values
+      # that are not representable in float32
+      wf = np.asarray(w)
+      assert np.any(wf.astype(np.float32).astype(np.float64) != wf)
+  if init._supports_complex():
+    with jax.enable_x64(True):
+      w = testing.assert_conforms(init, (8, 16), jnp.complex128, key=jax.random.key(3))
+      assert w.dtype == jnp.complex128
+
+
+def test_integer_and_bool_dtypes_are_rejected():
+  for name in sorted(CASES):
+    init = CASES[name][0][0]
+    for dtype in (jnp.int32, jnp.uint8, jnp.bool_):
+      with pytest.raises(TypeError, match=rf"jaxinit\.{name}: `dtype` must be a floating-point"):
+        init(jax.random.key(0), (4, 4), dtype)
+
+
+def test_complex_rejected_where_meaningless():
+  with pytest.raises(TypeError, match=r"jaxinit\.uniform: `dtype` complex64 is complex"):
+    jaxinit.uniform()(jax.random.key(0), (4,), jnp.complex64)
+
+
+def test_zero_size_shapes_give_empty_arrays():
+  for name in sorted(CASES):
+    init = CASES[name][0][0]
+    for shape in [(0,), (0, 5), (3, 3, 0, 8), (4, 0)]:
+      w = init(jax.random.key(0), shape, jnp.bfloat16)
+      assert w.shape == shape and w.dtype == jnp.bfloat16
+
+
+def test_flax_call_forms():
+  """Flax calls kernel_init(key, shape, dtype) positionally; jax passes out_sharding."""
+  init = jaxinit.he_normal()
+  k = jax.random.key(0)
+  a = init(k, (3, 4))
+  b = init(k, (3, 4), jnp.float32)
+  c = init(k, [3, 4], dtype=jnp.float32, out_sharding=None)
+  d = init(key=k, shape=(3, 4))
+  for other in (b, c, d):
+    np.testing.assert_array_equal(a, other)
+  assert isinstance(init, jaxinit.InitializerProtocol)
