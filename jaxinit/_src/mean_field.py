@@ -234,13 +234,14 @@ def _array(fn: str, arg: str, value: Any, *, positive: bool = False,
            nonnegative: bool = False, lo: float | None = None, hi: float | None = None,
            ) -> np.ndarray:
   if np.ndim(value) == 0:
-    return np.asarray(check_real(fn, arg, value, positive=positive, nonnegative=nonnegative),
-                      np.float64)
-  try:
-    a = np.asarray(value, np.float64)
-  except (TypeError, ValueError):
-    raise fail(fn, f"`{arg}` must be a real number or an array of them, got {value!r:.80}.",
-               TypeError) from None
+    a = np.asarray(check_real(fn, arg, value, positive=positive, nonnegative=nonnegative),
+                   np.float64)
+  else:
+    try:
+      a = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+      raise fail(fn, f"`{arg}` must be a real number or an array of them, got {value!r:.80}.",
+                 TypeError) from None
   bad = ~np.isfinite(a)
   if positive:
     bad |= ~(a > 0)
@@ -254,7 +255,8 @@ def _array(fn: str, arg: str, value: Any, *, positive: bool = False,
     want = "finite" + (" and > 0" if positive else "") + (" and >= 0" if nonnegative else "")
     if lo is not None:
       want += f" and in [{lo}, {hi}]"
-    raise fail(fn, f"`{arg}` must be {want}, got {a[bad].flat[0]!r} among its entries.")
+    where = "" if a.ndim == 0 else " among its entries"
+    raise fail(fn, f"`{arg}` must be {want}, got {float(a[bad].flat[0])!r}{where}.")
   return a
 
 
