@@ -254,6 +254,10 @@ def is_complex(dtype: np.dtype) -> bool:
   return bool(jnp.issubdtype(dtype, jnp.complexfloating))
 
 
+def complex_of(real: np.dtype) -> np.dtype:
+  return np.dtype(np.complex128) if real == np.float64 else np.dtype(np.complex64)
+
+
 # ---------------------------------------------------------------------------
 # The base class.
 # ---------------------------------------------------------------------------
