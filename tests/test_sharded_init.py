@@ -19,17 +19,14 @@ KEY = jax.random.key(5)
 
 # few distinct shapes: every (initializer, shape, dtype, sharding) compiles once
 TREE = {
-    "embed": {"embedding": jnp.zeros((64, 16))},
     "conv": {"kernel": jnp.zeros((3, 3, 4, 16)), "bias": jnp.zeros((16,))},
     "dense": {"kernel": jnp.zeros((16, 64), jnp.bfloat16)},
 }
 SPECS = {
-    "embed": {"embedding": P("x", None)},
     "conv": {"kernel": P(None, None, None, "x"), "bias": P("x")},
-    "dense": {"kernel": P(None, "x")},
+    "dense": {"kernel": P("x", None)},
 }
-RULES = {".*embedding": jaxinit.normal(0.02),
-         "conv/kernel": jaxinit.he_normal(),
+RULES = {"conv/kernel": jaxinit.he_normal(),
          ".*bias": jaxinit.torch_bias(),
          "dense/kernel": jaxinit.glorot_uniform()}
 
