@@ -159,7 +159,8 @@ def test_torch_bias_takes_fan_in_from_sibling():
   bound = 2.0 / (4 * 9) ** 0.5
   ref = jaxinit.uniform(-bound, bound)(jaxinit.leaf_key(KEY, "bias"), (8, 1, 1))
   assert _equal(new_conv.bias, ref)
-  with pytest.raises(TypeError, match=r"only be used as a rule of jaxinit\.reinit"):
+  with pytest.raises(TypeError,
+                     match=r"^jaxinit\.torch_bias: .*only be used as a rule of jaxinit\.reinit"):
     jaxinit.torch_bias()(KEY, (3,))
 
 

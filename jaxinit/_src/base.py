@@ -483,9 +483,12 @@ def _draw(
     shape: tuple[int, ...],
     dtype: np.dtype,
     sharded: tuple[Any, ...] | None,
+    fold: Array | None = None,
 ) -> Array:
   if math.prod(shape) == 0:
     return jnp.zeros(shape, dtype)
+  if fold is not None:  # reinit's per-leaf key, derived inside the compiled draw
+    key = jax.random.fold_in(jax.random.fold_in(key, fold[0]), fold[1])
   keep = False if sharded is None else (shape, grouped_shape(shape, sharded))
   token = _KEEP_SHAPE.set(keep)
   try:
@@ -508,10 +511,16 @@ def _draw_jit_sharded(sharding: Any):
 
 
 def _run(
-    init: Initializer, key: Array, shape: tuple[int, ...], dtype: np.dtype, out_sharding: Sharding
+    init: Initializer,
+    key: Array,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    out_sharding: Sharding,
+    fold: Array | None = None,
 ) -> Array:
+  """The compiled draw; ``fold`` (two uint32 words) is folded into ``key`` first."""
   if out_sharding is None:
-    return _draw_jit(init, key, shape, dtype, None)
+    return _draw_jit(init, key, shape, dtype, None, fold)
   if not isinstance(out_sharding, (jax.sharding.Sharding, jax.sharding.PartitionSpec)):
     raise fail(
         init.name,
@@ -523,9 +532,9 @@ def _run(
   explicit = _explicit_context()
   if explicit is not None and isinstance(
       out_sharding, jax.sharding.NamedSharding | jax.sharding.PartitionSpec):
-    return _run_explicit(init, key, shape, dtype, out_sharding, explicit)
+    return _run_explicit(init, key, shape, dtype, out_sharding, explicit, fold)
   sharded = sharded_axes(shape, out_sharding)
-  return _draw_jit_sharded(out_sharding)(init, key, shape, dtype, sharded)
+  return _draw_jit_sharded(out_sharding)(init, key, shape, dtype, sharded, fold)
 
 
 def _explicit_context() -> Any:
@@ -536,7 +545,7 @@ def _explicit_context() -> Any:
   return mesh
 
 
-def _run_explicit(init, key, shape, dtype, out_sharding, abstract_mesh) -> Array:
+def _run_explicit(init, key, shape, dtype, out_sharding, abstract_mesh, fold=None) -> Array:
   """A sharded draw under a mesh with Explicit axes.
 
   There, every intermediate carries its sharding in its type and starts out
@@ -562,10 +571,10 @@ def _run_explicit(init, key, shape, dtype, out_sharding, abstract_mesh) -> Array
     target = final = spec
   sharded = sharded_axes(shape, target)
 
-  def draw(k):
-    return _draw_jit_sharded(target)(init, k, shape, dtype, sharded)
+  def draw(k, f):
+    return _draw_jit_sharded(target)(init, k, shape, dtype, sharded, f)
 
-  return jax.sharding.auto_axes(draw, out_sharding=final)(key)
+  return jax.sharding.auto_axes(draw, out_sharding=final)(key, fold)
 
 
 def check_sharding(fn: str, sharding: Sharding, shape: tuple[int, ...]) -> None:

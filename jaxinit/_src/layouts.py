@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from jaxinit._src.base import (
   Initializer,
@@ -162,11 +162,13 @@ class SiblingRule:
 
   sibling: tuple[str, ...] = ("weight", "kernel", "w")
 
+  name: ClassVar[str] = "sibling_rule"
+
   def resolve(self, sibling_shape: tuple[int, ...], layout: Layout) -> Initializer:
     raise NotImplementedError
 
   def __call__(self, *args, **kwargs):
-    raise fail(type(self).__name__.lstrip("_"),
+    raise fail(self.name,
                "this rule takes its scale from a sibling kernel, so it can only be used "
                "as a rule of jaxinit.reinit (which knows the sibling), not called directly.",
                TypeError)
@@ -175,6 +177,8 @@ class SiblingRule:
 @dataclasses.dataclass(frozen=True)
 class _TorchBias(SiblingRule):
   scale: float = 1.0
+
+  name: ClassVar[str] = "torch_bias"
 
   def __post_init__(self):
     sib = (self.sibling,) if isinstance(self.sibling, str) else self.sibling

@@ -296,10 +296,12 @@ def _own_sharding(leaf: Any, mesh: Any) -> Any:
   if isinstance(leaf, jax.core.Tracer) or s is None:
     return None
   if isinstance(s, jax.sharding.NamedSharding) and isinstance(
-      s.mesh, jax.sharding.AbstractMesh):
+      s.mesh, jax.sharding.AbstractMesh):  # from eval_shape under a mesh
     if s.mesh.size <= 1:
       return None
-    return s.spec if mesh is None else jax.sharding.NamedSharding(mesh, s.spec)
+    if mesh is not None:
+      return jax.sharding.NamedSharding(mesh, s.spec)
+    return s.spec if _context_mesh() is not None else None
   try:
     if len(s.device_set) > 1:
       return s
@@ -360,7 +362,7 @@ def _check_leaf(path, pattern, init, shape, dtype, sharding) -> None:
       init._check(init.name, shape, d)
     except (TypeError, ValueError) as e:
       raise type(e)(f"jaxinit.reinit: {what}, which it cannot initialize: {e}") from None
-  elif not (np.issubdtype(dtype, np.inexact) or dtype == jax.numpy.bfloat16):
+  elif not jax.numpy.issubdtype(dtype, jax.numpy.inexact):
     raise fail(_FN, f"{what}: only floating-point or complex leaves can be initialized.",
                TypeError)
   if sharding is not None:
@@ -507,11 +509,14 @@ def reinit(
 
   leaves = [leaf for _, leaf in flat]
   for i, path, _, box, init, shape, dtype, sharding in draws:
-    k = leaf_key(key, path)
     if isinstance(init, Initializer):
-      new = init(k, shape, dtype, sharding)
+      # the same key as leaf_key(key, path), folded inside the compiled draw (one
+      # dispatch per leaf instead of three)
+      fold = np.asarray(_hash_words(path), np.uint32)
+      d = base.canonical_dtype(init.name, dtype, allow_complex=init._supports_complex())
+      new = base._run(init, key, shape, d, sharding, fold)
     else:
-      new = _call_foreign(init, k, shape, dtype, sharding)
+      new = _call_foreign(init, leaf_key(key, path), shape, dtype, sharding)
     leaves[i] = rebox(box, new) if box is not None else new
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
