@@ -115,16 +115,20 @@ def _block(tree):
   return tree
 
 
-def _time(fn, repeats):
-  t = time.perf_counter()
-  _block(fn())
-  first = time.perf_counter() - t
-  times = []
-  for _ in range(repeats):
+def _time_interleaved(fns, repeats):
+  """First call of each, then ``repeats`` rounds that run every path once in turn (so
+  a drifting machine load hits all paths alike); returns [(first, median)]."""
+  firsts, times = [], [[] for _ in fns]
+  for fn in fns:
     t = time.perf_counter()
     _block(fn())
-    times.append(time.perf_counter() - t)
-  return first, float(np.median(times))
+    firsts.append(time.perf_counter() - t)
+  for _ in range(repeats):
+    for i, fn in enumerate(fns):
+      t = time.perf_counter()
+      _block(fn())
+      times[i].append(time.perf_counter() - t)
+  return [(f, float(np.median(ts))) for f, ts in zip(firsts, times, strict=True)]
 
 
 def speed(cfg, repeats):
@@ -134,11 +138,11 @@ def speed(cfg, repeats):
   n = sum(x.size for x in jax.tree.leaves(abstract))
   flax_init = jax.jit(model.init)
   jaxinit_jit = jax.jit(lambda k: jaxinit.reinit(abstract, RULES, k))
-  rows = [
-      ("flax  jax.jit(model.init)", _time(lambda: flax_init(key, tokens), repeats)),
-      ("jaxinit jit(reinit(abstract))", _time(lambda: jaxinit_jit(key), repeats)),
-      ("jaxinit reinit eager", _time(lambda: jaxinit.reinit(abstract, RULES, key), repeats)),
-  ]
+  names = ["flax  jax.jit(model.init)", "jaxinit jit(reinit(abstract))",
+           "jaxinit reinit eager"]
+  fns = [lambda: flax_init(key, tokens), lambda: jaxinit_jit(key),
+         lambda: jaxinit.reinit(abstract, RULES, key)]
+  rows = list(zip(names, _time_interleaved(fns, repeats), strict=True))
   # the rules draw the distributions Flax draws (checked on a few leaves' std)
   ours, theirs = jaxinit_jit(key)["params"], flax_init(key, tokens)["params"]
   for path in (("wte", "embedding"), ("h_0", "c_fc", "kernel")):
@@ -235,7 +239,7 @@ def main():
     child(args.child, args.quick)
     return
   cfg = QUICK if args.quick else FULL
-  repeats = args.repeats or (2 if args.quick else 5)
+  repeats = args.repeats or (2 if args.quick else 7)
   print(f"# Model init ({'quick' if args.quick else 'GPT-2-small shape'}: {cfg})")
   print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.2f} at start; jax {jax.__version__}, "

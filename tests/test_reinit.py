@@ -2,6 +2,7 @@
 and errors that leave the input untouched."""
 
 import copy
+import dataclasses
 
 import equinox as eqx
 import haiku as hk
@@ -134,6 +135,33 @@ def test_reinit_layout_rewrites_default_axes_only():
   custom = jaxinit.Layout("custom", in_axis=1, out_axis=0)
   again = jaxinit.reinit(tree, {"w": jaxinit.he_normal()}, KEY, layout=custom)
   assert _equal(again["w"], new["w"])
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class _ColumnMarker(jaxinit.Initializer):
+  """An initializer without fan fields that handles layouts itself (as an orthogonal
+  family can): it writes 1 along its column axis' first index."""
+
+  column_axis: int = -1
+  name = "column_marker"
+
+  def with_layout(self, layout):
+    lay = layout if isinstance(layout, jaxinit.Layout) else jaxinit.LAYOUTS[layout]
+    return dataclasses.replace(self, column_axis=lay.out_axis)
+
+  def _sample(self, key, shape, dtype):
+    index = [slice(None)] * len(shape)
+    index[self.column_axis] = 0
+    return jnp.zeros(shape, dtype).at[tuple(index)].set(1)
+
+
+def test_reinit_layout_calls_an_initializers_own_with_layout():
+  tree = {"w": jnp.zeros((3, 5)), "b": jnp.zeros((3,))}
+  new = jaxinit.reinit(tree, {".*": _ColumnMarker()}, KEY, layout="torch")
+  assert _equal(new["w"], jnp.zeros((3, 5)).at[0, :].set(1))  # column axis 0 (out)
+  assert _equal(new["b"], jnp.zeros((3,)).at[0].set(1))       # rank 1: untouched
+  flax = jaxinit.reinit(tree, {"w": _ColumnMarker()}, KEY)
+  assert _equal(flax["w"], jnp.zeros((3, 5)).at[:, 0].set(1))
 
 
 def test_equinox_defaults_to_torch_layout():

@@ -113,14 +113,9 @@ def _has_fan_axes(init: Initializer) -> bool:
 
 
 def _relayout(init: Initializer, layout: Layout) -> Initializer:
-  fields = {f.name for f in dataclasses.fields(init)}
-  changes: dict[str, Any] = {}
-  if {"in_axis", "out_axis"} <= fields:
-    changes.update(in_axis=layout.in_axis, out_axis=layout.out_axis)
-  elif "column_axis" in fields and isinstance(layout.out_axis, int):
-    # the orthogonal family: the columns of the flattened matrix are the outputs
-    changes.update(column_axis=layout.out_axis)
-  return dataclasses.replace(init, **changes) if changes else init
+  if _has_fan_axes(init):
+    return dataclasses.replace(init, in_axis=layout.in_axis, out_axis=layout.out_axis)
+  return init
 
 
 def with_layout(init: Initializer, layout: Any) -> Initializer:
@@ -131,18 +126,21 @@ def with_layout(init: Initializer, layout: Any) -> Initializer:
 def apply_layout(init: Any, layout: Layout, shape: tuple[int, ...]) -> Any:
   """What ``reinit`` draws a leaf of ``shape`` with under ``layout``.
 
-  Only initializers still on the default (Flax) fan axes are rewritten, so axes
-  set explicitly on an initializer win; leaves of rank < 2 (biases, scales) keep
-  the default rule for 0-D/1-D shapes.
+  Fan-based initializers (``in_axis``/``out_axis`` fields) are rewritten only
+  while on the default (Flax) axes, so axes set explicitly on an initializer
+  win; an initializer of another kind that overrides
+  :meth:`Initializer.with_layout` decides itself. Leaves of rank < 2 (biases,
+  scales) keep the default rule for 0-D/1-D shapes.
   """
   if layout == _FLAX or len(shape) < 2 or not isinstance(init, Initializer):
     return init
   if _has_fan_axes(init):
     if (init.in_axis, init.out_axis) != (_FLAX.in_axis, _FLAX.out_axis):
       return init
-  elif getattr(init, "column_axis", None) != -1:
-    return init
-  return _relayout(init, layout)
+    return _relayout(init, layout)
+  if type(init).with_layout is not Initializer.with_layout:
+    return init.with_layout(layout)
+  return init
 
 
 # ---------------------------------------------------------------------------
