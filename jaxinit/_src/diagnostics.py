@@ -52,14 +52,14 @@ class _Model:
 
 def _bind(fn: str, model: Any, args: tuple, model_kwargs: Mapping[str, Any] | None) -> _Model:
   try:  # TEMPORARY until LSUV's adapters land on main
-    from jaxinit._src import adapters
+    from jaxinit._src.adapters import bind
   except ImportError:
     params, batch = args
     paths = ["/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
                       for k in p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     return _Model(model, params, (batch,), 0, paths)
 
-  bound = adapters.bind(fn, model, args, model_kwargs)
+  bound = bind(fn, model, args, model_kwargs)
   pos = 0 if bound.style == "function" else 1
   return _Model(bound.apply, bound.params, tuple(bound.args), pos, list(bound.paths))
 
@@ -486,7 +486,7 @@ def _example_fn(apply, params, args, batch_pos, example):
   XLA's CPU backend compiles about ten times slower than a matrix product.
   """
   batch = args[batch_pos]
-  one = jax.tree_util.tree_map(lambda x: lax.slice_in_dim(x, example, example + 1, axis=0), batch)
+  one = jax.tree_util.tree_map(lambda x: lax.dynamic_slice_in_dim(x, example, 1, axis=0), batch)
   leaves, treedef = jax.tree_util.tree_flatten(one)
   is_float = [jnp.issubdtype(x.dtype, jnp.floating) for x in leaves]
   sizes = [x.size for x, f in zip(leaves, is_float, strict=True) if f]
@@ -510,7 +510,7 @@ def _example_fn(apply, params, args, batch_pos, example):
   return f, x0
 
 
-@_register_jit(3)
+@_register_jit(2)
 def _jacobian_impl(apply, batch_pos, example, params, args):
   f, x0 = _example_fn(apply, params, args, batch_pos, example)
   m = jax.eval_shape(f, x0).shape[0]
@@ -518,8 +518,8 @@ def _jacobian_impl(apply, batch_pos, example, params, args):
   return jax.jacfwd(f)(x0) if n <= m else jax.jacrev(f)(x0)
 
 
-@_register_jit(4)
-def _matvec_impl(apply, batch_pos, example, side, params, args, v):
+@_register_jit(3)
+def _matvec_impl(apply, batch_pos, side, example, params, args, v):
   """A v with A = J^T J (side 'in') or J J^T (side 'out'), J the example's Jacobian."""
   f, x0 = _example_fn(apply, params, args, batch_pos, example)
   _, jvp = jax.linearize(f, x0)
@@ -649,15 +649,16 @@ def jacobian_spectrum(model: Any, *args: Any, method: str = "auto", num_iters: i
   if method == "auto":
     method = "exact" if min(m, n) <= 1024 else "lanczos"
   if method == "exact":
-    jac = jax.device_get(_cached_jit(_jacobian_impl, (m_.apply, m_.batch_pos, example))(
-        m_.params, m_.args))
+    jac = jax.device_get(_cached_jit(_jacobian_impl, (m_.apply, m_.batch_pos))(
+        example, m_.params, m_.args))
     s = np.linalg.svd(np.asarray(jac, np.float64), compute_uv=False)
     mean_sq = float(np.mean(s**2))
   else:
     k = min(num_iters, min(m, n))
     side, d = ("in", n) if n <= m else ("out", m)
-    run = _cached_jit(_matvec_impl, (m_.apply, m_.batch_pos, example, side))
-    matvec = lambda v: jax.device_get(run(m_.params, m_.args, jnp.asarray(v, jnp.float32)))
+    run = _cached_jit(_matvec_impl, (m_.apply, m_.batch_pos, side))
+    matvec = lambda v: jax.device_get(run(example, m_.params, m_.args,
+                                          jnp.asarray(v, jnp.float32)))
     seed = np.asarray(jax.random.key_data(key)).astype(np.uint64).tolist()
     rng = np.random.default_rng(seed)
     alpha, beta, basis = lanczos(matvec, rng.standard_normal(d), k, rng)
