@@ -306,8 +306,11 @@ def table(rows: Sequence[Row], depth: int) -> str:
       body.append([r.label, _fmt(r.var[0]), _fmt(r.var[mid]), _fmt(r.var[-1]), _fmt(r.var_ratio),
                    _fmt(r.grad_ratio), _fmt(r.jacobian.mean_squared), cond, r.verdict])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i in (0, len(cells) - 1) else c.rjust(w)
-                                  for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    def fmt(cells, widths=widths):
+      return "  ".join(c.ljust(w) if i in (0, len(cells) - 1) else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
     lines = [f"activation: {act}", fmt(head), "-" * len(fmt(head))]
     lines += [fmt(b) for b in body]
     blocks.append("\n".join(lines))

@@ -190,39 +190,28 @@ def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 @_register_jit(2)
-def _signal_impl(program_key, apply, params, args, batch_pos):
-  del program_key
-  return _signal_eval(apply, params, args, batch_pos)
-
-
-def _signal_eval(apply, params, args, batch_pos):
+def _signal_impl(apply, batch_pos, params, args):
+  """One forward pass through LSUV's interpreter, recording moments at every layer."""
   from jaxinit._src import layers as layers_lib
 
   prog = layers_lib.trace("signal_propagation", apply, params, args)
-  stats: dict[int, tuple] = {}
+  out: dict[int, tuple] = {}
   post: dict[int, tuple] = {}
 
   def hook(io):
-    out = io.pre if io.bias_term is None else io.pre + io.bias_term
-    stats[io.layer.index] = _moments(out)
-    return None
+    out[io.layer.index] = _moments(io.pre if io.bias_term is None else io.pre + io.bias_term)
 
   def on_post(layer, value):
     post[layer.index] = _moments(value)
 
-  p_leaves = jax.tree_util.tree_leaves(params)
-  a_leaves = jax.tree_util.tree_leaves(tuple(args))
-  prog.evaluate(p_leaves, a_leaves, hook=hook, on_post=on_post)
+  prog.evaluate(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(tuple(args)),
+                hook=hook, on_post=on_post)
   n = len(prog.layers)
-  stack = lambda d, k: jnp.stack([d[i][k] for i in range(n)]) if n else jnp.zeros((0,))
-  floats = [x for x in jax.tree_util.tree_leaves(args[batch_pos])
+  column = lambda d, k: jnp.stack([d[i][k] for i in range(n)])
+  floats = [x.astype(jnp.float32).reshape(-1) for x in jax.tree_util.tree_leaves(args[batch_pos])
             if jnp.issubdtype(x.dtype, jnp.floating)]
-  if floats:
-    flat = jnp.concatenate([x.astype(jnp.float32).reshape(-1) for x in floats])
-    in_m, in_v = _moments(flat)
-  else:
-    in_m = in_v = jnp.float32(jnp.nan)
-  return (stack(stats, 0), stack(stats, 1), stack(post, 0), stack(post, 1), in_m, in_v)
+  in_m, in_v = _moments(jnp.concatenate(floats)) if floats else (jnp.float32(jnp.nan),) * 2
+  return column(out, 0), column(out, 1), column(post, 0), column(post, 1), in_m, in_v
 
 
 def signal_propagation(model: Any, *args: Any, model_kwargs: dict[str, Any] | None = None,
@@ -283,12 +272,7 @@ def signal_propagation(model: Any, *args: Any, model_kwargs: dict[str, Any] | No
   if not prog.layers:
     raise fail(fn, "found no linear layers (dot_general or convolution reading a parameter) "
                "in the model.")
-  run = _cached_jit(_signal_impl, (None, m.apply)) if _hashable(m.apply) else jax.jit(
-      functools.partial(_signal_eval, m.apply), static_argnums=(2,))
-  if _hashable(m.apply):
-    out = run(m.params, m.args, m.batch_pos)
-  else:
-    out = run(m.params, m.args, m.batch_pos)
+  out = _cached_jit(_signal_impl, (m.apply, m.batch_pos))(m.params, m.args)
   mean, var, pmean, pvar, in_m, in_v = jax.device_get(out)
   lays = prog.layers
   return SignalReport(
