@@ -15,6 +15,10 @@ from jaxinit._src.basic import truncated_normal as truncated_normal
 from jaxinit._src.basic import uniform as uniform
 from jaxinit._src.basic import zeros as zeros
 from jaxinit._src.gain import calculate_gain as calculate_gain
+from jaxinit._src.layers import Layer as Layer
+from jaxinit._src.lsuv import LSUVReport as LSUVReport
+from jaxinit._src.lsuv import find_layers as find_layers
+from jaxinit._src.lsuv import lsuv as lsuv
 from jaxinit._src.registry import deserialize as deserialize
 from jaxinit._src.registry import get as get
 from jaxinit._src.registry import serialize as serialize
@@ -36,10 +40,13 @@ __version__ = "0.1.0"
 __all__ = [
     "Initializer",
     "InitializerProtocol",
+    "LSUVReport",
+    "Layer",
     "calculate_gain",
     "compute_fans",
     "constant",
     "deserialize",
+    "find_layers",
     "get",
     "glorot_normal",
     "glorot_uniform",
@@ -49,6 +56,7 @@ __all__ = [
     "kaiming_uniform",
     "lecun_normal",
     "lecun_uniform",
+    "lsuv",
     "normal",
     "ones",
     "serialize",

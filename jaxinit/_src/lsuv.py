@@ -1,0 +1,629 @@
+"""LSUV (layer-sequential unit-variance) initialization in one forward pass, under jit.
+
+Mishkin & Matas (2015) make every layer's output start at unit variance: redraw
+each weight orthonormally, then, layer by layer in forward order, run a batch
+through the model and divide the weight by the square root of the variance of
+the layer's output, until ``|var - 1| < tol`` or ``max_iters`` tries. Every
+published implementation re-runs the whole model for every try of every
+layer: O(layers x tries) forward passes, in eager Python.
+
+Here the whole procedure is one forward pass. The model is traced once to a
+jaxpr (:mod:`jaxinit._src.layers`); an interpreter evaluates it under
+``jax.jit``, and when it reaches a layer's output it normalizes that layer on
+the spot and continues with the normalized output — earlier layers are final
+by then, which is exactly the state the sequential algorithm would be in. The
+tries need no re-evaluation at all: the layer is linear in its weight, so the
+output for a weight ``s*W`` is ``s*(W x) + b`` and its variance is the
+quadratic ``s^2 var(Wx) + 2 s cov(Wx, b) + var(b)`` in ``s``, whose three
+moments are measured once. The paper's iteration ``s <- s * sqrt(target /
+var(s))`` then runs in a ``lax.while_loop`` on scalars. Without a bias (or
+with ``center=True``) one step is exact; with a bias it converges as in the
+paper (PyTorch's hooks see the bias too). No host round-trips, one
+compilation, compile time linear in depth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxinit._src import adapters
+from jaxinit._src import layers as layers_lib
+from jaxinit._src.base import canonical_key, check_bool, check_int, check_real, fail
+
+FN = "lsuv"
+
+#: Status codes of :class:`LSUVReport` rows.
+STATUS = (
+    "ok",                      # 0: within tol of the target
+    "not converged",           # 1: max_iters reached
+    "skipped: variance ~0",    # 2: output (nearly) constant: never scaled
+    "skipped: NaN/inf",        # 3: non-finite output
+    "tied",                    # 4: weight already scaled at an earlier use
+    "excluded",                # 5: not selected by `layers` / `exclude`
+)
+OK, NOT_CONVERGED, TINY, NONFINITE, TIED, EXCLUDED = range(6)
+
+# An output whose variance is below this fraction of its mean square is constant up to
+# float rounding; scaling it to unit variance would amplify rounding noise.
+_REL_TINY = 1e-10
+# Batches with fewer examples than this get a warning: variance estimates are noisy.
+_MIN_BATCH = 16
+
+
+# ---------------------------------------------------------------------------
+# The report.
+# ---------------------------------------------------------------------------
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["var_before", "var_after", "scale", "iters", "status", "batch_finite"],
+    meta_fields=["paths", "bias_paths", "tied_to", "target_var", "tol", "max_iters"],
+)
+@dataclasses.dataclass(frozen=True, repr=False)
+class LSUVReport:
+  """What :func:`lsuv` did, one row per layer in execution order.
+
+  A pytree (it can be returned from ``jax.jit``); ``print(report)`` shows a
+  table. Arrays have one entry per layer.
+
+  Attributes:
+    paths: the weight's parameter path of each layer.
+    bias_paths: the path of the bias added to each layer's output, or None.
+    tied_to: for a tied layer, the index of the layer whose weight it reuses
+      (None for a weight first read outside a layer, e.g. a tied embedding).
+    var_before: variance of the layer's output (bias included) when the
+      forward pass reached it — after the earlier layers were normalized and,
+      with a ``key``, after the orthonormal redraw.
+    var_after: variance of the layer's output after normalization (measured
+      on the batch, not predicted).
+    scale: the factor the weight was multiplied by (1 where not scaled).
+    iters: number of rescalings (0 when already within ``tol``).
+    status: a code per layer; ``STATUS[code]`` names it: 'ok', 'not
+      converged', 'skipped: variance ~0', 'skipped: NaN/inf', 'tied',
+      'excluded'.
+    batch_finite: whether every floating-point input was finite.
+  """
+
+  paths: tuple[str, ...]
+  bias_paths: tuple[str | None, ...]
+  tied_to: tuple[int | None, ...]
+  target_var: float
+  tol: float
+  max_iters: int
+  var_before: jax.Array
+  var_after: jax.Array
+  scale: jax.Array
+  iters: jax.Array
+  status: jax.Array
+  batch_finite: jax.Array
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  @property
+  def ok(self) -> jax.Array:
+    """True when no NaN/inf was met (the parameters were updated)."""
+    return self.batch_finite & jnp.all(self.status != NONFINITE)
+
+  @property
+  def converged(self) -> jax.Array:
+    """Per layer: the output variance ends within ``tol`` of ``target_var``."""
+    return jnp.abs(self.var_after - self.target_var) < self.tol
+
+  def error(self) -> str | None:
+    """The error message for a run that met NaN/inf, or None (host-side)."""
+    if bool(self.batch_finite) and not np.any(np.asarray(self.status) == NONFINITE):
+      return None
+    tail = "; the parameters were left unchanged."
+    if not bool(self.batch_finite):
+      return f"jaxinit.{FN}: the batch contains NaN or inf{tail}"
+    i = int(np.argmax(np.asarray(self.status) == NONFINITE))
+    return (f"jaxinit.{FN}: the output of layer #{i} ({self.paths[i]}) is NaN or inf: the "
+            "activations reaching it overflowed or the parameters contain NaN/inf" + tail)
+
+  def check(self) -> None:
+    """Raises the error :func:`lsuv` raises eagerly when NaN/inf was met.
+
+    Useful after calling :func:`lsuv` inside your own ``jax.jit``, where it
+    cannot raise: there it returns the parameters unchanged and this report.
+    """
+    msg = self.error()
+    if msg is not None:
+      raise FloatingPointError(msg)
+
+  def rows(self) -> list[dict[str, Any]]:
+    """One dict per layer (host-side values)."""
+    cols = {k: np.asarray(getattr(self, k)) for k in
+            ("var_before", "var_after", "scale", "iters", "status")}
+    out = []
+    for i, path in enumerate(self.paths):
+      status = STATUS[int(cols["status"][i])]
+      if status == "tied":
+        status = ("tied: read earlier outside a layer (e.g. an embedding lookup)"
+                  if self.tied_to[i] is None else f"tied to #{self.tied_to[i]}")
+      out.append({"layer": path, "bias": self.bias_paths[i],
+                  "var_before": float(cols["var_before"][i]),
+                  "var_after": float(cols["var_after"][i]), "scale": float(cols["scale"][i]),
+                  "iters": int(cols["iters"][i]), "status": status})
+    return out
+
+  def __str__(self) -> str:
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(self)):
+      return f"LSUVReport({len(self)} layers, traced)"
+    rows = self.rows()
+    w = max([len("layer"), *(len(r["layer"]) for r in rows)])
+    head = (f"LSUV: {len(rows)} layers, target variance {self.target_var:g} ± {self.tol:g}, "
+            f"at most {self.max_iters} iterations")
+    lines = [head, f"{'#':>3}  {'layer':<{w}}  {'var before':>10}  {'var after':>10}  "
+             f"{'scale':>9}  {'iters':>5}  status"]
+    for i, r in enumerate(rows):
+      lines.append(f"{i:>3}  {r['layer']:<{w}}  {r['var_before']:>10.4g}  {r['var_after']:>10.4g}"
+                   f"  {r['scale']:>9.4g}  {r['iters']:>5d}  {r['status']}")
+    if not bool(self.batch_finite):
+      lines.append("the batch contains NaN or inf: parameters unchanged")
+    return "\n".join(lines)
+
+  __repr__ = __str__
+
+
+# ---------------------------------------------------------------------------
+# Options.
+# ---------------------------------------------------------------------------
+
+
+Selector = str | Sequence[str] | Callable[[str], bool] | None
+
+
+def _selector(arg: str, value: Any) -> tuple | Callable[[str], bool] | None:
+  if value is None or callable(value):
+    return value
+  patterns = (value,) if isinstance(value, str) else value
+  bad = fail(FN, f"`{arg}` must be a regular expression, a sequence of them, or a function "
+             f"path -> bool, got {value!r:.80}.", TypeError)
+  if not isinstance(patterns, Sequence) or not all(isinstance(p, str) for p in patterns):
+    raise bad
+  for p in patterns:
+    try:
+      re.compile(p)
+    except re.error as e:
+      raise fail(FN, f"`{arg}` pattern {p!r} is not a valid regular expression: {e}.") from None
+  return tuple(patterns)
+
+
+def _matches(selector, path: str) -> bool:
+  if callable(selector):
+    return bool(selector(path))
+  return any(re.search(p, path) for p in selector)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+  tol: float
+  max_iters: int
+  target_var: float
+  center: bool
+  min_var: float
+  layers: Any
+  exclude: Any
+
+  def selected(self, layer: layers_lib.Layer) -> bool:
+    if self.layers is not None and not _matches(self.layers, layer.path):
+      return False
+    return not (self.exclude is not None and _matches(self.exclude, layer.path))
+
+
+# ---------------------------------------------------------------------------
+# The traced routine.
+# ---------------------------------------------------------------------------
+
+
+def _compute_dtype(dtype) -> np.dtype:
+  return np.dtype(np.float64) if np.dtype(dtype).itemsize >= 8 else np.dtype(np.float32)
+
+
+def _orthogonal() -> Callable[..., jax.Array]:
+  """``jaxinit.orthogonal`` when present, else jax's (same Haar distribution)."""
+  import jaxinit
+
+  ortho = getattr(jaxinit, "orthogonal", None)
+  if ortho is not None:
+    return ortho(scale=1.0, column_axis=-1)
+  return jax.nn.initializers.orthogonal(scale=1.0, column_axis=-1)
+
+
+def _redraw(prog: layers_lib.Program, leaves: list, key, selected: Sequence[bool]) -> list:
+  """The paper's step 1: an orthonormal weight for every layer LSUV will scale.
+
+  A weight is viewed as the (fan_in x fan_out) matrix of the map it applies
+  (for each index of its batch axes, e.g. per attention head when heads are a
+  dot_general batch axis) and that matrix is drawn orthonormal — orthonormal
+  columns when fan_in >= fan_out, rows otherwise. Grouped and depthwise
+  convolutions are treated as one (k*k*C_in/groups x C_out) matrix, whose rows
+  are orthonormal when C_out > k*k*C_in/groups. The layout back to the
+  parameter (a transpose, a reshape) is undone with ``jax.linear_transpose`` of
+  the parameter-to-operand map. Where that map is not a permutation (a
+  broadcast, a scalar multiply) the parameter itself is drawn orthogonal with
+  its last axis as columns. Layers with the same matrix shape share one
+  batched draw, so the compiled program holds one orthogonal per shape.
+  """
+  keys = jax.random.split(key, len(prog.layers))
+  jobs = []  # (layer, batch count, fan_in, fan_out, finish)
+  for lay in prog.layers:
+    if not selected[lay.index]:
+      continue
+    region = layers_lib.apply_index(leaves[lay.leaf], lay.weight_index)
+    op = prog.avals[lay.weight_atom]
+    if prog.weight_bijective(lay):
+      shape = op.shape
+      perm = (*lay.batch_axes, *lay.in_axes, *lay.out_axes)
+      dims = [math.prod(shape[a] for a in axes)
+              for axes in (lay.batch_axes, lay.in_axes, lay.out_axes)]
+
+      def finish(q, lay=lay, region=region, shape=shape, perm=perm, dtype=op.dtype):
+        q = jnp.transpose(q.reshape([shape[a] for a in perm]), np.argsort(perm)).astype(dtype)
+        return jax.linear_transpose(prog.weight_fn(lay), region)(q)[0]
+    elif region.ndim >= 2:
+      dims = [1, math.prod(region.shape[:-1]), region.shape[-1]]
+      finish = lambda q, region=region: q.reshape(region.shape).astype(region.dtype)
+    else:
+      continue
+    jobs.append((lay, *dims, finish))
+  init = _orthogonal()
+  leaves = list(leaves)
+  for n_in, n_out in dict.fromkeys((j[2], j[3]) for j in jobs):
+    group = [j for j in jobs if (j[2], j[3]) == (n_in, n_out)]
+    ks = jnp.concatenate([jax.random.split(keys[j[0].index], j[1]) for j in group])
+    qs = jax.vmap(lambda k, n_in=n_in, n_out=n_out: init(k, (n_in, n_out), jnp.float32))(ks)
+    at = 0
+    for lay, nb, _, _, finish in group:
+      new = finish(qs[at:at + nb])
+      at += nb
+      leaves[lay.leaf] = layers_lib.set_index(leaves[lay.leaf], lay.weight_index, new)
+  return leaves
+
+
+def _lsuv_impl(apply, opts: _Options, params, args, key):
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  paths = adapters.param_paths(apply, params)
+  prog = layers_lib.trace(FN, apply, params, args, paths)
+  if not prog.layers:
+    raise fail(FN, "found no linear layers in the model: no dot_general or convolution reads a "
+               "parameter (through reshapes, transposes and casts only) and the batch. Is "
+               "`params` the model's parameters, and does the model use them?")
+  for lay in prog.layers:
+    if math.prod(lay.output_shape) < 2:
+      raise fail(FN, f"layer #{lay.index} ({lay.path}) has an output of shape "
+                 f"{lay.output_shape}: a variance needs at least 2 values; use a larger batch.")
+  selected = [lay.tied_to is None and not lay.read_earlier and opts.selected(lay)
+              for lay in prog.layers]
+  arg_leaves = jax.tree_util.tree_leaves(args)
+  batch_finite = jnp.array(True)
+  for x in arg_leaves:
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+      batch_finite = batch_finite & jnp.all(jnp.isfinite(x))
+  start = _redraw(prog, leaves, key, selected) if key is not None else list(leaves)
+
+  rows: dict[int, tuple] = {}
+  t, tol = opts.target_var, opts.tol
+
+  def hook(io: layers_lib.LayerIO):
+    lay = io.layer
+    cdt = _compute_dtype(io.pre.dtype)
+    pre = io.pre.astype(cdt)
+    m = jnp.mean(pre)
+    d = pre - m
+    v0 = jnp.mean(d * d)
+    zero = jnp.zeros((), cdt)
+    if io.bias_term is not None:
+      b = jnp.broadcast_to(io.bias_term.astype(cdt), pre.shape)
+      e = b - jnp.mean(b)
+      c, vb = jnp.mean(d * e), jnp.mean(e * e)
+    else:
+      b, c, vb = None, zero, zero
+    var_before = v0 + 2 * c + vb
+    finite = jnp.isfinite(m) & jnp.isfinite(v0) & jnp.isfinite(c) & jnp.isfinite(vb)
+    one = jnp.ones((), cdt)
+    if not selected[lay.index]:
+      code = TIED if lay.tied_to is not None or lay.read_earlier else EXCLUDED
+      status = jnp.where(finite, code, NONFINITE)
+      rows[lay.index] = (var_before, var_before, one, jnp.int32(0), status, finite)
+      return None
+
+    centering = opts.center and b is not None and not lay.bias_shared
+    if centering:
+      # Per bias entry, the mean of the output over the entries it is added to: the
+      # transpose of the bias broadcast sums them, the transpose of ones counts them.
+      bias_c = io.bias.astype(cdt)
+      h = lambda r: jnp.broadcast_to(
+          io.bias_fn(r.astype(io.bias.dtype)).astype(cdt), pre.shape)
+      ht = jax.linear_transpose(h, bias_c)
+      count = ht(jnp.ones(pre.shape, cdt))[0]
+      entry_mean = lambda y: ht(y)[0] / count
+      pre_mean = entry_mean(pre)
+      dc = pre - h(pre_mean)
+      veff = jnp.mean(dc * dc)
+      vfn = lambda s: s * s * veff
+    else:
+      veff = v0
+      vfn = lambda s: s * s * v0 + 2 * s * c + vb
+    tiny = ~(veff > opts.min_var) | (veff <= _REL_TINY * (v0 + m * m))
+    run = finite & ~tiny
+
+    def cond(state):
+      _, v, it = state
+      return run & (jnp.abs(v - t) >= tol) & (it < opts.max_iters) & (v > 0)
+
+    def body(state):
+      s, v, it = state
+      s = s * jnp.sqrt(t / v)
+      return s, vfn(s), it + 1
+
+    s, _, iters = lax.while_loop(cond, body, (one, vfn(one), jnp.int32(0)))
+    s = jnp.where(run, s, one)
+    weight = (io.weight.astype(cdt) * s).astype(io.weight.dtype)
+    bias = None
+    if centering:
+      shift = jnp.where(run, s * pre_mean + entry_mean(b), zero)
+      bias = (bias_c - shift).astype(io.bias.dtype)
+      out = s * pre + h(bias.astype(cdt))
+    elif b is not None:
+      out = s * pre + b
+    else:
+      out = s * pre
+    mo = jnp.mean(out)
+    var_after = jnp.mean(jnp.square(out - mo))
+    status = jnp.where(~finite, NONFINITE, jnp.where(
+        tiny, TINY, jnp.where(jnp.abs(var_after - t) < tol, OK, NOT_CONVERGED)))
+    rows[lay.index] = (var_before, var_after, s, iters, status, finite)
+    return layers_lib.LayerUpdate(weight=weight, bias=bias, output=out.astype(io.pre.dtype))
+
+  _, new_leaves = prog.evaluate(start, arg_leaves, hook)
+  n = len(prog.layers)
+  cols = [[rows[i][k] for i in range(n)] for k in range(6)]
+  f32 = lambda xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs])
+  ok = batch_finite & jnp.all(jnp.stack(cols[5]))
+  new_leaves = [jnp.where(ok, new, old) for new, old in zip(new_leaves, leaves, strict=True)]
+  report = LSUVReport(
+      paths=tuple(lay.path for lay in prog.layers),
+      bias_paths=tuple(lay.bias_path for lay in prog.layers),
+      tied_to=tuple(lay.tied_to for lay in prog.layers),
+      target_var=t, tol=tol, max_iters=opts.max_iters,
+      var_before=f32(cols[0]), var_after=f32(cols[1]), scale=f32(cols[2]),
+      iters=jnp.stack([jnp.asarray(x, jnp.int32) for x in cols[3]]),
+      status=jnp.stack([jnp.asarray(x, jnp.int32) for x in cols[4]]),
+      batch_finite=batch_finite,
+  )
+  return jax.tree_util.tree_unflatten(treedef, new_leaves), report
+
+
+_lsuv_jit = jax.jit(_lsuv_impl, static_argnums=(0, 1))
+
+
+# ---------------------------------------------------------------------------
+# The public entry point.
+# ---------------------------------------------------------------------------
+
+
+def _check_batch(batch: Any) -> None:
+  leaves = [x for x in jax.tree_util.tree_leaves(batch) if hasattr(x, "shape")]
+  if not leaves:
+    raise fail(FN, f"the batch must contain arrays, got {type(batch).__name__}.", TypeError)
+  x = leaves[0]
+  if len(x.shape) == 0:
+    raise fail(FN, "the batch's first array is a scalar; LSUV needs a batch of examples "
+               "along the leading axis.")
+  n = x.shape[0]
+  if n < 2:
+    raise fail(FN, f"the batch holds {n} example(s) along its leading axis; LSUV estimates "
+               "variances over a batch, so pass at least 2 (ideally 64 or more).")
+  if n < _MIN_BATCH:
+    warnings.warn(f"jaxinit.{FN}: the batch holds only {n} examples; variance estimates from "
+                  f"fewer than {_MIN_BATCH} are noisy.", UserWarning, stacklevel=3)
+
+
+def lsuv(
+    model: Any,
+    *args: Any,
+    tol: float = 0.1,
+    max_iters: int = 10,
+    target_var: float = 1.0,
+    key: jax.Array | None = None,
+    center: bool = False,
+    layers: Selector = None,
+    exclude: Selector = None,
+    min_var: float = 1e-8,
+    model_kwargs: dict[str, Any] | None = None,
+):
+  r"""LSUV: scales each linear layer so its output has unit variance on a batch.
+
+  Layer-sequential unit-variance initialization (Mishkin & Matas, 2015): in
+  execution order, each layer's weight ``W`` is multiplied by ``s`` until the
+  variance of the layer's output on ``batch`` is within ``tol`` of
+  ``target_var``, using the paper's update ``s <- s * sqrt(target_var /
+  var)``. With a ``key``, every weight is first redrawn orthonormally, as in
+  the paper; without one, the current weights are kept and only rescaled.
+
+  The whole procedure costs about one forward pass and runs under
+  ``jax.jit`` (eagerly it is jitted for you, and the compilation is cached):
+  the model is traced once, evaluated step by step, and each layer is
+  normalized when the forward pass reaches it — earlier layers are final by
+  then, and since the output is linear in ``W``, ``var(s W x + b)`` is a
+  quadratic in ``s`` whose coefficients are measured once, so the tries cost
+  no extra model evaluations.
+
+  Three call forms:
+
+  * Flax linen: ``new_variables, report = lsuv(module, variables, batch)``;
+    only ``variables['params']`` changes (``batch_stats`` and other
+    collections are passed through untouched, whatever the call mutates).
+  * Flax nnx: ``report = lsuv(model, batch)`` updates ``model``'s
+    ``nnx.Param`` values in place (only on success).
+  * Any pure function: ``new_params, report = lsuv(apply_fn, params,
+    batch)`` with ``apply_fn(params, batch)`` (equinox, haiku-transformed or
+    hand-written models).
+
+  What counts as a layer (see :func:`find_layers`): every ``dot_general`` or
+  convolution that reads a parameter through layout operations only —
+  dense, einsum/``DenseGeneral``, attention projections, convolutions of any
+  rank, grouped and depthwise — found in execution order, with ``nn.scan`` /
+  ``nnx.scan`` stacks unrolled per step. Embeddings, normalization scales
+  and products between activations are not layers. A layer's output is its
+  dot/conv result plus its bias (what the layer returns, and what PyTorch's
+  hooks see), and its variance is taken over all entries. A tied weight
+  (one used by several layers) is scaled once, at its first use in execution
+  order; a weight first read outside a layer (an embedding tied to the output
+  projection) is not scaled, as that would change the earlier read.
+
+  Args:
+    model: a linen ``nn.Module``, an ``nnx.Module``, or ``apply_fn``.
+    *args: ``variables, batch`` (linen), ``batch`` (nnx) or ``params,
+      batch`` (function). The batch is passed to the model as its single
+      positional argument; its leading axis is the batch axis.
+    tol: stop when ``|var - target_var| < tol`` (on the variance, as the
+      authors' Keras port; their PyTorch port tests the standard deviation).
+    max_iters: maximal number of rescalings per layer.
+    target_var: the output variance to reach.
+    key: a PRNG key to redraw every processed weight orthonormally first
+      (independent per layer; per group of batch axes for batched weights),
+      or None to keep the current weights.
+    center: also shift each layer's bias, after its weight is scaled, so
+      that the output has zero mean over the batch for every bias entry
+      (then the variance is taken after centering). Layers without a bias
+      are only scaled.
+    layers: which layers to process: a regular expression (or several)
+      searched in the weight path, or a function ``path -> bool``. Default:
+      all.
+    exclude: layers not to process (same forms); they are reported as
+      'excluded' and left unchanged.
+    min_var: a layer whose output variance is at most this (or is constant
+      up to rounding) is skipped and reported, never scaled towards inf.
+    model_kwargs: keyword arguments for the model call, e.g.
+      ``{'train': False}``; for linen they go to ``module.apply`` (so
+      ``mutable=['batch_stats']``, ``rngs=...`` and ``method=...`` work —
+      mutated collections are discarded).
+
+  Returns:
+    ``(new_variables, report)`` (linen), ``report`` (nnx) or ``(new_params,
+    report)`` (function). The :class:`LSUVReport` is a pytree; print it for a
+    table.
+
+  Raises:
+    FloatingPointError: the batch or some layer's output is NaN/inf (eager
+      calls; the caller's parameters are untouched). Inside your own
+      ``jax.jit`` it cannot raise: the parameters come back unchanged and
+      ``report.check()`` raises afterwards.
+    ValueError: no layers were found; a batch of fewer than 2 examples; a
+      layer inside ``lax.cond``/``while_loop`` (NotImplementedError); bad
+      options.
+
+  Warns:
+    UserWarning: layers were skipped for (near-)zero output variance; the
+      batch has fewer than 16 examples.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxinit
+    >>> from flax import linen as nn
+    >>> model = nn.Sequential([nn.Dense(64), nn.relu, nn.Dense(64), nn.relu, nn.Dense(10)])
+    >>> x = jax.random.normal(jax.random.key(0), (128, 32))
+    >>> variables = model.init(jax.random.key(1), x)
+    >>> variables, report = jaxinit.lsuv(model, variables, x, key=jax.random.key(2))
+    >>> report.paths
+    ('layers_0/kernel', 'layers_2/kernel', 'layers_4/kernel')
+    >>> bool(report.converged.all())
+    True
+
+  References:
+    D. Mishkin, J. Matas, "All you need is a good init", ICLR 2016,
+    arXiv:1511.06422.
+  """
+  opts = _Options(
+      tol=check_real(FN, "tol", tol, positive=True),
+      max_iters=check_int(FN, "max_iters", max_iters, minimum=1),
+      target_var=check_real(FN, "target_var", target_var, positive=True),
+      center=check_bool(FN, "center", center),
+      min_var=check_real(FN, "min_var", min_var, nonnegative=True),
+      layers=_selector("layers", layers),
+      exclude=_selector("exclude", exclude),
+  )
+  bound = adapters.bind(FN, model, args, model_kwargs)
+  if key is not None:
+    key = canonical_key(FN, key)
+  _check_batch(adapters.batch_of(bound))
+  tracing = any(isinstance(x, jax.core.Tracer)
+                for x in jax.tree_util.tree_leaves((bound.params, bound.args, key)))
+  try:
+    hash((bound.apply, opts))
+    run = functools.partial(_lsuv_jit, bound.apply, opts)
+  except TypeError:  # an unhashable model function or option: compile without caching
+    run = jax.jit(functools.partial(_lsuv_impl, bound.apply, opts))
+  new_params, report = run(bound.params, bound.args, key)
+  if not tracing:
+    msg = report.error()
+    if msg is not None:
+      err = FloatingPointError(msg)
+      err.report = report
+      raise err
+    _warn_skipped(report)
+  result = bound.rebuild(new_params)
+  return report if bound.style == "nnx" else (result, report)
+
+
+def _warn_skipped(report: LSUVReport) -> None:
+  status = np.asarray(report.status)
+  skipped = [i for i in range(len(report)) if status[i] == TINY]
+  if skipped:
+    names = ", ".join(f"#{i} {report.paths[i]} (variance {float(report.var_before[i]):.3g})"
+                      for i in skipped)
+    warnings.warn(f"jaxinit.{FN}: skipped {len(skipped)} layer(s) whose output variance is ~0 "
+                  f"(their input is constant or zero on this batch): {names}. Their weights "
+                  "were left unchanged.", UserWarning, stacklevel=3)
+
+
+def find_layers(model: Any, *args: Any, model_kwargs: dict[str, Any] | None = None
+                ) -> tuple[layers_lib.Layer, ...]:
+  """Lists the linear layers of a model in execution order — what :func:`lsuv` processes.
+
+  The model is traced once (nothing is computed). A layer is a
+  ``dot_general`` or convolution that reads a parameter through layout
+  operations only (reshape, transpose, cast, broadcast, static slice) and
+  whose other operand depends on the batch: dense, einsum/``DenseGeneral``,
+  attention projections, convolutions of any rank, grouped or depthwise.
+  Calls, ``custom_jvp``/``custom_vjp`` and ``remat`` are looked through;
+  ``scan`` bodies holding layers are unrolled (one entry per step, the
+  stacked weight's slice appended to the path as ``[t]``); a layer inside
+  ``lax.cond`` or ``while_loop`` raises NotImplementedError naming it.
+
+  Args:
+    model: a linen module, an nnx module or ``apply_fn(params, batch)``.
+    *args: as for :func:`lsuv`: ``variables, batch`` / ``batch`` /
+      ``params, batch`` (arrays or ``jax.ShapeDtypeStruct``).
+    model_kwargs: keyword arguments for the model call.
+
+  Returns:
+    A tuple of :class:`Layer` (path, kind, weight shape, fans, output
+    shape, bias path, ``tied_to``, source location), in execution order.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxinit
+    >>> from flax import linen as nn
+    >>> model = nn.Sequential([nn.Conv(8, (3, 3)), nn.relu, nn.Dense(4)])
+    >>> x = jnp.ones((2, 16, 16, 3))
+    >>> for layer in jaxinit.find_layers(model, model.init(jax.random.key(0), x), x):
+    ...   print(layer.index, layer.path, layer.kind, layer.fan_in, layer.fan_out, layer.bias_path)
+    0 layers_0/kernel conv 27 8 layers_0/bias
+    1 layers_2/kernel dot 8 4 layers_2/bias
+  """
+  bound = adapters.bind("find_layers", model, args, model_kwargs)
+  return layers_lib.trace("find_layers", bound.apply, bound.params, bound.args, bound.paths).layers
