@@ -166,6 +166,8 @@ class Layer:
       operation that is not a layer — the lookup of an embedding that is tied
       to an output projection. LSUV leaves such a weight alone: scaling it
       would change everything computed after that earlier read.
+    read_later: the weight entries are read again after this layer (by a
+      layer tied to it, or by any other operation).
     source: where the model's code called it (``file:line (function)``).
   """
 
@@ -179,6 +181,7 @@ class Layer:
   bias_path: str | None
   tied_to: int | None
   read_earlier: bool
+  read_later: bool
   source: str
   # -- internals used by Program.evaluate --
   leaf: int = dataclasses.field(repr=False)
@@ -629,6 +632,7 @@ class Program:
              if not (len(s.outs) == 1 and s.outs[0] in self.origin)
              for p, a in enumerate(s.ins)
              if not isinstance(a, _Const) and a in self.origin and (si, p) not in weight_reads]
+    all_reads = reads + [(ci, self.origin[steps[ci].ins[p]]) for ci, p in flat.candidates]
     layers: list[Layer] = []
     for si, wpos in flat.candidates:
       s = steps[si]
@@ -643,6 +647,8 @@ class Program:
                    if lay.leaf == o.leaf and _overlaps(lay.weight_index, o.index)), None)
       earlier = any(ri < si and ro.leaf == o.leaf and _overlaps(ro.index, o.index)
                     for ri, ro in reads)
+      later = any(ri > si and ro.leaf == o.leaf and _overlaps(ro.index, o.index)
+                  for ri, ro in all_reads)
       shared = bias is not None and any(
           lay.bias is not None and lay.bias.leaf == bias.leaf
           and _overlaps(lay.bias.index, bias.index) for lay in layers)
@@ -657,6 +663,7 @@ class Program:
           bias_path=None if bias is None else bias.path,
           tied_to=tied,
           read_earlier=earlier,
+          read_later=later,
           source=s.source,
           leaf=o.leaf,
           weight_index=o.index,

@@ -11,15 +11,26 @@ Here the whole procedure is one forward pass. The model is traced once to a
 jaxpr (:mod:`jaxinit._src.layers`); an interpreter evaluates it under
 ``jax.jit``, and when it reaches a layer's output it normalizes that layer on
 the spot and continues with the normalized output — earlier layers are final
-by then, which is exactly the state the sequential algorithm would be in. The
-tries need no re-evaluation at all: the layer is linear in its weight, so the
-output for a weight ``s*W`` is ``s*(W x) + b`` and its variance is the
-quadratic ``s^2 var(Wx) + 2 s cov(Wx, b) + var(b)`` in ``s``, whose three
-moments are measured once. The paper's iteration ``s <- s * sqrt(target /
-var(s))`` then runs in a ``lax.while_loop`` on scalars. Without a bias (or
-with ``center=True``) one step is exact; with a bias it converges as in the
-paper (PyTorch's hooks see the bias too). No host round-trips, one
-compilation, compile time linear in depth.
+by then, which is exactly the state the sequential algorithm is in at that
+layer. The tries need no re-evaluation: the layer is linear in its weight, so
+the output for a weight ``s*W`` is ``s*(Wx) + b`` and its variance is the
+quadratic ``var(s) = s^2 var(Wx) + 2 s cov(Wx, b) + var(b)``, whose three
+coefficients one fused reduction over the output measures.
+
+By default (``exact=True``) the scale is the root of ``var(s) = target`` —
+the fixed point of the paper's update ``s <- s * sqrt(target / var(s))``,
+reached in one step, in closed form. Without a bias (or with ``center=True``)
+the paper's update gets there in one step too; with a bias it only converges
+towards it, and ``exact=False`` runs that update in a ``lax.while_loop`` on the
+scalars, which reproduces the scales of the reference implementations (whose
+hooks see the bias as well) at the cost of a loop per layer in the compiled
+program.
+
+Compile time is what XLA spends on the kernels the program holds, so the
+per-layer work is shaped to keep them few and alike (identical kernels are
+compiled once): one fused reduction, one small scalar kernel, the scaled
+output; weights are scaled once at the end from the recorded scales, and the
+report is computed with vector operations over all layers.
 """
 
 from __future__ import annotations
@@ -69,7 +80,7 @@ _MIN_BATCH = 16
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=["var_before", "var_after", "scale", "iters", "status", "batch_finite"],
-    meta_fields=["paths", "bias_paths", "tied_to", "target_var", "tol", "max_iters"],
+    meta_fields=["paths", "bias_paths", "tied_to", "target_var", "tol", "max_iters", "exact"],
 )
 @dataclasses.dataclass(frozen=True, repr=False)
 class LSUVReport:
@@ -86,10 +97,12 @@ class LSUVReport:
     var_before: variance of the layer's output (bias included) when the
       forward pass reached it — after the earlier layers were normalized and,
       with a ``key``, after the orthonormal redraw.
-    var_after: variance of the layer's output after normalization (measured
-      on the batch, not predicted).
+    var_after: variance of the layer's output after normalization, from the
+      output's exact moments on the batch (``s^2 var(Wx) + 2 s cov(Wx, b) +
+      var(b)``; equal to a direct measurement up to rounding).
     scale: the factor the weight was multiplied by (1 where not scaled).
-    iters: number of rescalings (0 when already within ``tol``).
+    iters: number of updates of the scale (0 when already within ``tol``; at
+      most 1 with ``exact=True``).
     status: a code per layer; ``STATUS[code]`` names it: 'ok', 'not
       converged', 'skipped: variance ~0', 'skipped: NaN/inf', 'tied',
       'excluded'.
@@ -102,6 +115,7 @@ class LSUVReport:
   target_var: float
   tol: float
   max_iters: int
+  exact: bool
   var_before: jax.Array
   var_after: jax.Array
   scale: jax.Array
@@ -164,8 +178,9 @@ class LSUVReport:
       return f"LSUVReport({len(self)} layers, traced)"
     rows = self.rows()
     w = max([len("layer"), *(len(r["layer"]) for r in rows)])
+    how = "exact solve" if self.exact else f"at most {self.max_iters} iterations"
     head = (f"LSUV: {len(rows)} layers, target variance {self.target_var:g} ± {self.tol:g}, "
-            f"at most {self.max_iters} iterations")
+            f"{how}")
     lines = [head, f"{'#':>3}  {'layer':<{w}}  {'var before':>10}  {'var after':>10}  "
              f"{'scale':>9}  {'iters':>5}  status"]
     for i, r in enumerate(rows):
@@ -213,6 +228,7 @@ class _Options:
   tol: float
   max_iters: int
   target_var: float
+  exact: bool
   center: bool
   min_var: float
   layers: Any
@@ -233,14 +249,44 @@ def _compute_dtype(dtype) -> np.dtype:
   return np.dtype(np.float64) if np.dtype(dtype).itemsize >= 8 else np.dtype(np.float32)
 
 
-def _orthogonal() -> Callable[..., jax.Array]:
-  """``jaxinit.orthogonal`` when present, else jax's (same Haar distribution)."""
+def _orthonormal_matrices(key, shapes: Sequence[tuple[int, int]]) -> list[jax.Array]:
+  """Independent Haar-random orthonormal matrices of the given 2-D shapes, float32.
+
+  Uses ``jaxinit.orthogonal`` when it exists (one call per distinct shape, with
+  ``batch_axis=0``). Until then a QR stand-in: all the Gaussian matrices come
+  from one flat draw (one-dimensional random bits, drawn once, compile much
+  faster on CPU than ``jax.nn.initializers.orthogonal``'s 2-D draw per matrix),
+  each is factored separately (batched QR is much slower on CPU than a loop),
+  and the signs are fixed with ``sign(diag R) = sign(diag(Q^T A))`` (Mezzadri
+  2007), so each matrix is Haar-distributed.
+  """
   import jaxinit
 
   ortho = getattr(jaxinit, "orthogonal", None)
   if ortho is not None:
-    return ortho(scale=1.0, column_axis=-1)
-  return jax.nn.initializers.orthogonal(scale=1.0, column_axis=-1)
+    out: list = [None] * len(shapes)
+    distinct = list(dict.fromkeys(shapes))
+    for shape, k in zip(distinct, jax.random.split(key, len(distinct)), strict=True):
+      where = [i for i, s in enumerate(shapes) if s == shape]
+      try:
+        qs = ortho(scale=1.0, column_axis=-1, batch_axis=0)(k, (len(where), *shape),
+                                                             jnp.float32)
+      except TypeError:  # no batch_axis: one call per matrix
+        init = ortho(scale=1.0, column_axis=-1)
+        qs = [init(kk, shape, jnp.float32) for kk in jax.random.split(k, len(where))]
+      for i, q in zip(where, qs, strict=True):
+        out[i] = q
+    return out
+  sizes = [r * c for r, c in shapes]
+  z = jax.random.normal(key, (sum(sizes),), jnp.float32)
+  out, at = [], 0
+  for (rows, cols), size in zip(shapes, sizes, strict=True):
+    a = lax.slice(z, (at,), (at + size,)).reshape(max(rows, cols), min(rows, cols))
+    at += size
+    q = jnp.linalg.qr(a)[0]
+    q = q * jnp.sign(jnp.sum(q * a, axis=0))
+    out.append(q if rows >= cols else q.T)
+  return out
 
 
 def _redraw(prog: layers_lib.Program, leaves: list, key, selected: Sequence[bool]) -> list:
@@ -255,11 +301,9 @@ def _redraw(prog: layers_lib.Program, leaves: list, key, selected: Sequence[bool
   parameter (a transpose, a reshape) is undone with ``jax.linear_transpose`` of
   the parameter-to-operand map. Where that map is not a permutation (a
   broadcast, a scalar multiply) the parameter itself is drawn orthogonal with
-  its last axis as columns. Layers with the same matrix shape share one
-  batched draw, so the compiled program holds one orthogonal per shape.
+  its last axis as columns.
   """
-  keys = jax.random.split(key, len(prog.layers))
-  jobs = []  # (layer, batch count, fan_in, fan_out, finish)
+  jobs = []  # (layer, matrices, (fan_in, fan_out), finish)
   for lay in prog.layers:
     if not selected[lay.index]:
       continue
@@ -268,29 +312,26 @@ def _redraw(prog: layers_lib.Program, leaves: list, key, selected: Sequence[bool
     if prog.weight_bijective(lay):
       shape = op.shape
       perm = (*lay.batch_axes, *lay.in_axes, *lay.out_axes)
-      dims = [math.prod(shape[a] for a in axes)
-              for axes in (lay.batch_axes, lay.in_axes, lay.out_axes)]
+      nb, n_in, n_out = (math.prod(shape[a] for a in axes)
+                         for axes in (lay.batch_axes, lay.in_axes, lay.out_axes))
 
       def finish(q, lay=lay, region=region, shape=shape, perm=perm, dtype=op.dtype):
         q = jnp.transpose(q.reshape([shape[a] for a in perm]), np.argsort(perm)).astype(dtype)
         return jax.linear_transpose(prog.weight_fn(lay), region)(q)[0]
     elif region.ndim >= 2:
-      dims = [1, math.prod(region.shape[:-1]), region.shape[-1]]
+      nb, n_in, n_out = 1, math.prod(region.shape[:-1]), region.shape[-1]
       finish = lambda q, region=region: q.reshape(region.shape).astype(region.dtype)
     else:
       continue
-    jobs.append((lay, *dims, finish))
-  init = _orthogonal()
+    jobs.append((lay, nb, (n_in, n_out), finish))
   leaves = list(leaves)
-  for n_in, n_out in dict.fromkeys((j[2], j[3]) for j in jobs):
-    group = [j for j in jobs if (j[2], j[3]) == (n_in, n_out)]
-    ks = jnp.concatenate([jax.random.split(keys[j[0].index], j[1]) for j in group])
-    qs = jax.vmap(lambda k, n_in=n_in, n_out=n_out: init(k, (n_in, n_out), jnp.float32))(ks)
-    at = 0
-    for lay, nb, _, _, finish in group:
-      new = finish(qs[at:at + nb])
-      at += nb
-      leaves[lay.leaf] = layers_lib.set_index(leaves[lay.leaf], lay.weight_index, new)
+  shapes = [j[2] for j in jobs for _ in range(j[1])]
+  qs = _orthonormal_matrices(key, shapes) if shapes else []
+  at = 0
+  for lay, nb, _, finish in jobs:
+    new = finish(jnp.stack(qs[at:at + nb]) if nb > 1 else qs[at][None])
+    at += nb
+    leaves[lay.leaf] = layers_lib.set_index(leaves[lay.leaf], lay.weight_index, new)
   return leaves
 
 
@@ -315,33 +356,25 @@ def _lsuv_impl(apply, opts: _Options, params, args, key):
       batch_finite = batch_finite & jnp.all(jnp.isfinite(x))
   start = _redraw(prog, leaves, key, selected) if key is not None else list(leaves)
 
-  rows: dict[int, tuple] = {}
   t, tol = opts.target_var, opts.tol
+  centered = [False] * len(prog.layers)
+  rows: dict[int, tuple] = {}
 
   def hook(io: layers_lib.LayerIO):
     lay = io.layer
     cdt = _compute_dtype(io.pre.dtype)
     pre = io.pre.astype(cdt)
-    m = jnp.mean(pre)
-    d = pre - m
-    v0 = jnp.mean(d * d)
-    zero = jnp.zeros((), cdt)
-    if io.bias_term is not None:
-      b = jnp.broadcast_to(io.bias_term.astype(cdt), pre.shape)
-      e = b - jnp.mean(b)
-      c, vb = jnp.mean(d * e), jnp.mean(e * e)
-    else:
-      b, c, vb = None, zero, zero
-    var_before = v0 + 2 * c + vb
-    finite = jnp.isfinite(m) & jnp.isfinite(v0) & jnp.isfinite(c) & jnp.isfinite(vb)
-    one = jnp.ones((), cdt)
+    b = None if io.bias_term is None else jnp.broadcast_to(io.bias_term.astype(cdt), pre.shape)
+    raw = _raw_moments(pre, b)
+    m, v0, c, vb = _moments(pre.size, *raw)
+    nan = jnp.full((), jnp.nan, cdt)
     if not selected[lay.index]:
-      code = TIED if lay.tied_to is not None or lay.read_earlier else EXCLUDED
-      status = jnp.where(finite, code, NONFINITE)
-      rows[lay.index] = (var_before, var_before, one, jnp.int32(0), status, finite)
+      rows[lay.index] = (*raw, nan, jnp.ones((), cdt), jnp.int32(0))
       return None
 
     centering = opts.center and b is not None and not lay.bias_shared
+    centered[lay.index] = centering
+    zero = jnp.zeros((), cdt)
     if centering:
       # Per bias entry, the mean of the output over the entries it is added to: the
       # transpose of the bias broadcast sums them, the transpose of ones counts them.
@@ -352,60 +385,187 @@ def _lsuv_impl(apply, opts: _Options, params, args, key):
       count = ht(jnp.ones(pre.shape, cdt))[0]
       entry_mean = lambda y: ht(y)[0] / count
       pre_mean = entry_mean(pre)
-      dc = pre - h(pre_mean)
-      veff = jnp.mean(dc * dc)
-      vfn = lambda s: s * s * veff
+      veff = _moments(pre.size, *_raw_moments(pre - h(pre_mean), None))[1]
+      a, c_eff, vb_eff = veff, zero, zero
     else:
-      veff = v0
-      vfn = lambda s: s * s * v0 + 2 * s * c + vb
-    tiny = ~(veff > opts.min_var) | (veff <= _REL_TINY * (v0 + m * m))
-    run = finite & ~tiny
-
-    def cond(state):
-      _, v, it = state
-      return run & (jnp.abs(v - t) >= tol) & (it < opts.max_iters) & (v > 0)
-
-    def body(state):
-      s, v, it = state
-      s = s * jnp.sqrt(t / v)
-      return s, vfn(s), it + 1
-
-    s, _, iters = lax.while_loop(cond, body, (one, vfn(one), jnp.int32(0)))
-    s = jnp.where(run, s, one)
-    weight = (io.weight.astype(cdt) * s).astype(io.weight.dtype)
+      veff, a, c_eff, vb_eff = nan, v0, c, vb
+    runnable = lambda: _runnable(m, v0, c, vb, a, opts.min_var)
+    if opts.exact:
+      s, iters = _solve(a, c_eff, vb_eff, runnable(), t, tol)
+    else:
+      s, iters = _iterate(lambda s: s * s * a + 2 * s * c_eff + vb_eff, runnable, t, tol,
+                          opts.max_iters)
+    # Only a weight that is read again later (tied) is rewritten during the pass; the
+    # others are scaled once at the end, from the scales recorded here.
+    weight = (io.weight.astype(cdt) * s).astype(io.weight.dtype) if lay.read_later else None
     bias = None
     if centering:
-      shift = jnp.where(run, s * pre_mean + entry_mean(b), zero)
+      shift = jnp.where(runnable(), s * pre_mean + entry_mean(b), zero)
       bias = (bias_c - shift).astype(io.bias.dtype)
       out = s * pre + h(bias.astype(cdt))
     elif b is not None:
       out = s * pre + b
     else:
       out = s * pre
-    mo = jnp.mean(out)
-    var_after = jnp.mean(jnp.square(out - mo))
-    status = jnp.where(~finite, NONFINITE, jnp.where(
-        tiny, TINY, jnp.where(jnp.abs(var_after - t) < tol, OK, NOT_CONVERGED)))
-    rows[lay.index] = (var_before, var_after, s, iters, status, finite)
+    rows[lay.index] = (*raw, veff, s, iters)
     return layers_lib.LayerUpdate(weight=weight, bias=bias, output=out.astype(io.pre.dtype))
 
   _, new_leaves = prog.evaluate(start, arg_leaves, hook)
+
+  # The report, from the per-layer raw sums, with a few vector operations. Only values that
+  # XLA keeps in memory (reduction outputs, slices, the scales) are stacked, so stacking
+  # does not recompute per-layer arithmetic (compile time grows with what is recomputed).
   n = len(prog.layers)
-  cols = [[rows[i][k] for i in range(n)] for k in range(6)]
-  f32 = lambda xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs])
-  ok = batch_finite & jnp.all(jnp.stack(cols[5]))
+  cols = [jnp.stack([jnp.asarray(rows[i][k], jnp.float32) for i in range(n)]) for k in range(9)]
+  veff, s = cols[7], cols[8]
+  iters = jnp.stack([jnp.asarray(rows[i][9], jnp.int32) for i in range(n)])
+  sizes = np.array([math.prod(lay.output_shape) for lay in prog.layers], np.float32)
+  m, v0, c, vb = _moments(sizes, *cols[:7])
+  cen = np.array(centered)
+  a = jnp.where(cen, veff, v0)
+  finite = jnp.isfinite(m) & jnp.isfinite(v0) & jnp.isfinite(c) & jnp.isfinite(vb)
+  finite &= jnp.isfinite(a)
+  sel = np.array(selected)
+  run = jnp.asarray(sel) & _runnable(m, v0, c, vb, a, opts.min_var)
+  var_before = v0 + 2 * c + vb
+  var_after = jnp.where(run, jnp.where(cen, s * s * a, s * s * v0 + 2 * s * c + vb), var_before)
+  static = np.array([OK if sel[i] else TIED if (lay.tied_to is not None or lay.read_earlier)
+                     else EXCLUDED for i, lay in enumerate(prog.layers)], np.int32)
+  status = jnp.where(~finite, NONFINITE, jnp.where(
+      ~sel, static, jnp.where(~run, TINY, jnp.where(
+          jnp.abs(var_after - t) < tol, OK, NOT_CONVERGED))))
+  ok = batch_finite & jnp.all(finite)
+  for lay in prog.layers:
+    if selected[lay.index] and not lay.read_later:
+      scale = rows[lay.index][8]
+      w = layers_lib.apply_index(new_leaves[lay.leaf], lay.weight_index)
+      new = (w.astype(scale.dtype) * scale).astype(w.dtype)
+      new_leaves[lay.leaf] = layers_lib.set_index(new_leaves[lay.leaf], lay.weight_index, new)
   new_leaves = [jnp.where(ok, new, old) for new, old in zip(new_leaves, leaves, strict=True)]
   report = LSUVReport(
       paths=tuple(lay.path for lay in prog.layers),
       bias_paths=tuple(lay.bias_path for lay in prog.layers),
       tied_to=tuple(lay.tied_to for lay in prog.layers),
-      target_var=t, tol=tol, max_iters=opts.max_iters,
-      var_before=f32(cols[0]), var_after=f32(cols[1]), scale=f32(cols[2]),
-      iters=jnp.stack([jnp.asarray(x, jnp.int32) for x in cols[3]]),
-      status=jnp.stack([jnp.asarray(x, jnp.int32) for x in cols[4]]),
-      batch_finite=batch_finite,
+      target_var=t, tol=tol, max_iters=opts.max_iters, exact=opts.exact,
+      var_before=var_before, var_after=var_after, scale=s,
+      iters=iters, status=status.astype(jnp.int32), batch_finite=batch_finite,
   )
   return jax.tree_util.tree_unflatten(treedef, new_leaves), report
+
+
+def _raw_moments(pre: jax.Array, b: jax.Array | None) -> tuple:
+  """Shifted sums of ``pre`` (and ``b``) over all entries, in one fused reduction.
+
+  Returns ``(S1, S2, S3, S4, S5, K, Kb)`` with ``d = pre - K``, ``e = b - Kb`` (``K``,
+  ``Kb`` the first entries): ``S1 = sum d``, ``S2 = sum d^2``, ``S3 = sum d e``,
+  ``S4 = sum e``, ``S5 = sum e^2`` (zeros without a bias). Shifting by an entry (the
+  "shifted data" algorithm) makes the rounding error of the variance scale with
+  ``(mean - K)^2 / var`` — of order one — instead of ``mean^2 / var`` as in the naive
+  ``E[x^2] - E[x]^2``; one pass over the output instead of two keeps the number of
+  kernels per layer, which XLA's compile time grows with, low.
+  """
+  first = (0,) * pre.ndim
+  k = pre[first]
+  d = pre - k
+  zero = jnp.zeros((), pre.dtype)
+  if b is None:
+    ops = (d, d * d)
+  else:
+    kb = b[first]
+    e = b - kb
+    ops = (d, d * d, d * e, e, e * e)
+  sums = lax.reduce(ops, tuple(zero for _ in ops),
+                    lambda x, y: tuple(xi + yi for xi, yi in zip(x, y, strict=True)),
+                    tuple(range(pre.ndim)))
+  if b is None:
+    return (*sums, zero, zero, zero, k, zero)
+  return (*sums, k, kb)
+
+
+# The scalar arithmetic below runs once per layer at trace time; it is written with
+# lax primitives, which bind directly, rather than jnp functions and operators, which
+# each stage a small jitted function (about ten times the tracing cost).
+_add, _sub, _mul, _div, _max = lax.add, lax.sub, lax.mul, lax.div, lax.max
+_and, _sel, _finite = lax.bitwise_and, lax.select, lax.is_finite
+
+
+def _moments(n, s1, s2, s3, s4, s5, k, kb):
+  """Mean and variance of the output, its covariance with the bias term and the bias
+  term's variance, from :func:`_raw_moments` (scalars, or vectors over layers)."""
+  del kb  # the shift cancels in every central moment of b
+  inv = np.asarray(1.0 / np.asarray(n, np.float64), s1.dtype)  # multiply, not divide
+  md, me = _mul(s1, inv), _mul(s4, inv)
+  mean = _add(k, md)
+  var = _max(_sub(_mul(s2, inv), _mul(md, md)), _zeros(md))
+  cov = _sub(_mul(s3, inv), _mul(md, me))
+  var_b = _max(_sub(_mul(s5, inv), _mul(me, me)), _zeros(md))
+  return mean, var, cov, var_b
+
+
+def _zeros(x):
+  return lax.full_like(x, 0)
+
+
+def _runnable(m, v0, c, vb, a, min_var):
+  """A layer is scaled when its statistics are finite and the variance the scale acts on
+  (``a``: var(Wx), or its part within bias entries when centering) is not ~0."""
+  finite = _and(_and(_and(_finite(m), _finite(v0)), _and(_finite(c), _finite(vb))),
+                _finite(a))
+  big = _and(lax.gt(a, _add(_zeros(a), min_var)),
+             lax.gt(a, _mul(_add(v0, _mul(m, m)), _REL_TINY)))
+  return _and(finite, big)
+
+
+def _solve(a, c, vb, runnable, t, tol):
+  """The scale ``s > 0`` with ``a s^2 + 2 c s + vb = t``, in closed form.
+
+  This is the fixed point the paper's update ``s <- s * sqrt(t / var(s))``
+  converges to, reached in one step: the larger root of the quadratic (a second
+  positive root exists only when the bias term alone has variance above ``t``).
+  A layer already within ``tol`` of ``t``, one that must not be scaled, and one
+  with no positive root (its bias alone has more variance than the target and
+  no weight scale reaches it) keep ``s = 1``.
+
+  It is written with a single square root and a single final division: XLA then
+  computes the scale in one small kernel per layer and reads it from memory,
+  instead of re-deriving parts of it inside every kernel that uses it (which
+  is what XLA's CPU compile time grows with).
+  """
+  zero, one = _zeros(a), lax.full_like(a, 1)
+  v1 = _add(_add(a, _mul(c, 2.0)), vb)
+  disc = _add(_mul(c, c), _mul(a, _sub(t, vb)))
+  r = lax.sqrt(_max(disc, zero))
+  # root = num / den; each form avoids cancellation for its sign of c, and den > 0
+  # whenever the layer is runnable (a > 0).
+  c_pos = lax.gt(c, zero)
+  num = _sel(c_pos, _sub(t, vb), _sub(r, c))
+  den = _sel(c_pos, _add(r, c), a)
+  scale = _and(_and(runnable, lax.ge(disc, zero)),
+               _and(lax.gt(num, zero), lax.ge(lax.abs(_sub(v1, t)), tol)))
+  return _div(_sel(scale, num, one), _sel(scale, den, one)), lax.convert_element_type(
+      scale, jnp.int32)
+
+
+def _iterate(vfn, runnable, t, tol, max_iters):
+  """The paper's update ``s <- s * sqrt(t / var(s))`` until ``|var - t| < tol``.
+
+  ``var(s)`` is exact and costs a few scalar operations, so the loop runs on
+  scalars. ``runnable()`` is evaluated inside the loop condition, so a layer
+  that must not be scaled leaves the loop at once with ``s = 1``.
+  """
+  one = jnp.ones((), jnp.result_type(vfn(1.0)))
+
+  def cond(state):
+    _, v, it = state
+    return runnable() & (jnp.abs(v - t) >= tol) & (it < max_iters) & (v > 0)
+
+  def body(state):
+    s, v, it = state
+    s = s * jnp.sqrt(t / v)
+    return s, vfn(s), it + 1
+
+  s, _, iters = lax.while_loop(cond, body, (one, vfn(one), jnp.int32(0)))
+  return s, iters
 
 
 _lsuv_jit = jax.jit(_lsuv_impl, static_argnums=(0, 1))
@@ -439,6 +599,7 @@ def lsuv(
     tol: float = 0.1,
     max_iters: int = 10,
     target_var: float = 1.0,
+    exact: bool = True,
     key: jax.Array | None = None,
     center: bool = False,
     layers: Selector = None,
@@ -449,19 +610,20 @@ def lsuv(
   r"""LSUV: scales each linear layer so its output has unit variance on a batch.
 
   Layer-sequential unit-variance initialization (Mishkin & Matas, 2015): in
-  execution order, each layer's weight ``W`` is multiplied by ``s`` until the
-  variance of the layer's output on ``batch`` is within ``tol`` of
-  ``target_var``, using the paper's update ``s <- s * sqrt(target_var /
-  var)``. With a ``key``, every weight is first redrawn orthonormally, as in
-  the paper; without one, the current weights are kept and only rescaled.
+  execution order, each layer's weight ``W`` is multiplied by a scale ``s``
+  so that the variance of the layer's output on ``batch`` reaches
+  ``target_var``; a layer already within ``tol`` of it is left alone. With a
+  ``key``, every weight is first redrawn orthonormally, as in the paper;
+  without one, the current weights are kept and only rescaled.
 
   The whole procedure costs about one forward pass and runs under
   ``jax.jit`` (eagerly it is jitted for you, and the compilation is cached):
   the model is traced once, evaluated step by step, and each layer is
   normalized when the forward pass reaches it — earlier layers are final by
-  then, and since the output is linear in ``W``, ``var(s W x + b)`` is a
-  quadratic in ``s`` whose coefficients are measured once, so the tries cost
-  no extra model evaluations.
+  then. The output is linear in ``W``, so ``var(s W x + b)`` is a quadratic in
+  ``s`` whose coefficients are measured once: by default ``s`` is its root,
+  the fixed point of the paper's update ``s <- s * sqrt(target_var / var)``,
+  and no try costs a model evaluation.
 
   Three call forms:
 
@@ -491,10 +653,21 @@ def lsuv(
     *args: ``variables, batch`` (linen), ``batch`` (nnx) or ``params,
       batch`` (function). The batch is passed to the model as its single
       positional argument; its leading axis is the batch axis.
-    tol: stop when ``|var - target_var| < tol`` (on the variance, as the
-      authors' Keras port; their PyTorch port tests the standard deviation).
-    max_iters: maximal number of rescalings per layer.
+    tol: a layer whose output variance is within ``tol`` of ``target_var``
+      is done (on the variance, as the authors' Keras port; their PyTorch
+      port tests the standard deviation).
+    max_iters: with ``exact=False``, the maximal number of updates per layer.
     target_var: the output variance to reach.
+    exact: True (default): solve ``var(s) = target_var`` for the scale in
+      closed form — one step, exactly on target. False: run the paper's
+      update ``s <- s * sqrt(target_var / var)`` until within ``tol`` or
+      ``max_iters`` updates, in a ``lax.while_loop`` on scalars; this gives
+      the scales of the reference implementations when layers have biases,
+      and costs a loop per layer in the compiled program. Layers without a
+      bias get the same scale either way. When no scale reaches the target
+      (a bias whose variance alone exceeds it), ``exact=True`` leaves the
+      weight unchanged and reports 'not converged'; the paper's update keeps
+      shrinking the weight for ``max_iters`` steps.
     key: a PRNG key to redraw every processed weight orthonormally first
       (independent per layer; per group of batch axes for batched weights),
       or None to keep the current weights.
@@ -551,6 +724,7 @@ def lsuv(
   opts = _Options(
       tol=check_real(FN, "tol", tol, positive=True),
       max_iters=check_int(FN, "max_iters", max_iters, minimum=1),
+      exact=check_bool(FN, "exact", exact),
       target_var=check_real(FN, "target_var", target_var, positive=True),
       center=check_bool(FN, "center", center),
       min_var=check_real(FN, "min_var", min_var, nonnegative=True),
