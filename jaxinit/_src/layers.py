@@ -11,7 +11,7 @@ lookups (gathers), normalization scales and PReLU slopes (elementwise
 multiplies), and products between activations (``q @ k.T``).
 
 "Layout operations" are the ones that move or cast entries without mixing
-them: ``reshape``, ``transpose``, ``squeeze``, ``broadcast_in_dim``,
+them: ``reshape``, ``transpose``, ``rev`` (a flipped kernel), ``squeeze``, ``broadcast_in_dim``,
 ``convert_element_type`` (between floating types), ``copy``, ``neg``, a
 multiply or divide by a scalar constant, and static slices (``w[3]``,
 the per-step slice of ``nn.scan``/``nnx.scan`` over stacked layers). All of
@@ -356,6 +356,7 @@ class _Flattener:
     self.avals: dict[int, Any] = {}
     self.origin: dict[int, Origin] = {}
     self.data: set[int] = set()
+    self.pdep: set[int] = set()  # ids that depend on a parameter through any operation
     self.candidates: list[tuple[int, int]] = []  # (step, weight operand position)
     self._next = 0
 
@@ -425,6 +426,8 @@ class _Flattener:
     self.steps.append(Step(prim, params, tuple(ins), outs, fn, source))
     if any(self.is_data(a) for a in ins):
       self.data.update(outs)
+    if any(not isinstance(a, _Const) and a in self.pdep for a in ins):
+      self.pdep.update(outs)
     if len(outs) == 1:
       o = self.derive(step, prim, params, ins, out_avals[0])
       if o is not None:
@@ -441,6 +444,9 @@ class _Flattener:
     derived = [p for p, a in enumerate(ins) if self.origin_of(a) is not None]
     if len(derived) != 1 or any(self.is_data(a) for a in ins):
       return None
+    if any(not isinstance(a, _Const) and a in self.pdep for p, a in enumerate(ins)
+           if p != derived[0]):
+      return None  # e.g. w / norm(w): the other operand depends on a parameter too
     pos = derived[0]
     o = self.origin_of(ins[pos])
     in_aval = self.aval(ins[pos])
@@ -454,7 +460,7 @@ class _Flattener:
       if self.aval(others[0]).shape != () or not _is_float(out_aval.dtype):
         return None
       return dataclasses.replace(o, ops=ops, bijective=False)
-    if prim in ("reshape", "transpose") and not others:
+    if prim in ("reshape", "transpose", "rev") and not others:
       if prim == "reshape" and params.get("dimensions") is not None:
         return None
       return dataclasses.replace(o, ops=ops, elementwise=False)
@@ -503,6 +509,8 @@ class _Flattener:
         sub.origin[i] = self.origin[a]
       if a in self.data:
         sub.data.add(i)
+      if a in self.pdep:
+        sub.pdep.add(i)
       sub_ins.append(i)
     try:
       sub.walk(jaxpr, consts, sub_ins)
@@ -574,6 +582,8 @@ class _Flattener:
       sub_id = self.new_id(out_aval)
       if atom in self.data:
         self.data.add(sub_id)
+      if atom in self.pdep:
+        self.pdep.add(sub_id)
       o = self.origin_of(atom)
       if o is not None:
         new = self.derive(-1, "_scan_index", {"t": t}, [atom], out_aval)
@@ -902,6 +912,7 @@ def trace(
   pids = []
   for k, v in enumerate(closed.jaxpr.invars[:len(p_leaves)]):
     i = flat.new_id(v.aval)
+    flat.pdep.add(i)
     if _is_float(v.aval.dtype):
       flat.origin[i] = Origin(k, full_index(v.aval.shape))
     pids.append(i)
