@@ -708,13 +708,14 @@ def lsuv(
   Examples:
     >>> import jax, jax.numpy as jnp, jaxinit
     >>> from flax import linen as nn
-    >>> model = nn.Sequential([nn.Dense(64), nn.relu, nn.Dense(64), nn.relu, nn.Dense(10)])
+    >>> dense = lambda n: nn.Dense(n, kernel_init=jaxinit.lecun_normal())
+    >>> model = nn.Sequential([dense(64), nn.relu, dense(64), nn.relu, dense(10)])
     >>> x = jax.random.normal(jax.random.key(0), (128, 32))
     >>> variables = model.init(jax.random.key(1), x)
-    >>> variables, report = jaxinit.lsuv(model, variables, x, key=jax.random.key(2))
+    >>> variables, report = jaxinit.lsuv(model, variables, x)
     >>> report.paths
     ('layers_0/kernel', 'layers_2/kernel', 'layers_4/kernel')
-    >>> bool(report.converged.all())
+    >>> bool(report.converged.all())  # every output variance within tol of 1
     True
 
   References:
@@ -794,7 +795,8 @@ def find_layers(model: Any, *args: Any, model_kwargs: dict[str, Any] | None = No
     >>> from flax import linen as nn
     >>> model = nn.Sequential([nn.Conv(8, (3, 3)), nn.relu, nn.Dense(4)])
     >>> x = jnp.ones((2, 16, 16, 3))
-    >>> for layer in jaxinit.find_layers(model, model.init(jax.random.key(0), x), x):
+    >>> variables = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes suffice
+    >>> for layer in jaxinit.find_layers(model, variables, x):
     ...   print(layer.index, layer.path, layer.kind, layer.fan_in, layer.fan_out, layer.bias_path)
     0 layers_0/kernel conv 27 8 layers_0/bias
     1 layers_2/kernel dot 8 4 layers_2/bias
