@@ -360,6 +360,51 @@ def test_compute_does_not_grow_with_depth_times_tries(depth):
   assert len(calls) == 1  # the model is traced once
 
 
+@pytest.mark.parametrize("case", ["resnet", "tied", "scan", "center+iterate"])
+def test_eager_pieces_and_jit_agree(case):
+  """Eagerly, LSUV runs one compiled piece per layer (residual values cross pieces);
+  under jit, one graph. Both compute the same thing."""
+  model, kwargs, x = {
+      "resnet": (ResNet(), {"model_kwargs": {"train": False}}, _batch((64, 8, 8, 3))),
+      "tied": (Tied(), {}, _tokens((64, 8), 50)),
+      "scan": (ScanMLP(), {"key": jax.random.key(3)}, _batch((64, 16))),
+      "center+iterate": (LinenMLP(), {"center": True, "exact": False, "tol": 0.01},
+                         _batch((64, 16))),
+  }[case]
+  variables = _init(model, x)
+  eager, r1 = jaxinit.lsuv(model, variables, x, **kwargs)
+  jitted, r2 = jax.jit(lambda v, x: jaxinit.lsuv(model, v, x, **kwargs))(variables, x)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
+                         eager, jitted)
+  np.testing.assert_array_equal(r1.status, r2.status)
+  np.testing.assert_array_equal(r1.iters, r2.iters)
+  np.testing.assert_allclose(r1.var_after, r2.var_after, rtol=1e-5)
+
+
+def test_repeated_layers_compile_once_and_never_mix_up_models():
+  from jaxinit._src import lsuv as lsuv_lib
+
+  lsuv_lib._PIECES.clear()
+  x = _batch((64, 16))
+  model = LinenMLP(widths=(24,) * 9)
+  jaxinit.lsuv(model, _init(model, x), x)
+  segments = [k for k in lsuv_lib._PIECES if k[0] == "segment"]
+  assert len(segments) == 3  # first layer, the seven identical ones, the last
+  # Same shapes, another activation: other pieces, and each model ends on target.
+  class TanhMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      for _ in range(8):
+        x = jnp.tanh(nn.Dense(24, kernel_init=np_init(), bias_init=np_init(0.3))(x))
+      return nn.Dense(24, kernel_init=np_init(), bias_init=np_init(0.3))(x)
+
+  tanh = TanhMLP()
+  new, _ = jaxinit.lsuv(tanh, _init(tanh, x), x)
+  _assert_on_target(linen_layer_outputs(tanh, new, x))
+  new, _ = jaxinit.lsuv(model, _init(model, x, seed=1), x)
+  _assert_on_target(linen_layer_outputs(model, new, x))
+
+
 # ---------------------------------------------------------------------------
 # Bad cases: zero variance, NaN, tiny batches, no layers, bad options.
 # ---------------------------------------------------------------------------

@@ -57,6 +57,7 @@ output before the forward pass continues. LSUV and the diagnostics use it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import math
 from collections.abc import Callable, Sequence
@@ -65,6 +66,7 @@ from typing import Any
 import jax
 import jax.extend
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 Index = tuple  # per leaf dimension: an int (dimension dropped) or a (start, stop) slice
@@ -759,6 +761,16 @@ class Program:
   def weight_bijective(self, layer: Layer) -> bool:
     return self.origin[layer.weight_atom].bijective
 
+  def weight_key(self, layer: Layer) -> tuple:
+    """A value-based description of how a layer reads its weight (see :meth:`segments`)."""
+    o = self.origin[layer.weight_atom]
+    ops = tuple((self.steps[sj].prim, _value_key(self.steps[sj].params), pos,
+                 tuple(_value_key(b.value) if isinstance(b, _Const) else _Identity(b)
+                       for p, b in enumerate(self.steps[sj].ins) if p != pos))
+                for sj, pos in o.ops)
+    return (_aval_key(self.avals[layer.weight_atom]), layer.weight_shape, layer.in_axes,
+            layer.out_axes, layer.batch_axes, o.bijective, ops)
+
   def evaluate(
       self,
       params: Sequence[jax.Array],
@@ -778,84 +790,276 @@ class Program:
       ``(outputs, params)``: the model's flat outputs and the final parameter
       leaves.
     """
-    leaves = list(params)
-    version = [0] * len(leaves)
     env: dict[int, Any] = dict(zip(self.arg_ids, args, strict=True))
     for k, pid in enumerate(self.param_ids):
       if pid not in self.origin:  # integer leaves: plain inputs
-        env[pid] = leaves[k]
-    cache: dict[int, tuple[int, Any]] = {}
-
-    def read(a):
-      if isinstance(a, _Const):
-        return a.value
-      o = self.origin.get(a)
-      if o is None:
-        return env[a]
-      hit = cache.get(a)
-      if hit is not None and hit[0] == version[o.leaf]:
-        return hit[1]
-      v = self.eval_origin(o, apply_index(leaves[o.leaf], o.index), read)
-      cache[a] = (version[o.leaf], v)
-      return v
-
-    def write(leaf: int, index: Index, value):
-      leaves[leaf] = set_index(leaves[leaf], index, value)
-      version[leaf] += 1
-
-    def run(si):
-      s = self.steps[si]
-      env.update(zip(s.outs, s.fn(*[read(a) for a in s.ins]), strict=True))
-
-    at_output = {lay.output_step: lay for lay in self.layers}
+        env[pid] = params[k]
+    run = _Runner(self, env, dict(enumerate(params)))
     posts: dict[int, list[Layer]] = {}
     if on_post is not None:
-      producer = {o: si for si, s in enumerate(self.steps) for o in s.outs}
       for lay in self.layers:
-        posts.setdefault(producer[lay.post], []).append(lay)
+        posts.setdefault(self.producer[lay.post], []).append(lay)
+    run.steps(0, len(self.steps) - 1, hook, posts, on_post)
+    outs = [run.read(a) for a in self.out_atoms]
+    return outs, [run.leaves[k] for k in range(len(params))]
 
-    for si, s in enumerate(self.steps):
-      if len(s.outs) == 1 and s.outs[0] in self.origin:
-        continue  # parameter layout ops are evaluated lazily, from the current leaves
-      lay = at_output.get(si)
-      if lay is None or hook is None:
-        run(si)
-      else:
-        self._at_layer(lay, si, read, write, run, env, leaves, hook)
-      for lay in posts.get(si, ()):
-        on_post(lay, env[lay.post])
-    outs = [read(a) for a in self.out_atoms]
-    return outs, leaves
+  # -- segments: the program cut at each layer's output ---------------------
 
-  def _at_layer(self, lay, si, read, write, run, env, leaves, hook):
+  @functools.cached_property
+  def producer(self) -> dict[int, int]:
+    return {o: si for si, s in enumerate(self.steps) for o in s.outs}
+
+  def _reads(self, si: int) -> tuple[set[int], set[int]]:
+    """(environment ids, parameter leaves) that evaluating step ``si`` reads."""
+    ids: set[int] = set()
+    leaves: set[int] = set()
+
+    def add(a):
+      if isinstance(a, _Const):
+        return
+      o = self.origin.get(a)
+      if o is None:
+        ids.add(a)
+        return
+      leaves.add(o.leaf)
+      for sj, pos in o.ops:
+        for p, b in enumerate(self.steps[sj].ins):
+          if p != pos:
+            add(b)
+
+    for a in self.steps[si].ins:
+      add(a)
+    lay = self._layer_at.get(si)
+    if lay is not None:
+      leaves.add(lay.leaf)
+      if lay.bias is not None:
+        leaves.add(lay.bias.leaf)
+    return ids, leaves
+
+  @functools.cached_property
+  def _layer_at(self) -> dict[int, Layer]:
+    return {lay.output_step: lay for lay in self.layers}
+
+  def _lazy(self, si: int) -> bool:
     s = self.steps[si]
+    return len(s.outs) == 1 and s.outs[0] in self.origin
+
+  def segments(self) -> list[Segment]:
+    """The steps up to each layer's output, as separately runnable pieces.
+
+    Segment ``k`` runs the steps after segment ``k-1`` up to and including the
+    output step of the ``k``-th layer (in output order); steps after the last
+    layer are dropped. Each segment lists the values it needs from earlier
+    ones (``live_in``), the values later segments need from it
+    (``live_out``), the parameter leaves it reads, and a ``signature`` equal
+    for segments that compute the same thing on different inputs (the
+    repeated blocks of a deep network), so one compilation serves them all.
+    """
+    order = sorted(self.layers, key=lambda lay: lay.output_step)
+    reads = {si: self._reads(si) for si in range(len(self.steps)) if not self._lazy(si)}
+    last_use: dict[int, int] = {}
+    for si, (ids, _) in reads.items():
+      for i in ids:
+        last_use[i] = max(last_use.get(i, -1), si)
+    segs, lo = [], 0
+    for lay in order:
+      hi = lay.output_step
+      span = [si for si in range(lo, hi + 1) if si in reads]
+      produced = [o for si in span for o in self.steps[si].outs]
+      made = set(produced)
+      live_in = tuple(dict.fromkeys(i for si in span for i in sorted(reads[si][0])
+                                    if i not in made))
+      live_out = tuple(o for o in produced if last_use.get(o, -1) > hi)
+      leaves = tuple(sorted({leaf for si in span for leaf in reads[si][1]}))
+      sig = self._signature(span, lay, live_in, live_out, leaves)
+      segs.append(Segment(lo, hi, lay, live_in, live_out, leaves, sig))
+      lo = hi + 1
+    return segs
+
+  def run_segment(self, seg: Segment, live_in: Sequence[Any], leaves: Sequence[Any],
+                  hook: Callable[[LayerIO], LayerUpdate | None]):
+    """Evaluates one segment (traceable). Returns ``(live_out values, {position in
+    seg.leaves: new value} for the leaves the hook rewrote)``."""
+    run = _Runner(self, dict(zip(seg.live_in, live_in, strict=True)),
+                  dict(zip(seg.leaves, leaves, strict=True)))
+    run.steps(seg.lo, seg.hi, hook)
+    written = {p: run.leaves[leaf] for p, leaf in enumerate(seg.leaves) if run.version[leaf]}
+    return [run.env[i] for i in seg.live_out], written
+
+  def _signature(self, span, lay, live_in, live_out, leaves) -> tuple:
+    """A value-based description of a segment's computation (see :meth:`segments`).
+
+    Identity-based parts (a closed-over array, a sub-jaxpr of an opaque step)
+    make it unique to this program: such segments are only reused within it.
+    """
+    local = {i: ("in", n, _aval_key(self.avals[i])) for n, i in enumerate(live_in)}
+    leaf_pos = {leaf: n for n, leaf in enumerate(leaves)}
+
+    def ref(a):
+      if isinstance(a, _Const):
+        return ("c", _value_key(a.value))
+      o = self.origin.get(a)
+      if o is None:
+        return local[a][:2]
+      ops = tuple((self.steps[sj].prim, _value_key(self.steps[sj].params), pos,
+                   tuple(ref(b) for p, b in enumerate(self.steps[sj].ins) if p != pos))
+                  for sj, pos in o.ops)
+      return ("d", leaf_pos[o.leaf], o.index, ops)
+
+    body = []
+    for si in span:
+      s = self.steps[si]
+      body.append((s.prim, _value_key(s.params), tuple(ref(a) for a in s.ins),
+                   tuple(_aval_key(self.avals[o]) for o in s.outs)))
+      for o in s.outs:
+        local[o] = ("loc", len(local))
+    bias = None if lay.bias is None else (leaf_pos[lay.bias.leaf], lay.bias.index,
+                                          lay.bias.act_pos, ref(lay.bias.atom))
+    layer = (leaf_pos[lay.leaf], lay.weight_index, ref(lay.weight_atom), lay.in_axes,
+             lay.out_axes, lay.batch_axes, local[lay.output][:2], bias, lay.tied_to is None,
+             lay.read_earlier, lay.read_later, lay.bias_shared, span[-1] == lay.step)
+    ins = tuple(local[i][2] for i in live_in)
+    leaf_avals = tuple(_aval_key(self.avals[self.param_ids[leaf]]) for leaf in leaves)
+    return (tuple(body), layer, ins, leaf_avals, tuple(local[o][:2] for o in live_out))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Segment:
+  """Steps ``lo..hi`` of a :class:`Program`, ending at ``layer``'s output."""
+
+  lo: int
+  hi: int
+  layer: Layer
+  live_in: tuple[int, ...]
+  live_out: tuple[int, ...]
+  leaves: tuple[int, ...]
+  signature: tuple
+
+
+class _Identity:
+  """Stands for an object compared by identity inside a signature."""
+
+  __slots__ = ("obj",)
+
+  def __init__(self, obj):
+    self.obj = obj
+
+  def __eq__(self, other):
+    return isinstance(other, _Identity) and other.obj is self.obj
+
+  def __hash__(self):
+    return id(self.obj)
+
+
+def _aval_key(aval) -> tuple:
+  return (tuple(aval.shape), str(aval.dtype), bool(getattr(aval, "weak_type", False)))
+
+
+def _value_key(v):
+  """A hashable, value-based key for a primitive parameter or constant."""
+  if isinstance(v, dict):
+    return tuple(sorted((k, _value_key(x)) for k, x in v.items()))
+  if isinstance(v, (list, tuple)):
+    return (type(v).__name__, *(_value_key(x) for x in v))
+  if isinstance(v, (np.ndarray, np.generic)):
+    if v.size <= 4096:
+      return ("np", v.shape, str(v.dtype), v.tobytes())
+    return _Identity(v)
+  if isinstance(v, jax.Array):
+    return _Identity(v)
+  if isinstance(v, (bool, int, float, complex, str, bytes, type(None))):
+    return (type(v).__name__, v)
+  try:
+    hash(v)
+  except TypeError:
+    return _Identity(v)
+  if type(v).__hash__ is object.__hash__:  # compared by identity anyway
+    return _Identity(v)
+  return (type(v).__module__, type(v).__qualname__, v)
+
+
+def signature_is_portable(sig) -> bool:
+  """Whether a signature holds no identity-based parts (safe to cache across calls)."""
+  if isinstance(sig, _Identity):
+    return False
+  if isinstance(sig, tuple):
+    return all(signature_is_portable(x) for x in sig)
+  return True
+
+
+class _Runner:
+  """Evaluates steps of a program against an environment and parameter leaves."""
+
+  def __init__(self, prog: Program, env: dict, leaves: dict):
+    self.prog = prog
+    self.env = env
+    self.leaves = leaves
+    self.version = dict.fromkeys(leaves, 0)
+    self.cache: dict[int, tuple[int, Any]] = {}
+
+  def read(self, a):
+    if isinstance(a, _Const):
+      return a.value
+    o = self.prog.origin.get(a)
+    if o is None:
+      return self.env[a]
+    hit = self.cache.get(a)
+    if hit is not None and hit[0] == self.version[o.leaf]:
+      return hit[1]
+    v = self.prog.eval_origin(o, apply_index(self.leaves[o.leaf], o.index), self.read)
+    self.cache[a] = (self.version[o.leaf], v)
+    return v
+
+  def write(self, leaf: int, index: Index, value):
+    self.leaves[leaf] = set_index(self.leaves[leaf], index, value)
+    self.version[leaf] += 1
+
+  def run(self, si: int):
+    s = self.prog.steps[si]
+    self.env.update(zip(s.outs, s.fn(*[self.read(a) for a in s.ins]), strict=True))
+
+  def steps(self, lo: int, hi: int, hook=None, posts=None, on_post=None):
+    prog = self.prog
+    for si in range(lo, hi + 1):
+      if prog._lazy(si):
+        continue  # parameter layout ops are evaluated lazily, from the current leaves
+      lay = prog._layer_at.get(si)
+      if lay is None or hook is None:
+        self.run(si)
+      else:
+        self.at_layer(lay, si, hook)
+      for lay in (posts or {}).get(si, ()):
+        on_post(lay, self.env[lay.post])
+
+  def at_layer(self, lay: Layer, si: int, hook):
+    prog, s = self.prog, self.prog.steps[si]
     if lay.bias is None:
-      pre = s.fn(*[read(a) for a in s.ins])[0]
+      pre = s.fn(*[self.read(a) for a in s.ins])[0]
       bias_term = bias = bias_fn = None
     else:
-      pre = read(s.ins[lay.bias.act_pos])
-      bias_term = read(lay.bias.atom)
-      bo = self.origin[lay.bias.atom]
-      bias = apply_index(leaves[bo.leaf], bo.index)
-      bias_fn = lambda b: self.eval_origin(bo, b, read)
-    weight = apply_index(leaves[lay.leaf], lay.weight_index)
+      pre = self.read(s.ins[lay.bias.act_pos])
+      bias_term = self.read(lay.bias.atom)
+      bo = prog.origin[lay.bias.atom]
+      bias = apply_index(self.leaves[bo.leaf], bo.index)
+      bias_fn = lambda b: prog.eval_origin(bo, b, self.read)
+    weight = apply_index(self.leaves[lay.leaf], lay.weight_index)
     upd = hook(LayerIO(lay, pre, bias_term, weight, bias, bias_fn))
     if upd is None:
       if lay.bias is None:
-        env[s.outs[0]] = pre
+        self.env[s.outs[0]] = pre
       else:
-        run(si)
+        self.run(si)
       return
     if upd.weight is not None:
-      write(lay.leaf, lay.weight_index, upd.weight)
+      self.write(lay.leaf, lay.weight_index, upd.weight)
     if upd.bias is not None and lay.bias is not None:
-      write(lay.bias.leaf, lay.bias.index, upd.bias)
+      self.write(lay.bias.leaf, lay.bias.index, upd.bias)
     if upd.output is not None:
-      env[lay.output] = upd.output.astype(self.avals[lay.output].dtype)
+      self.env[lay.output] = upd.output.astype(prog.avals[lay.output].dtype)
       return
     # Recompute the layer from its (new) parameters: dot/conv, layout ops, bias add.
     for ci in (lay.step, *lay.chain):
-      run(ci)
+      self.run(ci)
 
 
 def _no_read(a):

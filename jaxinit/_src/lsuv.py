@@ -35,6 +35,7 @@ report is computed with vector operations over all layers.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
@@ -234,6 +235,10 @@ class _Options:
   layers: Any
   exclude: Any
 
+  def numeric(self) -> tuple:
+    """The options that shape the computation (selection is passed as flags)."""
+    return (self.tol, self.max_iters, self.target_var, self.exact, self.center, self.min_var)
+
   def selected(self, layer: layers_lib.Layer) -> bool:
     if self.layers is not None and not _matches(self.layers, layer.path):
       return False
@@ -249,208 +254,327 @@ def _compute_dtype(dtype) -> np.dtype:
   return np.dtype(np.float64) if np.dtype(dtype).itemsize >= 8 else np.dtype(np.float32)
 
 
-def _orthonormal_matrices(key, shapes: Sequence[tuple[int, int]]) -> list[jax.Array]:
-  """Independent Haar-random orthonormal matrices of the given 2-D shapes, float32.
+def _orthonormal(key, shape: tuple[int, int]) -> jax.Array:
+  """A Haar-random orthonormal ``shape`` matrix, float32.
 
-  Uses ``jaxinit.orthogonal`` when it exists (one call per distinct shape, with
-  ``batch_axis=0``). Until then a QR stand-in: all the Gaussian matrices come
-  from one flat draw (one-dimensional random bits, drawn once, compile much
-  faster on CPU than ``jax.nn.initializers.orthogonal``'s 2-D draw per matrix),
-  each is factored separately (batched QR is much slower on CPU than a loop),
-  and the signs are fixed with ``sign(diag R) = sign(diag(Q^T A))`` (Mezzadri
-  2007), so each matrix is Haar-distributed.
+  ``jaxinit.orthogonal`` once it exists; until then a QR stand-in: a Gaussian
+  matrix drawn flat (one-dimensional random bits compile much faster on CPU
+  than ``jax.nn.initializers.orthogonal``'s 2-D draw), its QR factorization, and
+  the sign fix ``sign(diag R) = sign(diag(Q^T A))`` (Mezzadri 2007) that makes
+  the result Haar-distributed.
   """
   import jaxinit
 
   ortho = getattr(jaxinit, "orthogonal", None)
   if ortho is not None:
-    out: list = [None] * len(shapes)
-    distinct = list(dict.fromkeys(shapes))
-    for shape, k in zip(distinct, jax.random.split(key, len(distinct)), strict=True):
-      where = [i for i, s in enumerate(shapes) if s == shape]
-      try:
-        qs = ortho(scale=1.0, column_axis=-1, batch_axis=0)(k, (len(where), *shape),
-                                                             jnp.float32)
-      except TypeError:  # no batch_axis: one call per matrix
-        init = ortho(scale=1.0, column_axis=-1)
-        qs = [init(kk, shape, jnp.float32) for kk in jax.random.split(k, len(where))]
-      for i, q in zip(where, qs, strict=True):
-        out[i] = q
-    return out
-  sizes = [r * c for r, c in shapes]
-  z = jax.random.normal(key, (sum(sizes),), jnp.float32)
-  out, at = [], 0
-  for (rows, cols), size in zip(shapes, sizes, strict=True):
-    a = lax.slice(z, (at,), (at + size,)).reshape(max(rows, cols), min(rows, cols))
-    at += size
-    q = jnp.linalg.qr(a)[0]
-    q = q * jnp.sign(jnp.sum(q * a, axis=0))
-    out.append(q if rows >= cols else q.T)
-  return out
+    return ortho(scale=1.0, column_axis=-1)(key, shape, jnp.float32)
+  rows, cols = shape
+  a = jax.random.normal(key, (rows * cols,), jnp.float32).reshape(max(shape), min(shape))
+  q = jnp.linalg.qr(a)[0]
+  q = q * jnp.sign(jnp.sum(q * a, axis=0))
+  return q if rows >= cols else q.T
 
 
-def _redraw(prog: layers_lib.Program, leaves: list, key, selected: Sequence[bool]) -> list:
-  """The paper's step 1: an orthonormal weight for every layer LSUV will scale.
+def _redraw_layer(prog: layers_lib.Program, lay: layers_lib.Layer, key, region):
+  """The paper's step 1 for one layer: orthonormal weight entries, same shape and dtype.
 
   A weight is viewed as the (fan_in x fan_out) matrix of the map it applies
   (for each index of its batch axes, e.g. per attention head when heads are a
-  dot_general batch axis) and that matrix is drawn orthonormal — orthonormal
+  dot_general batch axis) and that matrix is drawn orthonormal: orthonormal
   columns when fan_in >= fan_out, rows otherwise. Grouped and depthwise
   convolutions are treated as one (k*k*C_in/groups x C_out) matrix, whose rows
   are orthonormal when C_out > k*k*C_in/groups. The layout back to the
   parameter (a transpose, a reshape) is undone with ``jax.linear_transpose`` of
   the parameter-to-operand map. Where that map is not a permutation (a
   broadcast, a scalar multiply) the parameter itself is drawn orthogonal with
-  its last axis as columns.
+  its last axis as columns; a 1-D weight is kept.
   """
-  jobs = []  # (layer, matrices, (fan_in, fan_out), finish)
-  for lay in prog.layers:
-    if not selected[lay.index]:
-      continue
-    region = layers_lib.apply_index(leaves[lay.leaf], lay.weight_index)
+  if prog.weight_bijective(lay):
     op = prog.avals[lay.weight_atom]
-    if prog.weight_bijective(lay):
-      shape = op.shape
-      perm = (*lay.batch_axes, *lay.in_axes, *lay.out_axes)
-      nb, n_in, n_out = (math.prod(shape[a] for a in axes)
-                         for axes in (lay.batch_axes, lay.in_axes, lay.out_axes))
+    shape = op.shape
+    perm = (*lay.batch_axes, *lay.in_axes, *lay.out_axes)
+    nb, n_in, n_out = (math.prod(shape[a] for a in axes)
+                       for axes in (lay.batch_axes, lay.in_axes, lay.out_axes))
+    q = jnp.stack([_orthonormal(k, (n_in, n_out)) for k in jax.random.split(key, nb)])
+    q = jnp.transpose(q.reshape([shape[a] for a in perm]), np.argsort(perm)).astype(op.dtype)
+    return jax.linear_transpose(prog.weight_fn(lay), region)(q)[0]
+  if region.ndim >= 2:
+    q = _orthonormal(key, (math.prod(region.shape[:-1]), region.shape[-1]))
+    return q.reshape(region.shape).astype(region.dtype)
+  return region
 
-      def finish(q, lay=lay, region=region, shape=shape, perm=perm, dtype=op.dtype):
-        q = jnp.transpose(q.reshape([shape[a] for a in perm]), np.argsort(perm)).astype(dtype)
-        return jax.linear_transpose(prog.weight_fn(lay), region)(q)[0]
-    elif region.ndim >= 2:
-      nb, n_in, n_out = 1, math.prod(region.shape[:-1]), region.shape[-1]
-      finish = lambda q, region=region: q.reshape(region.shape).astype(region.dtype)
-    else:
-      continue
-    jobs.append((lay, nb, (n_in, n_out), finish))
-  leaves = list(leaves)
-  shapes = [j[2] for j in jobs for _ in range(j[1])]
-  qs = _orthonormal_matrices(key, shapes) if shapes else []
-  at = 0
-  for lay, nb, _, finish in jobs:
-    new = finish(jnp.stack(qs[at:at + nb]) if nb > 1 else qs[at][None])
-    at += nb
-    leaves[lay.leaf] = layers_lib.set_index(leaves[lay.leaf], lay.weight_index, new)
-  return leaves
+
+class _Plan:
+  """What LSUV does to one traced model with given options: shared by the single-graph
+  path (under the caller's jit) and the segmented eager path, so both compute the same
+  thing. ``hook`` normalizes a layer; ``finish`` makes the parameters and the report."""
+
+  def __init__(self, prog: layers_lib.Program, opts: _Options):
+    self.prog, self.opts = prog, opts
+    if not prog.layers:
+      raise fail(FN, "found no linear layers in the model: no dot_general or convolution reads "
+                 "a parameter (through reshapes, transposes and casts only) and the batch. Is "
+                 "`params` the model's parameters, and does the model use them?")
+    for lay in prog.layers:
+      if math.prod(lay.output_shape) < 2:
+        raise fail(FN, f"layer #{lay.index} ({lay.path}) has an output of shape "
+                   f"{lay.output_shape}: a variance needs at least 2 values; use a larger "
+                   "batch.")
+    self.selected = tuple(lay.tied_to is None and not lay.read_earlier and opts.selected(lay)
+                          for lay in prog.layers)
+    self.centered = tuple(self.selected[lay.index] and opts.center and lay.bias is not None
+                          and not lay.bias_shared for lay in prog.layers)
+
+  def static_key(self) -> tuple:
+    return (self.opts.numeric(), self.selected, self.centered)
+
+  def keys(self, key):
+    return jax.random.split(key, len(self.prog.layers))
+
+  # -- one layer ------------------------------------------------------------
+
+  def hook(self, rows: dict):
+    """The per-layer normalization; records the layer's row of raw statistics."""
+    opts, t, tol = self.opts, self.opts.target_var, self.opts.tol
+
+    def hook(io: layers_lib.LayerIO):
+      lay = io.layer
+      cdt = _compute_dtype(io.pre.dtype)
+      pre = io.pre.astype(cdt)
+      b = None if io.bias_term is None else jnp.broadcast_to(io.bias_term.astype(cdt),
+                                                             pre.shape)
+      raw = _raw_moments(pre, b)
+      m, v0, c, vb = _moments(pre.size, *raw)
+      nan = lax.full((), np.nan, cdt)
+      if not self.selected[lay.index]:
+        rows[lay.index] = (*raw, nan, lax.full((), 1, cdt), jnp.int32(0))
+        return None
+      zero = lax.full((), 0, cdt)
+      if self.centered[lay.index]:
+        # Per bias entry, the mean of the output over the entries it is added to: the
+        # transpose of the bias broadcast sums them, the transpose of ones counts them.
+        bias_c = io.bias.astype(cdt)
+        h = lambda r: jnp.broadcast_to(
+            io.bias_fn(r.astype(io.bias.dtype)).astype(cdt), pre.shape)
+        ht = jax.linear_transpose(h, bias_c)
+        count = ht(jnp.ones(pre.shape, cdt))[0]
+        entry_mean = lambda y: ht(y)[0] / count
+        pre_mean = entry_mean(pre)
+        veff = _moments(pre.size, *_raw_moments(pre - h(pre_mean), None))[1]
+        a, c_eff, vb_eff = veff, zero, zero
+      else:
+        veff, a, c_eff, vb_eff = nan, v0, c, vb
+      runnable = lambda: _runnable(m, v0, c, vb, a, opts.min_var)
+      if opts.exact:
+        s, iters = _solve(a, c_eff, vb_eff, runnable(), t, tol)
+      else:
+        s, iters = _iterate(lambda s: s * s * a + 2 * s * c_eff + vb_eff, runnable, t, tol,
+                            opts.max_iters)
+      # Only a weight that is read again later (tied) is rewritten during the pass; the
+      # others are scaled once at the end, from the scales recorded here.
+      weight = (io.weight.astype(cdt) * s).astype(io.weight.dtype) if lay.read_later else None
+      bias = None
+      if self.centered[lay.index]:
+        shift = jnp.where(runnable(), s * pre_mean + entry_mean(b), zero)
+        bias = (bias_c - shift).astype(io.bias.dtype)
+        out = s * pre + h(bias.astype(cdt))
+      elif b is not None:
+        out = s * pre + b
+      else:
+        out = s * pre
+      rows[lay.index] = (*raw, veff, s, iters)
+      return layers_lib.LayerUpdate(weight=weight, bias=bias, output=out.astype(io.pre.dtype))
+
+    return hook
+
+  # -- the end --------------------------------------------------------------
+
+  def scale_weight(self, lay: layers_lib.Layer, leaf, s):
+    """The leaf with the layer's weight entries multiplied by ``s``."""
+    w = layers_lib.apply_index(leaf, lay.weight_index)
+    new = (w.astype(s.dtype) * s).astype(w.dtype)
+    return layers_lib.set_index(leaf, lay.weight_index, new)
+
+  def finish(self, rows: dict, new_leaves: list, leaves: list, arg_leaves: list):
+    """Scales the weights, keeps the caller's parameters on NaN/inf, builds the report."""
+    report, ok = self.report(rows, _all_finite(arg_leaves))
+    new_leaves = list(new_leaves)
+    for lay in self.prog.layers:
+      if self.selected[lay.index] and not lay.read_later:
+        new_leaves[lay.leaf] = self.scale_weight(lay, new_leaves[lay.leaf], rows[lay.index][8])
+    new_leaves = [jnp.where(ok, new, old) for new, old in zip(new_leaves, leaves, strict=True)]
+    return new_leaves, report
+
+  def report(self, rows: dict, batch_finite, xp=jnp):
+    """The report and whether no NaN/inf was met, from the per-layer raw sums.
+
+    ``xp`` is ``jax.numpy`` inside a trace and ``numpy`` on the eager path, where
+    the few scalars per layer are on the host anyway for the NaN check: a report
+    computed there costs no compilation. Inside a trace, only values XLA keeps in
+    memory (reduction outputs, slices, the scales) are stacked, so stacking does
+    not recompute per-layer arithmetic.
+    """
+    prog, opts, t, tol = self.prog, self.opts, self.opts.target_var, self.opts.tol
+    n = len(prog.layers)
+    f32 = np.float32
+    cols = [xp.stack([xp.asarray(rows[i][k], f32) for i in range(n)]) for k in range(9)]
+    veff, s = cols[7], cols[8]
+    iters = xp.stack([xp.asarray(rows[i][9], np.int32) for i in range(n)])
+    inv = (1.0 / np.array([math.prod(lay.output_shape) for lay in prog.layers],
+                          np.float64)).astype(f32)
+    md, me = cols[0] * inv, cols[3] * inv
+    m = cols[5] + md
+    v0 = xp.maximum(cols[1] * inv - md * md, f32(0))
+    c = cols[2] * inv - md * me
+    vb = xp.maximum(cols[4] * inv - me * me, f32(0))
+    cen = np.array(self.centered)
+    a = xp.where(cen, veff, v0)
+    finite = xp.isfinite(m) & xp.isfinite(v0) & xp.isfinite(c) & xp.isfinite(vb)
+    finite = finite & xp.isfinite(a)
+    sel = np.array(self.selected)
+    run = sel & finite & (a > f32(opts.min_var)) & (a > f32(_REL_TINY) * (v0 + m * m))
+    var_before = v0 + f32(2) * c + vb
+    var_after = xp.where(run, xp.where(cen, s * s * a, s * s * v0 + f32(2) * s * c + vb),
+                         var_before)
+    static = np.array([OK if sel[i] else TIED if (lay.tied_to is not None or lay.read_earlier)
+                       else EXCLUDED for i, lay in enumerate(prog.layers)], np.int32)
+    status = xp.where(~finite, NONFINITE, xp.where(
+        ~sel, static, xp.where(~run, TINY, xp.where(
+            xp.abs(var_after - f32(t)) < f32(tol), OK, NOT_CONVERGED))))
+    ok = batch_finite & xp.all(finite)
+    report = LSUVReport(
+        paths=tuple(lay.path for lay in prog.layers),
+        bias_paths=tuple(lay.bias_path for lay in prog.layers),
+        tied_to=tuple(lay.tied_to for lay in prog.layers),
+        target_var=t, tol=tol, max_iters=opts.max_iters, exact=opts.exact,
+        var_before=var_before, var_after=var_after, scale=s,
+        iters=iters, status=status.astype(np.int32), batch_finite=xp.asarray(batch_finite),
+    )
+    return report, ok
+
+
+def _all_finite(leaves) -> jax.Array:
+  ok = jnp.array(True)
+  for x in leaves:
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+      ok = ok & jnp.all(jnp.isfinite(x))
+  return ok
 
 
 def _lsuv_impl(apply, opts: _Options, params, args, key):
+  """LSUV as one traced computation (used under the caller's jit)."""
   leaves, treedef = jax.tree_util.tree_flatten(params)
-  paths = adapters.param_paths(apply, params)
-  prog = layers_lib.trace(FN, apply, params, args, paths)
-  if not prog.layers:
-    raise fail(FN, "found no linear layers in the model: no dot_general or convolution reads a "
-               "parameter (through reshapes, transposes and casts only) and the batch. Is "
-               "`params` the model's parameters, and does the model use them?")
-  for lay in prog.layers:
-    if math.prod(lay.output_shape) < 2:
-      raise fail(FN, f"layer #{lay.index} ({lay.path}) has an output of shape "
-                 f"{lay.output_shape}: a variance needs at least 2 values; use a larger batch.")
-  selected = [lay.tied_to is None and not lay.read_earlier and opts.selected(lay)
-              for lay in prog.layers]
+  prog = layers_lib.trace(FN, apply, params, args, adapters.param_paths(apply, params))
+  plan = _Plan(prog, opts)
   arg_leaves = jax.tree_util.tree_leaves(args)
-  batch_finite = jnp.array(True)
-  for x in arg_leaves:
-    if jnp.issubdtype(x.dtype, jnp.inexact):
-      batch_finite = batch_finite & jnp.all(jnp.isfinite(x))
-  start = _redraw(prog, leaves, key, selected) if key is not None else list(leaves)
-
-  t, tol = opts.target_var, opts.tol
-  centered = [False] * len(prog.layers)
-  rows: dict[int, tuple] = {}
-
-  def hook(io: layers_lib.LayerIO):
-    lay = io.layer
-    cdt = _compute_dtype(io.pre.dtype)
-    pre = io.pre.astype(cdt)
-    b = None if io.bias_term is None else jnp.broadcast_to(io.bias_term.astype(cdt), pre.shape)
-    raw = _raw_moments(pre, b)
-    m, v0, c, vb = _moments(pre.size, *raw)
-    nan = jnp.full((), jnp.nan, cdt)
-    if not selected[lay.index]:
-      rows[lay.index] = (*raw, nan, jnp.ones((), cdt), jnp.int32(0))
-      return None
-
-    centering = opts.center and b is not None and not lay.bias_shared
-    centered[lay.index] = centering
-    zero = jnp.zeros((), cdt)
-    if centering:
-      # Per bias entry, the mean of the output over the entries it is added to: the
-      # transpose of the bias broadcast sums them, the transpose of ones counts them.
-      bias_c = io.bias.astype(cdt)
-      h = lambda r: jnp.broadcast_to(
-          io.bias_fn(r.astype(io.bias.dtype)).astype(cdt), pre.shape)
-      ht = jax.linear_transpose(h, bias_c)
-      count = ht(jnp.ones(pre.shape, cdt))[0]
-      entry_mean = lambda y: ht(y)[0] / count
-      pre_mean = entry_mean(pre)
-      veff = _moments(pre.size, *_raw_moments(pre - h(pre_mean), None))[1]
-      a, c_eff, vb_eff = veff, zero, zero
-    else:
-      veff, a, c_eff, vb_eff = nan, v0, c, vb
-    runnable = lambda: _runnable(m, v0, c, vb, a, opts.min_var)
-    if opts.exact:
-      s, iters = _solve(a, c_eff, vb_eff, runnable(), t, tol)
-    else:
-      s, iters = _iterate(lambda s: s * s * a + 2 * s * c_eff + vb_eff, runnable, t, tol,
-                          opts.max_iters)
-    # Only a weight that is read again later (tied) is rewritten during the pass; the
-    # others are scaled once at the end, from the scales recorded here.
-    weight = (io.weight.astype(cdt) * s).astype(io.weight.dtype) if lay.read_later else None
-    bias = None
-    if centering:
-      shift = jnp.where(runnable(), s * pre_mean + entry_mean(b), zero)
-      bias = (bias_c - shift).astype(io.bias.dtype)
-      out = s * pre + h(bias.astype(cdt))
-    elif b is not None:
-      out = s * pre + b
-    else:
-      out = s * pre
-    rows[lay.index] = (*raw, veff, s, iters)
-    return layers_lib.LayerUpdate(weight=weight, bias=bias, output=out.astype(io.pre.dtype))
-
-  _, new_leaves = prog.evaluate(start, arg_leaves, hook)
-
-  # The report, from the per-layer raw sums, with a few vector operations. Only values that
-  # XLA keeps in memory (reduction outputs, slices, the scales) are stacked, so stacking
-  # does not recompute per-layer arithmetic (compile time grows with what is recomputed).
-  n = len(prog.layers)
-  cols = [jnp.stack([jnp.asarray(rows[i][k], jnp.float32) for i in range(n)]) for k in range(9)]
-  veff, s = cols[7], cols[8]
-  iters = jnp.stack([jnp.asarray(rows[i][9], jnp.int32) for i in range(n)])
-  sizes = np.array([math.prod(lay.output_shape) for lay in prog.layers], np.float32)
-  m, v0, c, vb = _moments(sizes, *cols[:7])
-  cen = np.array(centered)
-  a = jnp.where(cen, veff, v0)
-  finite = jnp.isfinite(m) & jnp.isfinite(v0) & jnp.isfinite(c) & jnp.isfinite(vb)
-  finite &= jnp.isfinite(a)
-  sel = np.array(selected)
-  run = jnp.asarray(sel) & _runnable(m, v0, c, vb, a, opts.min_var)
-  var_before = v0 + 2 * c + vb
-  var_after = jnp.where(run, jnp.where(cen, s * s * a, s * s * v0 + 2 * s * c + vb), var_before)
-  static = np.array([OK if sel[i] else TIED if (lay.tied_to is not None or lay.read_earlier)
-                     else EXCLUDED for i, lay in enumerate(prog.layers)], np.int32)
-  status = jnp.where(~finite, NONFINITE, jnp.where(
-      ~sel, static, jnp.where(~run, TINY, jnp.where(
-          jnp.abs(var_after - t) < tol, OK, NOT_CONVERGED))))
-  ok = batch_finite & jnp.all(finite)
-  for lay in prog.layers:
-    if selected[lay.index] and not lay.read_later:
-      scale = rows[lay.index][8]
-      w = layers_lib.apply_index(new_leaves[lay.leaf], lay.weight_index)
-      new = (w.astype(scale.dtype) * scale).astype(w.dtype)
-      new_leaves[lay.leaf] = layers_lib.set_index(new_leaves[lay.leaf], lay.weight_index, new)
-  new_leaves = [jnp.where(ok, new, old) for new, old in zip(new_leaves, leaves, strict=True)]
-  report = LSUVReport(
-      paths=tuple(lay.path for lay in prog.layers),
-      bias_paths=tuple(lay.bias_path for lay in prog.layers),
-      tied_to=tuple(lay.tied_to for lay in prog.layers),
-      target_var=t, tol=tol, max_iters=opts.max_iters, exact=opts.exact,
-      var_before=var_before, var_after=var_after, scale=s,
-      iters=iters, status=status.astype(jnp.int32), batch_finite=batch_finite,
-  )
+  start = list(leaves)
+  if key is not None:
+    for lay, k in zip(prog.layers, plan.keys(key), strict=True):
+      if plan.selected[lay.index]:
+        region = layers_lib.apply_index(start[lay.leaf], lay.weight_index)
+        start[lay.leaf] = layers_lib.set_index(start[lay.leaf], lay.weight_index,
+                                               _redraw_layer(prog, lay, k, region))
+  rows: dict = {}
+  _, new_leaves = prog.evaluate(start, arg_leaves, plan.hook(rows))
+  new_leaves, report = plan.finish(rows, new_leaves, leaves, arg_leaves)
   return jax.tree_util.tree_unflatten(treedef, new_leaves), report
+
+
+_lsuv_jit = jax.jit(_lsuv_impl, static_argnums=(0, 1))
+
+
+# ---------------------------------------------------------------------------
+# The eager path: the program cut at each layer, identical pieces compiled once.
+# ---------------------------------------------------------------------------
+
+# Compiled pieces whose signature holds no identity-based parts, shared across calls.
+_PIECES: collections.OrderedDict = collections.OrderedDict()
+_PIECES_MAX = 256
+
+
+def _piece(cache: dict, key, build: Callable[[], Callable]) -> Callable:
+  portable = layers_lib.signature_is_portable(key)
+  store = _PIECES if portable else cache
+  fn = store.get(key)
+  if fn is None:
+    fn = store[key] = build()
+    if portable and len(_PIECES) > _PIECES_MAX:
+      _PIECES.popitem(last=False)
+  elif portable:
+    _PIECES.move_to_end(key)
+  return fn
+
+
+def _lsuv_eager(apply, opts: _Options, params, args, key):
+  """LSUV from Python, one jitted piece per layer, identical pieces compiled once.
+
+  XLA's compile time grows with the size of the program; a deep network repeats
+  the same block, so running the forward pass as one compiled piece per layer
+  (the steps up to the layer's output plus its normalization), with identical
+  pieces sharing one compilation, makes compile time grow with the number of
+  distinct blocks instead of the depth. Pieces are dispatched asynchronously and
+  exchange device arrays: there is no host round-trip until the caller reads
+  the report. The results equal those of the single-graph path (the same
+  operations, in the same order, per layer).
+  """
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  arg_leaves = jax.tree_util.tree_leaves(args)
+  prog = layers_lib.trace(FN, apply, params, args, adapters.param_paths(apply, params))
+  plan = _Plan(prog, opts)
+  local: dict = {}
+  cur = list(leaves)
+  if key is not None:
+    keys = plan.keys(key)
+    for lay in prog.layers:
+      if not plan.selected[lay.index]:
+        continue
+      region = layers_lib.apply_index(cur[lay.leaf], lay.weight_index)
+      sig = ("redraw", _aval(region), prog.weight_key(lay))
+      fn = _piece(local, sig, lambda lay=lay: jax.jit(
+          lambda k, w: _redraw_layer(prog, lay, k, w)))
+      cur[lay.leaf] = layers_lib.set_index(cur[lay.leaf], lay.weight_index,
+                                           fn(keys[lay.index], region))
+  env = dict(zip(prog.arg_ids, arg_leaves, strict=True))
+  for k, pid in enumerate(prog.param_ids):
+    if pid not in prog.origin:
+      env[pid] = cur[k]
+  rows: dict = {}
+  finite = None
+  for n, seg in enumerate(prog.segments()):
+    lay = seg.layer
+    first = n == 0  # the first piece also checks the batch for NaN/inf
+
+    def build(seg=seg, lay=lay, first=first):
+      scale_here = plan.selected[lay.index] and not lay.read_later
+      w_pos = seg.leaves.index(lay.leaf)
+
+      def run(live_in, seg_leaves, arg_leaves):
+        seg_rows: dict = {}
+        outs, written = prog.run_segment(seg, live_in, seg_leaves, plan.hook(seg_rows))
+        row = seg_rows[lay.index]
+        if scale_here:  # the final weight, scaled once (the forward pass used s * Wx)
+          written[w_pos] = plan.scale_weight(lay, written.get(w_pos, seg_leaves[w_pos]), row[8])
+        return outs, written, row, _all_finite(arg_leaves) if first else None
+      return jax.jit(run)
+
+    key = ("segment", opts.numeric(), plan.selected[lay.index], plan.centered[lay.index],
+           seg.signature, tuple(_aval(x) for x in arg_leaves) if first else None)
+    outs, written, rows[lay.index], seg_finite = _piece(local, key, build)(
+        [env[i] for i in seg.live_in], [cur[leaf] for leaf in seg.leaves],
+        arg_leaves if first else [])
+    finite = seg_finite if first else finite
+    env.update(zip(seg.live_out, outs, strict=True))
+    for p, value in written.items():
+      cur[seg.leaves[p]] = value
+  # The report, on the host: the scalars are needed there for the NaN check anyway, and
+  # on NaN/inf the caller raises before returning anything (no guarding select needed).
+  rows, finite = jax.device_get((rows, finite))
+  report, _ = plan.report(rows, bool(finite), xp=np)
+  return jax.tree_util.tree_unflatten(treedef, cur), report
+
+
+def _aval(x) -> tuple:
+  return (tuple(x.shape), str(x.dtype))
 
 
 def _raw_moments(pre: jax.Array, b: jax.Array | None) -> tuple:
@@ -566,9 +690,6 @@ def _iterate(vfn, runnable, t, tol, max_iters):
 
   s, _, iters = lax.while_loop(cond, body, (one, vfn(one), jnp.int32(0)))
   return s, iters
-
-
-_lsuv_jit = jax.jit(_lsuv_impl, static_argnums=(0, 1))
 
 
 # ---------------------------------------------------------------------------
@@ -738,12 +859,15 @@ def lsuv(
   _check_batch(adapters.batch_of(bound))
   tracing = any(isinstance(x, jax.core.Tracer)
                 for x in jax.tree_util.tree_leaves((bound.params, bound.args, key)))
-  try:
-    hash((bound.apply, opts))
-    run = functools.partial(_lsuv_jit, bound.apply, opts)
-  except TypeError:  # an unhashable model function or option: compile without caching
-    run = jax.jit(functools.partial(_lsuv_impl, bound.apply, opts))
-  new_params, report = run(bound.params, bound.args, key)
+  if not tracing:
+    new_params, report = _lsuv_eager(bound.apply, opts, bound.params, bound.args, key)
+  else:
+    try:
+      hash((bound.apply, opts))
+      run = functools.partial(_lsuv_jit, bound.apply, opts)
+    except TypeError:  # an unhashable model function or option: no caching
+      run = functools.partial(_lsuv_impl, bound.apply, opts)
+    new_params, report = run(bound.params, bound.args, key)
   if not tracing:
     msg = report.error()
     if msg is not None:
