@@ -38,6 +38,7 @@ import numpy as np
 from flax import linen as nn
 
 import jaxinit
+from jaxinit._src import lsuv as lsuv_lib
 
 TOL, MAX_ITERS = 0.1, 10
 
@@ -104,8 +105,9 @@ def _steady(fn, repeat: int) -> float:
 
 
 def _cold(fn) -> float:
-  """Seconds of one call from empty compilation caches."""
+  """Seconds of one call from empty compilation caches (jax's and jaxinit's)."""
   jax.clear_caches()
+  lsuv_lib._PIECES.clear()
   t = time.perf_counter()
   _block(fn())
   return time.perf_counter() - t
@@ -247,24 +249,21 @@ def _steady_torch(fn, repeat):
 
 
 def bench_compile(depths, width, batch, d_in):
+  """Per depth: forward compile; jaxinit.lsuv under jit (one graph: trace + compile);
+  eager jaxinit.lsuv end-to-end from cold caches (one piece per distinct layer)."""
   rows = []
-  x = jnp.zeros((batch, d_in), jnp.float32)
+  x = jnp.asarray(np.random.default_rng(1).standard_normal((batch, d_in)), jnp.float32)
   for depth in depths:
     model = MLP(depth, width)
     variables = _fast_init(model, x)
     jax.clear_caches()
-    fwd = jax.jit(model.apply)
     t0 = time.perf_counter()
-    lowered = fwd.lower(variables, x)
+    jax.jit(model.apply).lower(variables, x).compile()
     t1 = time.perf_counter()
-    lowered.compile()
+    jax.jit(lambda v, x, model=model: jaxinit.lsuv(model, v, x)).lower(variables, x).compile()
     t2 = time.perf_counter()
-    f = jax.jit(lambda v, x, model=model: jaxinit.lsuv(model, v, x))
-    lowered = f.lower(variables, x)
-    t3 = time.perf_counter()
-    lowered.compile()
-    t4 = time.perf_counter()
-    rows.append((depth, t1 - t0, t2 - t1, t3 - t2, t4 - t3))
+    eager = _cold(lambda model=model, variables=variables: jaxinit.lsuv(model, variables, x))
+    rows.append((depth, t1 - t0, t2 - t1, eager))
   return rows
 
 
@@ -301,6 +300,8 @@ def main():
     import torch
 
     print(f", torch {torch.__version__} ({torch.get_num_threads()} threads)", end="")
+  print(f"\nOPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')} (jax's "
+        "CPU QR, used by the orthonormal redraw, runs in OpenBLAS)")
   print(f"\nload average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
         f"{os.getloadavg()[2]:.2f}")
 
@@ -328,14 +329,13 @@ def main():
       print(f"ratio torch / jaxinit e2e (key):      {row['torch'] / row['e2e+key']:.1f}"
             f"   (without key: {row['torch'] / row['e2e']:.1f})")
 
-  print("\n## compile time of jaxinit.lsuv (MLP, seconds; trace = tracing + lowering)")
-  print(f"{'depth':>6}{'fwd trace':>11}{'fwd compile':>13}{'lsuv trace':>12}"
-        f"{'lsuv compile':>14}{'ms/layer':>10}")
-  width = cfgs["mlp"]["width"]
-  for depth, ft, fc, lt, lc in bench_compile(depths, width, cfgs["mlp"]["batch"],
-                                             cfgs["mlp"]["d_in"]):
-    print(f"{depth:>6}{ft:>11.3f}{fc:>13.3f}{lt:>12.3f}{lc:>14.3f}"
-          f"{1e3 * (lt + lc) / depth:>10.1f}")
+  print("\n## compile time vs depth (MLP of the width above; seconds, trace + compile)")
+  print(f"{'depth':>6}{'forward':>10}{'lsuv (jit)':>12}{'ms/layer':>10}"
+        f"{'lsuv eager e2e':>16}{'ms/layer':>10}")
+  for depth, fwd, jit_c, eager in bench_compile(depths, cfgs["mlp"]["width"],
+                                                cfgs["mlp"]["batch"], cfgs["mlp"]["d_in"]):
+    print(f"{depth:>6}{fwd:>10.3f}{jit_c:>12.3f}{1e3 * jit_c / depth:>10.1f}"
+          f"{eager:>16.3f}{1e3 * eager / depth:>10.1f}")
   print(f"\nload average at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
         f"{os.getloadavg()[2]:.2f}")
 

@@ -540,7 +540,9 @@ def _lsuv_eager(apply, opts: _Options, params, args, key):
       env[pid] = cur[k]
   rows: dict = {}
   finite = None
-  for n, seg in enumerate(prog.segments()):
+  segments = prog.segments()
+  last_use = {i: n for n, seg in enumerate(segments) for i in seg.live_in}
+  for n, seg in enumerate(segments):
     lay = seg.layer
     first = n == 0  # the first piece also checks the batch for NaN/inf
 
@@ -563,6 +565,9 @@ def _lsuv_eager(apply, opts: _Options, params, args, key):
         [env[i] for i in seg.live_in], [cur[leaf] for leaf in seg.leaves],
         arg_leaves if first else [])
     finite = seg_finite if first else finite
+    for i in seg.live_in:  # free activations no later piece reads (memory as in a forward)
+      if last_use[i] == n:
+        del env[i]
     env.update(zip(seg.live_out, outs, strict=True))
     for p, value in written.items():
       cur[seg.leaves[p]] = value
