@@ -49,8 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxinit._src import adapters
 from jaxinit._src import layers as layers_lib
+from jaxinit._src import models
 from jaxinit._src.base import canonical_key, check_bool, check_int, check_real, fail
 
 FN = "lsuv"
@@ -464,7 +464,7 @@ def _all_finite(leaves) -> jax.Array:
 def _lsuv_impl(apply, opts: _Options, params, args, key):
   """LSUV as one traced computation (used under the caller's jit)."""
   leaves, treedef = jax.tree_util.tree_flatten(params)
-  prog = layers_lib.trace(FN, apply, params, args, adapters.param_paths(apply, params))
+  prog = layers_lib.trace(FN, apply, params, args, models.param_paths(apply, params))
   plan = _Plan(prog, opts)
   arg_leaves = jax.tree_util.tree_leaves(args)
   start = list(leaves)
@@ -519,7 +519,7 @@ def _lsuv_eager(apply, opts: _Options, params, args, key):
   """
   leaves, treedef = jax.tree_util.tree_flatten(params)
   arg_leaves = jax.tree_util.tree_leaves(args)
-  prog = layers_lib.trace(FN, apply, params, args, adapters.param_paths(apply, params))
+  prog = layers_lib.trace(FN, apply, params, args, models.param_paths(apply, params))
   plan = _Plan(prog, opts)
   local: dict = {}
   cur = list(leaves)
@@ -858,10 +858,10 @@ def lsuv(
       layers=_selector("layers", layers),
       exclude=_selector("exclude", exclude),
   )
-  bound = adapters.bind(FN, model, args, model_kwargs)
+  bound = models.bind(FN, model, args, model_kwargs)
   if key is not None:
     key = canonical_key(FN, key)
-  _check_batch(adapters.batch_of(bound))
+  _check_batch(models.batch_of(bound))
   tracing = any(isinstance(x, jax.core.Tracer)
                 for x in jax.tree_util.tree_leaves((bound.params, bound.args, key)))
   if not tracing:
@@ -930,5 +930,5 @@ def find_layers(model: Any, *args: Any, model_kwargs: dict[str, Any] | None = No
     0 layers_0/kernel conv 27 8 layers_0/bias
     1 layers_2/kernel dot 8 4 layers_2/bias
   """
-  bound = adapters.bind("find_layers", model, args, model_kwargs)
+  bound = models.bind("find_layers", model, args, model_kwargs)
   return layers_lib.trace("find_layers", bound.apply, bound.params, bound.args, bound.paths).layers
