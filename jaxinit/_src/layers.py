@@ -69,6 +69,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxinit._src.tree import path_str
+
 Index = tuple  # per leaf dimension: an int (dimension dropped) or a (start, stop) slice
 
 # Calls whose sub-jaxpr takes exactly the equation's inputs: inlined.
@@ -1127,22 +1129,3 @@ def trace(
     aids.append(i)
   outs = flat.walk(closed.jaxpr, closed.consts, [*pids, *aids])
   return Program(flat, pids, aids, outs, (p_def, a_def))
-
-
-def path_str(path: Sequence[Any]) -> str:
-  """'/'-joined names of a pytree key path (``('Dense_0', 'kernel')`` -> ``'Dense_0/kernel'``)."""
-  parts = []
-  for k in path:
-    if isinstance(k, jax.tree_util.DictKey):
-      parts.append(str(k.key))
-    elif isinstance(k, jax.tree_util.GetAttrKey):
-      parts.append(k.name)
-    elif isinstance(k, jax.tree_util.SequenceKey):
-      parts.append(str(k.idx))
-    elif isinstance(k, jax.tree_util.FlattenedIndexKey):
-      parts.append(str(k.key))
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
-
-
