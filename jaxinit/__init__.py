@@ -15,9 +15,15 @@ from jaxinit._src.basic import truncated_normal as truncated_normal
 from jaxinit._src.basic import uniform as uniform
 from jaxinit._src.basic import zeros as zeros
 from jaxinit._src.gain import calculate_gain as calculate_gain
+from jaxinit._src.orthogonal import delta_orthogonal as delta_orthogonal
+from jaxinit._src.orthogonal import orthogonal as orthogonal
 from jaxinit._src.registry import deserialize as deserialize
 from jaxinit._src.registry import get as get
 from jaxinit._src.registry import serialize as serialize
+from jaxinit._src.structured import dirac as dirac
+from jaxinit._src.structured import identity as identity
+from jaxinit._src.structured import normalized as normalized
+from jaxinit._src.structured import sparse as sparse
 from jaxinit._src.variance_scaling import compute_fans as compute_fans
 from jaxinit._src.variance_scaling import glorot_normal as glorot_normal
 from jaxinit._src.variance_scaling import glorot_uniform as glorot_uniform
@@ -39,19 +45,25 @@ __all__ = [
     "calculate_gain",
     "compute_fans",
     "constant",
+    "delta_orthogonal",
     "deserialize",
+    "dirac",
     "get",
     "glorot_normal",
     "glorot_uniform",
     "he_normal",
     "he_uniform",
+    "identity",
     "kaiming_normal",
     "kaiming_uniform",
     "lecun_normal",
     "lecun_uniform",
     "normal",
+    "normalized",
     "ones",
+    "orthogonal",
     "serialize",
+    "sparse",
     "truncated_normal",
     "uniform",
     "variance_scaling",
