@@ -95,25 +95,26 @@ def test_haar_rectangular(method, shape):
 
 def test_haar_checks_reject_non_haar_matrices():
   """The checks have power: QR without the sign fix, one random reflector, and Stewart's
-  product without its sign diagonal D are orthogonal but not Haar, and fail."""
+  product with LAPACK's reflector signs but no sign fix are orthogonal but not Haar."""
   g = np.asarray(jax.random.normal(jax.random.key(5501), (N_HAAR, 3, 3)), np.float64)
   no_sign_fix = np.linalg.qr(g)[0]
   u = g[:, :, 0] / np.linalg.norm(g[:, :, 0], axis=-1, keepdims=True)
   one_reflector = np.eye(3) - 2 * u[:, :, None] * u[:, None, :]
-  # Stewart without D: multiplying by D = diag(-s) once more undoes it (D^2 = I).
+  # What LAPACK's reflector convention (beta = -sign(alpha) ||x||) gives without a sign fix:
+  # column j flipped by -sign(alpha_j), so the first column -sign(alpha) x / ||x|| has Q_00 <= 0.
   x = np.asarray(gaussian_trapezoid(jax.random.key(5502), N_HAAR, 3, 3, np.dtype(np.float32),
                                     False))
   q = np.asarray(stewart(jax.random.key(5502), N_HAAR, 3, 3, np.dtype(np.float32), False))
   s = np.where(np.diagonal(x, axis1=1, axis2=2) >= 0, 1.0, -1.0)
   no_d = q * -s[:, None, :]
   for name, bad in [("qr without sign fix", no_sign_fix), ("one reflector", one_reflector),
-                    ("stewart without D", no_d)]:
+                    ("stewart, LAPACK signs, no fix", no_d)]:
     testing.assert_orthonormal(bad, batch_axis=(0,), atol=1e-5, name=name)
     assert haar_failures(bad), f"{name} passed the Haar checks"
 
 
 def test_stewart_first_column_is_the_normalized_first_gaussian():
-  """The sign convention, exactly: Q e_1 = x_1 / ||x_1|| (Mezzadri's fix makes R_11 > 0)."""
+  """The sign convention, exactly: Q e_1 = x_1 / ||x_1|| (beta = +||x||, i.e. R_11 > 0)."""
   key = jax.random.key(1)
   real = np.dtype(np.float32)
   for m, n, cplx in [(6, 6, False), (7, 4, False), (5, 5, True)]:

@@ -5,50 +5,55 @@ Two exact constructions of a Haar matrix are implemented.
 
 ``"qr"`` (Mezzadri 2007): draw a Gaussian matrix ``G``, factor ``G = QR`` and
 multiply column ``j`` of ``Q`` by the phase ``R_jj / |R_jj|`` (a sign for real
-matrices). This is what jax, torch and Keras do.
+matrices), which makes ``Q`` the factor of the unique QR with ``R_jj > 0``. This
+is what jax, torch and Keras do.
 
-``"stewart"`` (Stewart 1980), the default: form ``Q = H_1 ... H_n D`` directly
+``"stewart"`` (Stewart 1980), the default: form ``Q = H_1 ... H_n`` directly
 from the Householder reflectors that a QR factorization of a Gaussian matrix
-*would* produce, without running the factorization. Householder QR
-(LAPACK ``geqrf``) of an ``m x n`` Gaussian ``G`` works column by column: step
-``j`` takes the vector ``x_j`` (rows ``j..m-1`` of the current column ``j``),
-builds the reflector ``H_j`` with ``H_j^H x_j = beta_j e_1`` and applies it to
-the trailing columns. Because a Gaussian vector's distribution is invariant
-under any unitary map, and the trailing columns are independent of ``x_j``, the
-updated trailing block is again i.i.d. Gaussian and independent of ``H_j``. So
-the vectors ``x_1, ..., x_n`` that QR turns into reflectors are independent
-standard Gaussian vectors of lengths ``m, m-1, ..., m-n+1``, and we can draw
-them directly: half the random numbers of a square ``G`` and no ``geqrf``.
+*would* produce, without running the factorization. Householder QR of an
+``m x n`` Gaussian ``G`` works column by column: step ``j`` takes the vector
+``x_j`` (rows ``j..m-1`` of the current column ``j``), builds the reflector
+``H_j`` with ``H_j^H x_j = beta_j e_1`` and applies it to the trailing columns.
+Because a Gaussian vector's distribution is invariant under any unitary map,
+and the trailing columns are independent of ``x_j``, the updated trailing block
+is again i.i.d. Gaussian and independent of ``H_j``. So the vectors ``x_1, ...,
+x_n`` that QR turns into reflectors are independent standard Gaussian vectors
+of lengths ``m, m-1, ..., m-n+1``, and we can draw them directly: half the
+random numbers of a square ``G``, and no ``geqrf``.
 
-The reflector of ``x = [alpha; x_tail]`` (LAPACK ``larfg``; ``s = +1`` if
-``Re(alpha) >= 0`` else ``-1``, ``beta = -s ||x||``)::
+Sign convention. LAPACK's ``larfg`` picks ``beta = -sign(Re alpha) ||x||``
+(``alpha = x[0]``) to avoid cancellation in ``v_0 = alpha - beta``; then
+``R_jj = beta_j`` has a random sign, ``H e_1 = x / beta`` has first entry
+``-|alpha| / ||x|| <= 0``, and a sign diagonal ``D = diag(sign(beta_j))`` must
+be applied afterwards (Mezzadri's fix). Here ``beta = +||x||`` always, the
+convention that makes ``R_jj > 0``, with ``v_0`` computed without cancellation
+(Parlett): for ``Re(alpha) > 0``, ``alpha - beta = (-||x_tail||^2 + 2i beta
+Im(alpha)) / (conj(alpha) + beta)``. With
 
-    H = I - tau v v^H,   v = [1; x_tail / (alpha - beta)],   tau = (beta - alpha) / beta
-      = 1 + s alpha / ||x||
+    H = I - tau v v^H,   v = [1; x_tail / v_0],   tau = (beta - alpha) / beta = -v_0 / beta,
 
-satisfies ``H e_1 = x / beta = -s x / ||x||`` (from ``H^H x = beta e_1`` and
-``H`` unitary). ``alpha - beta = alpha + s ||x||`` never cancels, and
-``R_jj = beta_j``, so the Mezzadri phase of column ``j`` is ``sign(beta_j) =
--s_j``: ``D = diag(-s_1, ..., -s_n)``.
+``H^H x = beta e_1`` and ``H`` is unitary (``tau + conj(tau) = |tau|^2 ||v||^2``
+holds for either sign of the real ``beta``), so ``H e_1 = x / ||x||``. No
+diagonal is needed and ``Q`` is exactly the Haar factor; the saving is one pass
+over the matrix.
 
-Why ``Q = H_1 ... H_n D`` is exactly Haar (induction on ``n``): write ``Q =
-H_1 diag(-s_1, Q')`` with ``Q' = H'_2 ... H'_n D'`` built the same way from
-the remaining (independent) vectors, Haar on the ``(m-1) x (n-1)`` Stiefel
-manifold by induction. Its first column is ``-s_1 H_1 e_1 = x_1 / ||x_1||``,
-uniform on the unit sphere. ``H_1`` maps ``e_1^perp`` isometrically onto the
-complement of that column, and ``Q'`` is independent of ``x_1`` and invariant
-under unitary maps, so the other columns are Haar in that complement given the
-first. "Uniform first column, then Haar in its complement" characterizes the
-Haar measure. (Base case: a vector of length 1 gives ``tau = 1 + s alpha /
-|alpha|``, ``H = -s alpha / |alpha|`` and ``-s H = alpha / |alpha|``: a uniform
-sign, or phase, which is Haar on O(1) or U(1); the same formula needs no special
-case.) Dropping ``D`` (or using ``D = I``) gives a first column with
-``Re Q_00 <= 0``, which the Haar tests catch.
+Why ``Q = H_1 ... H_n`` is exactly Haar (induction on ``n``): write ``Q = H_1
+diag(1, Q')`` with ``Q' = H'_2 ... H'_n`` built the same way from the remaining,
+independent vectors, Haar on the ``(m-1) x (n-1)`` Stiefel manifold by
+induction. The first column of ``Q`` is ``H_1 e_1 = x_1 / ||x_1||``, uniform on
+the unit sphere. ``H_1`` maps ``e_1^perp`` isometrically onto the complement of
+that column, and ``Q'`` is independent of ``x_1`` and invariant under unitary
+maps, so given the first column the others are Haar in its complement. "A
+uniform first column, then Haar in its complement" is the Haar measure. The
+base case, a vector ``[alpha]`` of length 1, gives ``H = alpha / |alpha|``: a
+uniform sign (O(1)) or phase (U(1)), with the same formulas. Using LAPACK's
+``beta`` without ``D`` gives a first column with ``Re Q_00 <= 0``, which the
+Haar tests catch.
 
 ``householder_product`` (LAPACK ``orgqr``/``ungqr``, cuSOLVER on GPU) reads
-only the entries strictly below the diagonal, so the ``m(m+1)/2 + ...`` random
-numbers are packed into the lower trapezoid with the rectangular-full-packed
-layout (two triangles of one rectangle) and the upper triangle is never drawn.
+only the entries strictly below the diagonal, so the random numbers are packed
+into the lower trapezoid with the rectangular-full-packed layout (two
+triangles of one rectangle) and the upper triangle is never drawn.
 
 Wide matrices are drawn tall and transposed; a Haar matrix's transpose is Haar.
 """
@@ -141,22 +146,33 @@ def gaussian_trapezoid(key: Array, nb: int, m: int, n: int, real: np.dtype, cplx
   return jnp.concatenate([top, bottom], axis=-2)
 
 
-def sum_of_squares(x: Array, axes: tuple[int, ...]) -> Array:
+def _opaque_one(x: Array) -> Array:
+  """1.0 in ``x``'s real dtype, as ``0 * x[0] + 1``: a value the compiler cannot fold."""
+  first = jnp.real(x[(0,) * x.ndim])
+  return first * np.asarray(0, first.dtype) + np.asarray(1, first.dtype)
+
+
+def _squares(x: Array, one: Array) -> Array:
+  """``|x|^2``, each product multiplied by ``one`` (see :func:`sum_of_squares`)."""
+  sq = (jnp.real(x) * jnp.real(x)) * one
+  if jnp.iscomplexobj(x):
+    sq = sq + (jnp.imag(x) * jnp.imag(x)) * one
+  return sq
+
+
+def sum_of_squares(x: Array, axes: tuple[int, ...], one: Array | None = None) -> Array:
   """``sum(|x|^2, axes, keepdims=True)``, bit-identical however the program is batched or sharded.
 
   Two things make a plain ``jnp.sum(x * x)`` differ in the last bit between a
   call, the same call under ``vmap``, and a sharded call: XLA's reduce picks its
-  summation order from the shape, and XLA:CPU always lets LLVM contract
-  ``a * b + c`` into an FMA, which happens or not depending on how the program
-  was fused. So the sum is a fixed binary tree of elementwise adds, and each
-  square is multiplied by a 1.0 the compiler cannot fold (``0 * x[0] + 1``):
-  an add then only ever sees ``square * 1``, whose contraction is exact.
+  summation order from the shape, and XLA:CPU lets LLVM contract ``a * b + c``
+  into an FMA, which happens or not depending on how the program was fused. So
+  the sum is a fixed binary tree of elementwise adds, and every addend is
+  multiplied by a 1.0 the compiler cannot fold (``0 * x[0] + 1``): an add then
+  only ever sees ``y * 1``, whose contraction into an FMA is exact.
   """
-  first = jnp.real(x[(0,) * x.ndim])
-  one = first * np.asarray(0, first.dtype) + np.asarray(1, first.dtype)
-  sq = (jnp.real(x) * jnp.real(x)) * one
-  if jnp.iscomplexobj(x):
-    sq = sq + (jnp.imag(x) * jnp.imag(x)) * one
+  one = _opaque_one(x) if one is None else one
+  sq = _squares(x, one)
   for axis in axes:
     axis = axis % x.ndim
     while sq.shape[axis] > 1:
@@ -177,22 +193,29 @@ def stewart(key: Array, nb: int, m: int, n: int, real: np.dtype, cplx: bool) -> 
   See the module docstring for the construction and the proof.
   """
   x = gaussian_trapezoid(key, nb, m, n, real, cplx)
+  dt = x.dtype
   rows = jax.lax.broadcasted_iota(np.int32, (m, n), 0)
   cols = jax.lax.broadcasted_iota(np.int32, (m, n), 1)
-  alpha = jnp.diagonal(x, axis1=-2, axis2=-1)                                # (nb, n)
-  nrm2 = sum_of_squares(jnp.where(rows >= cols, x, jnp.zeros((), x.dtype)), (-2,))[..., 0, :]
+  one = _opaque_one(x)
+  alpha = jnp.diagonal(x, axis1=-2, axis2=-1)                             # (nb, n)
+  tail2 = sum_of_squares(jnp.where(rows > cols, x, jnp.zeros((), dt)), (-2,), one)[..., 0, :]
   # An all-zero vector (probability ~0, but keep it finite): use e_1 instead.
-  zero = nrm2 == 0
-  alpha = jnp.where(zero, jnp.ones_like(alpha), alpha)
-  nrm = jnp.sqrt(jnp.where(zero, jnp.ones_like(nrm2), nrm2))
-  s = jnp.where(jnp.real(alpha) >= 0, np.asarray(1, real), np.asarray(-1, real))
-  dt = x.dtype
-  minus_beta = (s * nrm).astype(dt)
-  denom = alpha + minus_beta                      # alpha - beta, |denom| >= ||x|| > 0
-  tau = denom / minus_beta                        # (beta - alpha) / beta = 1 + s alpha / ||x||
-  v = x * (1 / denom)[..., None, :]               # only the entries below the diagonal are read
-  q = jax.lax.linalg.householder_product(v, tau)
-  return q * (-s).astype(dt)[..., None, :]        # D = diag(-s): column j times sign(R_jj)
+  alpha = jnp.where((tail2 == 0) & (alpha == 0), jnp.ones((), dt), alpha)
+  beta = jnp.sqrt(tail2 + _squares(alpha, one))                           # ||x|| > 0
+  # v_0 = alpha - beta without cancellation (Parlett): for Re(alpha) > 0 use
+  # (alpha - beta)(conj(alpha) + beta) = -||x_tail||^2 + 2i beta Im(alpha).
+  ar = jnp.real(alpha)
+  if cplx:
+    stable = (jax.lax.complex(-tail2, 2 * beta * jnp.imag(alpha))
+              / (jnp.conj(alpha) + beta.astype(dt)))
+  else:
+    stable = -tail2 / (alpha + beta)
+  v0 = jnp.where(ar > 0, stable, alpha - beta.astype(dt))
+  tau = -v0 / beta.astype(dt)                                             # (beta - alpha) / beta
+  zero = v0 == 0                            # x = [alpha > 0; 0]: H = I, nothing to scale
+  inv = jnp.where(zero, jnp.zeros((), dt), 1 / jnp.where(zero, jnp.ones((), dt), v0))
+  v = x * inv[..., None, :]                 # only the entries below the diagonal are read
+  return jax.lax.linalg.householder_product(v, tau)
 
 
 def qr(key: Array, nb: int, m: int, n: int, real: np.dtype, cplx: bool) -> Array:
@@ -286,7 +309,8 @@ class _Orthogonal(Initializer):
     nb = math.prod(shape[a] for a in batch)
     nrows = math.prod(shape[a] for a in rows)
     q = haar(key, nb, nrows, shape[col], dtype, self.method)
-    q = q * np.asarray(self.scale, q.dtype)
+    if self.scale != 1.0:
+      q = q * np.asarray(self.scale, q.dtype)
     return _to_shape(q, shape, (*batch, *rows, col)).astype(dtype)
 
 
@@ -316,9 +340,10 @@ def orthogonal(
   * ``"stewart"`` (default): the product of Householder reflectors built from
     independent Gaussian vectors of lengths ``m, m-1, ...`` times a sign
     diagonal (Stewart 1980), formed with ``jax.lax.linalg.householder_product``.
-    These are exactly the reflectors and signs a Householder QR of a Gaussian
-    matrix would produce, so the result has the distribution of ``"qr"``, but
-    no QR factorization runs and only about half the random numbers are drawn.
+    These are the reflectors a Householder QR of a Gaussian matrix would
+    produce (with ``R_jj > 0``), so the result has the distribution of
+    ``"qr"``, but no QR factorization runs and only about half the random
+    numbers are drawn.
     On a 2-core CPU it takes about 0.5x the time of
     ``jax.nn.initializers.orthogonal`` (see ``benchmarks/RESULTS.md``).
   * ``"qr"``: QR of an i.i.d. Gaussian matrix, columns times the phase of
