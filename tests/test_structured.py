@@ -37,7 +37,7 @@ def test_identity_values():
   np.testing.assert_array_equal(jaxinit.identity()(k, (2, 2), jnp.complex64), np.eye(2))
 
 
-@pytest.mark.parametrize("features", [8, 12, 5])
+@pytest.mark.parametrize("features", [12, 5])
 def test_identity_through_flax_dense(features):
   x = jax.random.normal(jax.random.key(1), (4, 8))
   dense = nn.Dense(features, kernel_init=jaxinit.identity())
@@ -52,23 +52,21 @@ def test_identity_through_flax_dense(features):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kernel,groups", [((3, 3), 1), ((4, 4), 1), ((3, 3), 4), ((2,), 2),
-                                           ((3, 2, 3), 1)],
-                         ids=["3x3", "4x4-even", "3x3-groups4", "1d-even-groups2", "3d"])
-def test_dirac_preserves_inputs_through_flax_linen_conv(kernel, groups):
-  spatial = (5,) * len(kernel)
-  x = jax.random.normal(jax.random.key(3), (2, *spatial, 8))
-  conv = nn.Conv(8, kernel, padding="SAME", feature_group_count=groups,
-                 kernel_init=jaxinit.dirac(groups=groups, scale=0.5))
+def test_dirac_preserves_inputs_through_flax_linen_conv():
+  """An even 4x4 kernel (centre (1, 1) under padding="SAME") with 4 groups."""
+  x = jax.random.normal(jax.random.key(3), (2, 5, 5, 8))
+  conv = nn.Conv(8, (4, 4), padding="SAME", feature_group_count=4,
+                 kernel_init=jaxinit.dirac(groups=4, scale=0.5))
   y, params = conv.init_with_output(jax.random.key(4), x)
-  assert params["params"]["kernel"].shape == (*kernel, 8 // groups, 8)
+  assert params["params"]["kernel"].shape == (4, 4, 2, 8)
   np.testing.assert_allclose(y, 0.5 * x, rtol=1e-6, atol=1e-6)
 
 
 def test_dirac_preserves_inputs_through_nnx_conv():
-  conv = nnx.Conv(6, 6, (3, 3), padding="SAME", feature_group_count=3,
-                  kernel_init=jaxinit.dirac(groups=3), rngs=nnx.Rngs(0))
-  x = jax.random.normal(jax.random.key(5), (2, 7, 7, 6))
+  """A 3-D kernel (3, 2, 3), the even axis included, with 2 groups."""
+  conv = nnx.Conv(6, 6, (3, 2, 3), padding="SAME", feature_group_count=2,
+                  kernel_init=jaxinit.dirac(groups=2), rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(5), (2, 4, 4, 4, 6))
   np.testing.assert_allclose(conv(x), x, rtol=1e-6, atol=1e-6)
 
 
@@ -100,8 +98,7 @@ def test_sparse_exact_counts_per_unit():
   assert np.all((w != 0).sum(axis=1) == 2)
 
 
-@pytest.mark.parametrize("sparsity,fan_in,zeros", [(0.28, 25, 7), (0.07, 100, 7), (0.25, 9, 3),
-                                                    (0.0, 10, 0), (0.9, 11, 10)])
+@pytest.mark.parametrize("sparsity,fan_in,zeros", [(0.28, 25, 7), (0.25, 9, 3), (0.9, 11, 10)])
 def test_sparse_fraction_of_zeros(sparsity, fan_in, zeros):
   """ceil(sparsity * fan_in) zeros per unit, without float artefacts (0.28 * 25 is
   7.000000000000001 in floating point: 7 zeros, not 8)."""
@@ -177,7 +174,11 @@ def test_normalized_direction_is_uniform():
     (jaxinit.normalized(), (16, 8), P("a", "b")),
 ], ids=lambda v: getattr(v, "name", ""))
 def test_out_sharding(init, shape, spec):
-  testing.assert_conforms(init, shape, key=jax.random.key(14), out_sharding=_sharding(spec))
+  """(The conformance sweep checks these without sharding; here: layout and same values.)"""
+  key = jax.random.key(14)
+  w = init(key, shape, None, _sharding(spec))
+  assert w.sharding.is_equivalent_to(_sharding(spec), len(shape))
+  np.testing.assert_array_equal(w, init(key, shape))
 
 
 def test_registry_round_trips():

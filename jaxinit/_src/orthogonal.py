@@ -102,6 +102,9 @@ def _gaussian(key: Array, size: int, real: np.dtype, cplx: bool) -> Array:
   return jax.lax.complex(z[0], z[1])
 
 
+_STORE_ABOVE = 1 << 17  # numbers; about a 512 x 512 matrix
+
+
 def _stored_gaussian(key: Array, size: int, real: np.dtype, cplx: bool) -> Array:
   """``size`` standard Gaussians, computed once and stored before they are used.
 
@@ -110,8 +113,11 @@ def _stored_gaussian(key: Array, size: int, real: np.dtype, cplx: bool) -> Array
   bits) runs once, vectorized, over exactly ``size`` numbers. Without the loop
   XLA fuses the transform into each consumer (the packing, the norms, the
   scaled reflectors) and evaluates it there up to three times per number,
-  which costs as much as drawing all ``n^2`` numbers.
+  which costs as much as drawing all ``n^2`` numbers. Draws of fewer than
+  ``_STORE_ABOVE`` numbers skip the loop (it adds ~0.4 s of compilation).
   """
+  if size < _STORE_ABOVE:  # small draws: not worth the loop's compile time
+    return _gaussian(key, size, real, cplx)
   half = -(-size // 2)
   _, z = jax.lax.scan(lambda c, k: (c, _gaussian(k, half, real, cplx)), None,
                       jax.random.split(key, 2))

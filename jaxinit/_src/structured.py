@@ -284,6 +284,8 @@ _DEFAULT_VALUES = _normal(stddev=1.0)  # Martens: unit Gaussian
 
 
 def _values(fn: str, values: Any) -> Initializer:
+  if values is None:
+    return _DEFAULT_VALUES
   if isinstance(values, Initializer):
     return values
   if isinstance(values, (str, Mapping)):
@@ -442,6 +444,4 @@ def sparse(
   References:
     J. Martens, "Deep learning via Hessian-free optimization", ICML 2010.
   """
-  if values is None:
-    values = _DEFAULT_VALUES
   return _Sparse(num_nonzero, sparsity, values, out_axis, batch_axis)
