@@ -80,6 +80,8 @@ def haar_failures(q: np.ndarray) -> list[str]:
 def test_haar_square(method, dtype):
   key = jax.random.key(9103 + METHODS.index(method) + 10 * (dtype == jnp.complex64))
   q = jaxinit.orthogonal(batch_axis=0, method=method)(key, (N_HAAR, 3, 3), dtype)
+  assert q.dtype == dtype
+  testing.assert_orthonormal(q, batch_axis=(0,))  # unitary for complex64
   failures = haar_failures(q)
   assert not failures, failures
 
@@ -122,7 +124,7 @@ def test_stewart_first_column_is_the_normalized_first_gaussian():
                                atol=2e-6)
 
 
-@pytest.mark.parametrize("n", range(1, 9))
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
 def test_packed_upper_places_every_draw_at_most_once_on_or_above_the_diagonal(n):
   size = (n + 1) // 2 * (n + 1)
   z = jnp.arange(1, size + 1, dtype=jnp.float32)[None]
@@ -148,7 +150,7 @@ def test_qr_method_matches_jax_layout():
 SHAPES = [  # square: test_haar_square, test_large_square_float32_precision
     ((96, 40), -1, ()),            # tall
     ((40, 96), -1, ()),            # wide
-    ((3, 3, 16, 32), -1, ()),      # conv: 144 x 32
+    ((2, 3, 3, 4, 8), -1, ()),     # 3-D conv: 72 x 8
     ((3, 3, 16, 32), -2, ()),      # conv, columns = inputs: 288 x 16
     ((3, 3, 1, 24), -1, ()),       # depthwise: 9 x 24, orthonormal rows
     ((4, 24, 24), -1, (0,)),       # a stack of layers
@@ -192,8 +194,7 @@ def test_depthwise_kernel_gets_orthonormal_rows():
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method,dtype", [("stewart", jnp.bfloat16), ("stewart", jnp.float16),
-                                          ("qr", jnp.bfloat16)])
+@pytest.mark.parametrize("method,dtype", [("stewart", jnp.bfloat16), ("qr", jnp.float16)])
 def test_16_bit_is_float32_rounded_once(method, dtype):
   init = jaxinit.orthogonal(method=method)
   key = jax.random.key(8)
@@ -203,19 +204,11 @@ def test_16_bit_is_float32_rounded_once(method, dtype):
   testing.assert_orthonormal(w16)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_complex_is_unitary(method):
-  w = jaxinit.orthogonal(method=method)(jax.random.key(9), (40, 24), jnp.complex64)
-  assert w.dtype == jnp.complex64 and np.any(np.asarray(w).imag != 0)
-  testing.assert_orthonormal(w)
-
-
-def test_float64_and_complex128_under_x64():
-  with jax.enable_x64(True):
-    for dtype in (jnp.float64, jnp.complex128):  # conformance sweeps the 64-bit "qr" path
-      w = jaxinit.orthogonal()(jax.random.key(10), (64, 48), dtype)
-      assert w.dtype == dtype
-      assert testing.assert_orthonormal(w) < 1e-13
+def test_float64_under_x64_is_computed_in_float64():
+  with jax.enable_x64(True):  # (the conformance sweep checks complex128 too)
+    w = jaxinit.orthogonal()(jax.random.key(10), (64, 48), jnp.float64)
+  assert w.dtype == jnp.float64
+  assert testing.assert_orthonormal(w) < 1e-13
 
 
 def test_zero_size_shapes():
@@ -241,12 +234,10 @@ def _sharded_equals_unsharded(init, shape, spec, key):
 
 
 def test_out_sharding():
-  _sharded_equals_unsharded(jaxinit.orthogonal(), (64, 32), P("a", "b"), jax.random.key(11))
-  w = _sharded_equals_unsharded(jaxinit.orthogonal(batch_axis=0, method="qr"), (8, 16, 16),
-                                P(("a", "b")), jax.random.key(12))
+  """Each device computes the whole draw and keeps its shard (here: one matrix per device)."""
+  w = _sharded_equals_unsharded(jaxinit.orthogonal(batch_axis=0), (8, 16, 16), P(("a", "b")),
+                                jax.random.key(12))
   testing.assert_orthonormal(w, batch_axis=(0,))
-  _sharded_equals_unsharded(jaxinit.delta_orthogonal(), (3, 3, 8, 16), P(None, None, "a", "b"),
-                            jax.random.key(14))
   with jax.set_mesh(_mesh()):
     w = jaxinit.orthogonal()(jax.random.key(13), (32, 32), None, P(None, "b"))
   assert w.sharding.spec == P(None, "b")
