@@ -178,9 +178,10 @@ def sum_of_squares(x: Array, axes: tuple[int, ...], one: Array | None = None) ->
   call, the same call under ``vmap``, and a sharded call: XLA's reduce picks its
   summation order from the shape, and XLA:CPU lets LLVM contract ``a * b + c``
   into an FMA, which happens or not depending on how the program was fused. So
-  the sum is a fixed binary tree of elementwise adds, and every addend is
+  the sum is a fixed binary tree of elementwise adds, and every square is
   multiplied by a 1.0 the compiler cannot fold (``0 * x[0] + 1``): an add then
-  only ever sees ``y * 1``, whose contraction into an FMA is exact.
+  only ever sees ``y * 1`` or another sum, and contracting ``y * 1 + z`` into an
+  FMA is exact.
   """
   one = _opaque_one(x) if one is None else one
   sq = _squares(x, one)
@@ -191,7 +192,7 @@ def sum_of_squares(x: Array, axes: tuple[int, ...], one: Array | None = None) ->
       h = n // 2
       lo = jax.lax.slice_in_dim(sq, 0, h, axis=axis)
       hi = jax.lax.slice_in_dim(sq, h, 2 * h, axis=axis)
-      parts = [lo * one + hi * one]
+      parts = [lo + hi]  # level 0 adds squares * one; later levels add sums
       if n % 2:
         parts.append(jax.lax.slice_in_dim(sq, 2 * h, n, axis=axis))
       sq = jnp.concatenate(parts, axis=axis) if len(parts) > 1 else parts[0]
