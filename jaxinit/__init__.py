@@ -6,6 +6,7 @@ protocol, so it plugs into Flax's ``kernel_init`` / ``bias_init`` (linen and
 nnx) and into plain JAX code.
 """
 
+from jaxinit._src.adapters import haiku_initializer as haiku_initializer
 from jaxinit._src.base import Initializer as Initializer
 from jaxinit._src.base import InitializerProtocol as InitializerProtocol
 from jaxinit._src.basic import constant as constant
@@ -15,15 +16,23 @@ from jaxinit._src.basic import truncated_normal as truncated_normal
 from jaxinit._src.basic import uniform as uniform
 from jaxinit._src.basic import zeros as zeros
 from jaxinit._src.gain import calculate_gain as calculate_gain
+from jaxinit._src.layouts import LAYOUTS as LAYOUTS
+from jaxinit._src.layouts import Layout as Layout
+from jaxinit._src.layouts import torch_bias as torch_bias
 from jaxinit._src.orthogonal import delta_orthogonal as delta_orthogonal
 from jaxinit._src.orthogonal import orthogonal as orthogonal
 from jaxinit._src.registry import deserialize as deserialize
 from jaxinit._src.registry import get as get
 from jaxinit._src.registry import serialize as serialize
+from jaxinit._src.sharding import init_linen as init_linen
+from jaxinit._src.sharding import init_nnx as init_nnx
 from jaxinit._src.structured import dirac as dirac
 from jaxinit._src.structured import identity as identity
 from jaxinit._src.structured import normalized as normalized
 from jaxinit._src.structured import sparse as sparse
+from jaxinit._src.tree import leaf_key as leaf_key
+from jaxinit._src.tree import leaf_paths as leaf_paths
+from jaxinit._src.tree import reinit as reinit
 from jaxinit._src.variance_scaling import compute_fans as compute_fans
 from jaxinit._src.variance_scaling import glorot_normal as glorot_normal
 from jaxinit._src.variance_scaling import glorot_uniform as glorot_uniform
@@ -40,8 +49,10 @@ from jaxinit._src.variance_scaling import xavier_uniform as xavier_uniform
 __version__ = "0.1.0"
 
 __all__ = [
+    "LAYOUTS",
     "Initializer",
     "InitializerProtocol",
+    "Layout",
     "calculate_gain",
     "compute_fans",
     "constant",
@@ -51,19 +62,26 @@ __all__ = [
     "get",
     "glorot_normal",
     "glorot_uniform",
+    "haiku_initializer",
     "he_normal",
     "he_uniform",
     "identity",
+    "init_linen",
+    "init_nnx",
     "kaiming_normal",
     "kaiming_uniform",
+    "leaf_key",
+    "leaf_paths",
     "lecun_normal",
     "lecun_uniform",
     "normal",
     "normalized",
     "ones",
     "orthogonal",
+    "reinit",
     "serialize",
     "sparse",
+    "torch_bias",
     "truncated_normal",
     "uniform",
     "variance_scaling",

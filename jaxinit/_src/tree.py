@@ -1,0 +1,528 @@
+"""Re-initializing whole parameter trees by path rules: ``jaxinit.reinit``.
+
+A leaf's *path* is the '/'-joined list of the keys that lead to it in
+``jax.tree_util`` terms: dict keys (``DictKey``), attribute names
+(``GetAttrKey``, equinox modules, dataclasses) and sequence indices
+(``SequenceKey``), e.g. ``"Dense_0/kernel"``, ``"layers/0/weight"``. Flax
+metadata boxes (linen ``nn.Partitioned``, nnx ``Variable``) are looked through:
+the path of an ``nnx.Param`` is that of the Variable, without ``/value``.
+
+A leaf's key is ``jax.random.fold_in`` of the root key with the two 32-bit
+halves of a BLAKE2b hash of its path (:func:`leaf_key`), so a leaf's values
+depend on the root key and its own path only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxinit._src import base
+from jaxinit._src.base import Initializer, canonical_key, fail
+from jaxinit._src.layouts import Layout, SiblingRule, apply_layout, get_layout
+
+_FN = "reinit"
+
+# ---------------------------------------------------------------------------
+# Paths and keys.
+# ---------------------------------------------------------------------------
+
+
+def _key_str(k: Any) -> str:
+  tu = jax.tree_util
+  if isinstance(k, tu.DictKey):
+    return str(k.key)
+  if isinstance(k, tu.GetAttrKey):
+    return k.name
+  if isinstance(k, tu.SequenceKey):
+    return str(k.idx)
+  if isinstance(k, tu.FlattenedIndexKey):
+    return str(k.key)
+  return str(k)
+
+
+def path_str(path: Sequence[Any]) -> str:
+  """The '/'-joined form of a ``jax.tree_util`` key path."""
+  return "/".join(_key_str(k) for k in path)
+
+
+def _hash_words(path: str) -> tuple[int, int]:
+  digest = hashlib.blake2b(path.encode("utf-8"), digest_size=8).digest()
+  return int.from_bytes(digest[:4], "little"), int.from_bytes(digest[4:], "little")
+
+
+def leaf_key(key: Any, path: str) -> jax.Array:
+  """The key :func:`reinit` draws the leaf at ``path`` with.
+
+  ``fold_in(fold_in(key, h0), h1)`` where ``(h0, h1)`` are the two 32-bit
+  halves of the 64-bit BLAKE2b hash of the UTF-8 path (stable across
+  processes and machines, unlike Python's salted ``hash``). It depends on the
+  path alone, so adding, removing or renaming *other* parameters never changes
+  this leaf. Works on traced keys (under ``jit``).
+
+  Args:
+    key: the root key (typed or legacy).
+    path: the leaf's '/'-joined path, e.g. ``"Dense_0/kernel"``.
+
+  Returns:
+    A typed key.
+
+  Examples:
+    >>> import jax, jaxinit
+    >>> params = {"Dense_0": {"kernel": jax.numpy.zeros((4, 3))}}
+    >>> new = jaxinit.reinit(params, {".*kernel": jaxinit.normal()}, jax.random.key(0))
+    >>> same = jaxinit.normal()(jaxinit.leaf_key(jax.random.key(0), "Dense_0/kernel"), (4, 3))
+    >>> bool((new["Dense_0"]["kernel"] == same).all())
+    True
+  """
+  if not isinstance(path, str):
+    raise fail("leaf_key", f"`path` must be a string, got {path!r}.", TypeError)
+  key = canonical_key("leaf_key", key)
+  h0, h1 = _hash_words(path)
+  return jax.random.fold_in(jax.random.fold_in(key, np.uint32(h0)), np.uint32(h1))
+
+
+# ---------------------------------------------------------------------------
+# Flax metadata boxes: linen AxisMetadata (nn.Partitioned, ...) and nnx Variables.
+# Flax is imported only when the tree already holds its objects.
+# ---------------------------------------------------------------------------
+
+
+def _linen_box(x: Any) -> bool:
+  meta = sys.modules.get("flax.core.meta")
+  return meta is not None and isinstance(x, meta.AxisMetadata)
+
+
+def _nnx_box(x: Any) -> bool:
+  vl = sys.modules.get("flax.nnx.variablelib")
+  return vl is not None and isinstance(x, vl.Variable)
+
+
+def is_box(x: Any) -> bool:
+  return _linen_box(x) or _nnx_box(x)
+
+
+def unbox(x: Any) -> Any:
+  if _nnx_box(x):
+    return x.get_value()
+  if _linen_box(x):
+    meta = sys.modules["flax.core.meta"]
+    return x.value if isinstance(x, meta.Partitioned) else x.unbox()
+  return x
+
+
+def rebox(box: Any, value: Any) -> Any:
+  if _nnx_box(box):
+    return box.replace(value)
+  if _linen_box(box):
+    return box.replace_boxed(value)
+  return value
+
+
+def _annotation(box: Any) -> tuple[Any, Any] | None:
+  """(PartitionSpec or Sharding, mesh or None) from a box's partitioning metadata."""
+  P = jax.sharding.PartitionSpec
+  if _linen_box(box):
+    meta = sys.modules["flax.core.meta"]
+    if not isinstance(box, meta.Partitioned):
+      return None
+    names = tuple(box.names)
+    rules = getattr(box, "rules", None)
+    if hasattr(box, "rules"):  # nn.LogicallyPartitioned: logical names -> mesh axes
+      from flax.linen import spmd
+
+      spec = spmd.logical_to_mesh_axes(names, rules)
+    else:
+      spec = P(*names)
+    return spec, box.mesh
+  if _nnx_box(box):
+    md = box.get_metadata()
+    names = md.get("out_sharding", md.get("sharding_names", md.get("sharding")))
+    if not names:
+      return None
+    from flax.core import spmd
+
+    spec = spmd.get_pspec(names if isinstance(names, jax.sharding.NamedSharding | P)
+                          else P(*names), md.get("sharding_rules"))
+    return spec, md.get("mesh")
+  return None
+
+
+# ---------------------------------------------------------------------------
+# Leaves.
+# ---------------------------------------------------------------------------
+
+
+def _is_array(x: Any) -> bool:
+  return isinstance(x, jax.Array | np.ndarray | jax.ShapeDtypeStruct) or (
+      isinstance(x, np.generic) and not isinstance(x, np.bool_ | np.str_ | np.bytes_))
+
+
+def flatten(tree: Any) -> tuple[list[tuple[str, Any]], Any]:
+  """``[(path, leaf)]`` and the treedef, with Flax boxes kept whole as leaves."""
+  flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_box)
+  return [(path_str(p), leaf) for p, leaf in flat], treedef
+
+
+def leaf_paths(tree: Any) -> list[str]:
+  """The paths :func:`reinit` sees in ``tree``: those of its array leaves, in tree order.
+
+  Use it to write rules.
+
+  Examples:
+    >>> import jax.numpy as jnp, jaxinit
+    >>> jaxinit.leaf_paths({"layers": [{"w": jnp.zeros(2), "b": jnp.zeros(2)}], "act": "relu"})
+    ['layers/0/b', 'layers/0/w']
+  """
+  return [p for p, leaf in flatten(tree)[0] if _is_array(unbox(leaf))]
+
+
+# ---------------------------------------------------------------------------
+# Rules.
+# ---------------------------------------------------------------------------
+
+
+def _compile_rules(rules: Any) -> list[tuple[str, re.Pattern, Any]]:
+  if isinstance(rules, Mapping):
+    items = list(rules.items())
+  elif isinstance(rules, Sequence) and not isinstance(rules, str | bytes):
+    items = []
+    for item in rules:
+      if not (isinstance(item, tuple | list) and len(item) == 2):
+        raise fail(_FN, "`rules` must be a mapping {pattern: initializer} or a sequence of "
+                   f"(pattern, initializer) pairs; got the item {item!r}.", TypeError)
+      items.append(tuple(item))
+  else:
+    raise fail(_FN, "`rules` must be a mapping {pattern: initializer} or a sequence of "
+               f"(pattern, initializer) pairs, got {type(rules).__name__}.", TypeError)
+  if not items:
+    raise fail(_FN, "`rules` is empty; give at least one pattern.")
+  out = []
+  for pattern, init in items:
+    if not isinstance(pattern, str):
+      raise fail(_FN, f"a rule's pattern must be a string (a regular expression), got "
+                 f"{pattern!r}.", TypeError)
+    try:
+      compiled = re.compile(pattern)
+    except re.error as e:
+      raise fail(_FN, f"the rule pattern {pattern!r} is not a valid regular expression: "
+                 f"{e}.") from None
+    out.append((pattern, compiled, _rule_init(pattern, init)))
+  return out
+
+
+def _rule_init(pattern: str, init: Any) -> Any:
+  if init is None or isinstance(init, Initializer | SiblingRule):
+    return init
+  if isinstance(init, str | Mapping):
+    from jaxinit._src import registry
+
+    return registry.get(init)
+  if callable(init):
+    return init
+  raise fail(_FN, f"the rule {pattern!r} maps to {init!r}, which is not an initializer; "
+             "use a jaxinit initializer, a name or config dict (jaxinit.get), any "
+             "init(key, shape, dtype) callable, a sibling rule (jaxinit.torch_bias), or None "
+             "to keep the leaf.", TypeError)
+
+
+def _describe(init: Any) -> str:
+  return repr(init) if isinstance(init, Initializer | SiblingRule) else getattr(
+      init, "__name__", repr(init))
+
+
+def _no_match_error(pattern: str, paths: list[str]) -> Exception:
+  shown = paths[:40]
+  more = f" (and {len(paths) - len(shown)} more)" if len(paths) > len(shown) else ""
+  close = difflib.get_close_matches(pattern, paths, n=3, cutoff=0.4)
+  hint = f" Close paths: {', '.join(map(repr, close))}." if close else ""
+  return fail(_FN, f"the rule {pattern!r} matches no parameter path (patterns must match the "
+              f"whole path, as re.fullmatch; write '.*kernel' to match any path ending in "
+              f"'kernel').{hint} Paths: {', '.join(shown)}{more}.")
+
+
+# ---------------------------------------------------------------------------
+# Shardings.
+# ---------------------------------------------------------------------------
+
+
+def _context_mesh() -> Any:
+  """The mesh set by ``jax.set_mesh``: concrete outside jit, abstract inside; or None."""
+  try:
+    mesh = jax.sharding.get_mesh()
+  except ValueError:  # inside jit only the abstract mesh is known
+    mesh = jax.sharding.get_abstract_mesh()
+  return None if mesh.empty else mesh
+
+
+def _named(fn: str, path: str, spec: Any, mesh: Any) -> Any:
+  """A Sharding from a Sharding, or a PartitionSpec with a mesh; None stays None."""
+  if spec is None or isinstance(spec, jax.sharding.Sharding):
+    return spec
+  if isinstance(spec, jax.sharding.PartitionSpec):
+    mesh = mesh if mesh is not None else _context_mesh()
+    if mesh is None:
+      raise fail(fn, f"the leaf {path!r} is to be sharded as {spec} but no mesh is known: "
+                 "pass mesh=... or call inside `with jax.set_mesh(mesh):`.")
+    if isinstance(mesh, jax.sharding.AbstractMesh):
+      return spec  # under jit inside jax.set_mesh: the spec resolves against the context
+    return jax.sharding.NamedSharding(mesh, spec)
+  raise fail(fn, f"the sharding for {path!r} must be a jax.sharding.Sharding, a "
+             f"PartitionSpec or None, got {spec!r}.", TypeError)
+
+
+def _sharding_table(fn: str, shardings: Any) -> dict[str, Any] | Any:
+  if shardings is None or isinstance(shardings, jax.sharding.Sharding):
+    return shardings
+  is_leaf = lambda x: x is None or is_box(x) or isinstance(
+      x, jax.sharding.Sharding | jax.sharding.PartitionSpec)
+  flat, _ = jax.tree_util.tree_flatten_with_path(shardings, is_leaf=is_leaf)
+  table = {}
+  for p, s in flat:
+    table[path_str(p)] = unbox(s) if is_box(s) else s
+  return table
+
+
+def _own_sharding(leaf: Any, mesh: Any) -> Any:
+  """The sharding an existing leaf carries, when it spans several devices."""
+  s = getattr(leaf, "sharding", None)
+  if isinstance(leaf, jax.core.Tracer) or s is None:
+    return None
+  if isinstance(s, jax.sharding.NamedSharding) and isinstance(
+      s.mesh, jax.sharding.AbstractMesh):  # from eval_shape under a mesh
+    if s.mesh.size <= 1:
+      return None
+    if mesh is not None:
+      return jax.sharding.NamedSharding(mesh, s.spec)
+    return s.spec if _context_mesh() is not None else None
+  try:
+    if len(s.device_set) > 1:
+      return s
+  except Exception:
+    return None
+  return None
+
+
+def resolve_sharding(fn, path, box, leaf, table, mesh) -> Any:
+  """The sharding a redrawn leaf is born with (see :func:`reinit`)."""
+  if table is not None:
+    if isinstance(table, jax.sharding.Sharding):
+      return table
+    if path not in table:
+      raise fail(fn, f"`shardings` has no entry for the leaf {path!r}; give a tree with the "
+                 "same structure as the parameters (None entries leave a leaf unsharded).")
+    return _named(fn, path, table[path], mesh)
+  ann = _annotation(box) if box is not None else None
+  if ann is not None:
+    spec, box_mesh = ann
+    ann_mesh = box_mesh if box_mesh is not None else mesh
+    if (ann_mesh is not None or _context_mesh() is not None
+        or isinstance(spec, jax.sharding.Sharding)):
+      return _named(fn, path, spec, ann_mesh)
+    # an annotated model used without a mesh: as Flax does, the annotation is ignored
+  return _named(fn, path, _own_sharding(leaf, mesh), mesh)
+
+
+# ---------------------------------------------------------------------------
+# reinit.
+# ---------------------------------------------------------------------------
+
+
+def _default_layout(tree: Any) -> Layout:
+  eqx = sys.modules.get("equinox")
+  if eqx is not None and isinstance(tree, eqx.Module):
+    return get_layout(_FN, "equinox")
+  return get_layout(_FN, "flax")
+
+
+def _sibling_shape(path: str, rule: SiblingRule, shapes: dict[str, tuple[int, ...]],
+                   pattern: str) -> tuple[int, ...]:
+  parent = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+  for name in rule.sibling:
+    if parent + name in shapes:
+      return shapes[parent + name]
+  tried = ", ".join(repr(parent + n) for n in rule.sibling)
+  raise fail(_FN, f"the rule {pattern!r} ({rule!r}) matched {path!r}, but none of its "
+             f"sibling kernels exists: tried {tried}. Pass sibling='<name>'.")
+
+
+def _check_leaf(path, pattern, init, shape, dtype, sharding) -> None:
+  """Every host-side check of one leaf, before anything is drawn."""
+  what = f"the rule {pattern!r} ({_describe(init)}) matched {path!r} of shape {shape} {dtype}"
+  if isinstance(init, Initializer):
+    try:
+      d = base.canonical_dtype(init.name, dtype, allow_complex=init._supports_complex())
+      init._check(init.name, shape, d)
+    except (TypeError, ValueError) as e:
+      raise type(e)(f"jaxinit.reinit: {what}, which it cannot initialize: {e}") from None
+  elif not jax.numpy.issubdtype(dtype, jax.numpy.inexact):
+    raise fail(_FN, f"{what}: only floating-point or complex leaves can be initialized.",
+               TypeError)
+  if sharding is not None:
+    try:
+      base.check_sharding(_FN, sharding, shape)
+    except ValueError as e:
+      raise fail(_FN, f"{what}: {str(e).removeprefix('jaxinit.reinit: ')}") from None
+
+
+def reinit(
+    tree: Any,
+    rules: Mapping[str, Any] | Sequence[tuple[str, Any]],
+    key: Any,
+    *,
+    layout: str | Layout | None = None,
+    shardings: Any = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> Any:
+  r"""Redraws the leaves of a parameter tree whose paths match ``rules``.
+
+  Every array leaf whose path matches a rule is redrawn with that rule's
+  initializer, with its own shape and dtype; every other leaf is returned as
+  the same object. Paths are '/'-joined tree keys (``"Dense_0/kernel"``,
+  ``"layers/0/weight"``; :func:`leaf_paths` lists them). Patterns are regular
+  expressions matched against the **whole** path (``re.fullmatch``): write
+  ``".*kernel"`` for any kernel, ``"Dense_0/.*"`` for one layer,
+  ``"(.*/)?bias"`` for biases at any depth. The **first** matching rule wins;
+  a rule mapped to ``None`` keeps the leaves it matches (an exception ahead of
+  a broader rule). A rule that matches no leaf is an error (a typo must not pass
+  silently), as is a bad pattern or a leaf the initializer cannot produce.
+  Everything is checked before anything is drawn, and the input is never
+  modified.
+
+  Each leaf is drawn with ``leaf_key(key, path)``, so its values depend only on
+  the root key and its own path: adding, removing or reordering other
+  parameters changes nothing. Runs under ``jax.jit`` (tree and key may be
+  traced); the leaves may also be ``jax.ShapeDtypeStruct`` (from
+  ``jax.eval_shape``), which is how a model is initialized directly sharded.
+
+  Works on plain dicts and lists, linen ``variables`` (or
+  ``variables["params"]``: the path then starts below ``params``), nnx
+  ``State`` (write it back with ``nnx.update(model, new_state)``), equinox
+  modules, haiku ``params`` dicts (paths like ``"linear/w"``), and any pytree.
+  Flax metadata boxes stay in place: an ``nn.Partitioned`` or an ``nnx.Param``
+  comes back as the same kind of box with the same metadata and a new value.
+
+  **Layout.** ``layout`` says how the tree stores its kernels: ``"flax"``
+  ``(*spatial, in, out)`` or ``"torch"`` / ``"equinox"`` ``(out, in,
+  *spatial)``, ``"torch_transpose"``, or a :class:`jaxinit.Layout` (see
+  ``jaxinit.LAYOUTS``). It rewrites the fan axes of fan-based initializers that
+  are on their default axes, for leaves of rank >= 2; axes set explicitly on an
+  initializer win. Default: ``"equinox"`` for an equinox module, else
+  ``"flax"``.
+
+  **Rule values.** A jaxinit initializer; a name or config dict accepted by
+  :func:`jaxinit.get`; any ``init(key, shape, dtype)`` callable (such as a
+  ``jax.nn.initializers`` one); :func:`jaxinit.torch_bias` (scale from the
+  sibling kernel); or ``None`` (keep).
+
+  **Sharding.** Each redrawn leaf is produced directly in its target sharding,
+  under ``jit`` with ``out_shardings``, each device generating only its shard;
+  the values do not depend on the sharding or the number of devices. The target
+  is, in order: the leaf's entry in ``shardings`` (a tree of the same structure
+  with ``Sharding``, ``PartitionSpec`` or ``None`` leaves, e.g. from
+  ``nn.get_partition_spec`` / ``nnx.get_partition_spec``; or one ``Sharding``
+  for every redrawn leaf); the leaf's Flax partitioning annotation
+  (``nn.with_partitioning``, ``nn.with_logical_partitioning`` with the active
+  logical axis rules, nnx ``sharding`` metadata), applied only when a mesh is
+  known (``mesh``, the box's own, or ``jax.set_mesh``); the sharding the leaf already
+  has when it spans several devices; else none (the default device).
+  ``PartitionSpec``\ s need ``mesh`` or an active ``jax.set_mesh``.
+
+  Args:
+    tree: the parameter tree.
+    rules: ``{pattern: initializer}`` (ordered) or a sequence of ``(pattern,
+      initializer)`` pairs.
+    key: the root PRNG key.
+    layout: the kernel layout (see above).
+    shardings: target shardings (see above).
+    mesh: the mesh for ``PartitionSpec`` targets and annotations.
+
+  Returns:
+    A tree of the same structure.
+
+  Raises:
+    ValueError: a bad pattern, a rule matching nothing, a sharding that cannot
+      hold a leaf, a missing sibling kernel, a shape an initializer rejects.
+    TypeError: a leaf dtype the initializer cannot produce (integer, bool, key,
+      complex for a real-only initializer), a rule value that is no initializer.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxinit
+    >>> params = {"Dense_0": {"kernel": jnp.zeros((64, 32)), "bias": jnp.zeros(32)},
+    ...           "head": {"kernel": jnp.zeros((32, 10)), "bias": jnp.zeros(10)}}
+    >>> rules = {"head/.*": None,                       # keep the head
+    ...          ".*kernel": jaxinit.he_normal(),
+    ...          ".*bias": jaxinit.constant(0.1)}
+    >>> new = jaxinit.reinit(params, rules, jax.random.key(0))
+    >>> print(f"{new['Dense_0']['kernel'].var() * 64:.1f}", new["head"] is params["head"])
+    2.0 False
+    >>> new["head"]["kernel"] is params["head"]["kernel"]
+    True
+  """
+  lay = get_layout(_FN, layout) if layout is not None else _default_layout(tree)
+  compiled = _compile_rules(rules)
+  table = _sharding_table(_FN, shardings)
+  if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
+    raise fail(_FN, f"`mesh` must be a jax.sharding.Mesh, got {mesh!r}.", TypeError)
+  key = canonical_key(_FN, key)
+
+  flat, treedef = flatten(tree)
+  arrays = [(i, p, leaf, unbox(leaf)) for i, (p, leaf) in enumerate(flat)]
+  arrays = [(i, p, leaf, v) for i, p, leaf, v in arrays if _is_array(v)]
+  shapes = {p: tuple(v.shape) for _, p, _, v in arrays}
+  used = [False] * len(compiled)
+  plan = []
+  for i, path, leaf, value in arrays:
+    for r, (pattern, regex, init) in enumerate(compiled):
+      if regex.fullmatch(path):
+        used[r] = True
+        if init is not None:
+          plan.append((i, path, leaf, value, pattern, init))
+        break
+  for r, (pattern, _, _) in enumerate(compiled):
+    if not used[r]:
+      raise _no_match_error(pattern, [p for _, p, _, _ in arrays])
+
+  # Resolve and check everything on the host before drawing anything.
+  draws = []
+  for i, path, leaf, value, pattern, init in plan:
+    shape = tuple(int(d) for d in value.shape)
+    dtype = np.dtype(value.dtype) if not jax.dtypes.issubdtype(
+        value.dtype, jax.dtypes.prng_key) else value.dtype
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or not isinstance(dtype, np.dtype):
+      raise fail(_FN, f"the rule {pattern!r} ({_describe(init)}) matched {path!r}, a PRNG key "
+                 "array, which cannot be initialized; exclude it from the pattern.", TypeError)
+    if isinstance(init, SiblingRule):
+      init = init.resolve(_sibling_shape(path, init, shapes, pattern), lay)
+    init = apply_layout(init, lay, shape)
+    box = leaf if is_box(leaf) else None
+    sharding = resolve_sharding(_FN, path, box, value, table, mesh)
+    _check_leaf(path, pattern, init, shape, dtype, sharding)
+    draws.append((i, path, leaf, box, init, shape, dtype, sharding))
+
+  leaves = [leaf for _, leaf in flat]
+  for i, path, _, box, init, shape, dtype, sharding in draws:
+    if isinstance(init, Initializer):
+      # the same key as leaf_key(key, path), folded inside the compiled draw (one
+      # dispatch per leaf instead of three)
+      fold = np.asarray(_hash_words(path), np.uint32)
+      d = base.canonical_dtype(init.name, dtype, allow_complex=init._supports_complex())
+      new = base._run(init, key, shape, d, sharding, fold)
+    else:
+      new = _call_foreign(init, leaf_key(key, path), shape, dtype, sharding)
+    leaves[i] = rebox(box, new) if box is not None else new
+  return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _call_foreign(init: Callable, key, shape, dtype, sharding) -> Any:
+  """Runs an ``init(key, shape, dtype)`` callable that is not a jaxinit initializer."""
+  if sharding is None:
+    return init(key, shape, dtype)
+  return jax.jit(lambda k: init(k, shape, dtype), out_shardings=sharding)(key)
