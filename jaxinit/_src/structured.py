@@ -289,7 +289,10 @@ def _values(fn: str, values: Any) -> Initializer:
   if isinstance(values, Initializer):
     return values
   if isinstance(values, (str, Mapping)):
-    return registry.get(values)
+    try:
+      return registry.get(values)
+    except ValueError as e:
+      raise fail(fn, f"`values`={values!r} is not a usable initializer: {e}") from None
   raise fail(fn, "`values` must be a jaxinit initializer (e.g. jaxinit.normal(1.0)), a "
              f"registered name or a config dict, got {values!r}; the draw must be "
              "hashable and serializable, which closures are not.", TypeError)
