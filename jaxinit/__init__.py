@@ -23,11 +23,17 @@ from jaxinit._src.layouts import torch_bias as torch_bias
 from jaxinit._src.lsuv import LSUVReport as LSUVReport
 from jaxinit._src.lsuv import find_layers as find_layers
 from jaxinit._src.lsuv import lsuv as lsuv
+from jaxinit._src.orthogonal import delta_orthogonal as delta_orthogonal
+from jaxinit._src.orthogonal import orthogonal as orthogonal
 from jaxinit._src.registry import deserialize as deserialize
 from jaxinit._src.registry import get as get
 from jaxinit._src.registry import serialize as serialize
 from jaxinit._src.sharding import init_linen as init_linen
 from jaxinit._src.sharding import init_nnx as init_nnx
+from jaxinit._src.structured import dirac as dirac
+from jaxinit._src.structured import identity as identity
+from jaxinit._src.structured import normalized as normalized
+from jaxinit._src.structured import sparse as sparse
 from jaxinit._src.tree import leaf_key as leaf_key
 from jaxinit._src.tree import leaf_paths as leaf_paths
 from jaxinit._src.tree import reinit as reinit
@@ -56,7 +62,9 @@ __all__ = [
     "calculate_gain",
     "compute_fans",
     "constant",
+    "delta_orthogonal",
     "deserialize",
+    "dirac",
     "find_layers",
     "get",
     "glorot_normal",
@@ -64,6 +72,7 @@ __all__ = [
     "haiku_initializer",
     "he_normal",
     "he_uniform",
+    "identity",
     "init_linen",
     "init_nnx",
     "kaiming_normal",
@@ -74,9 +83,12 @@ __all__ = [
     "lecun_uniform",
     "lsuv",
     "normal",
+    "normalized",
     "ones",
+    "orthogonal",
     "reinit",
     "serialize",
+    "sparse",
     "torch_bias",
     "truncated_normal",
     "uniform",

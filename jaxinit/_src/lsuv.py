@@ -52,6 +52,7 @@ from jax import lax
 from jaxinit._src import layers as layers_lib
 from jaxinit._src import models
 from jaxinit._src.base import canonical_key, check_bool, check_int, check_real, fail
+from jaxinit._src.orthogonal import orthogonal as _orthogonal
 
 FN = "lsuv"
 
@@ -254,25 +255,11 @@ def _compute_dtype(dtype) -> np.dtype:
   return np.dtype(np.float64) if np.dtype(dtype).itemsize >= 8 else np.dtype(np.float32)
 
 
-def _orthonormal(key, shape: tuple[int, int]) -> jax.Array:
-  """A Haar-random orthonormal ``shape`` matrix, float32.
-
-  ``jaxinit.orthogonal`` once it exists; until then a QR stand-in: a Gaussian
-  matrix drawn flat (one-dimensional random bits compile much faster on CPU
-  than ``jax.nn.initializers.orthogonal``'s 2-D draw), its QR factorization, and
-  the sign fix ``sign(diag R) = sign(diag(Q^T A))`` (Mezzadri 2007) that makes
-  the result Haar-distributed.
-  """
-  import jaxinit
-
-  ortho = getattr(jaxinit, "orthogonal", None)
-  if ortho is not None:
-    return ortho(scale=1.0, column_axis=-1)(key, shape, jnp.float32)
-  rows, cols = shape
-  a = jax.random.normal(key, (rows * cols,), jnp.float32).reshape(max(shape), min(shape))
-  q = jnp.linalg.qr(a)[0]
-  q = q * jnp.sign(jnp.sum(q * a, axis=0))
-  return q if rows >= cols else q.T
+def _orthonormal(key, shape: tuple[int, ...]) -> jax.Array:
+  """Haar-random float32 matrices with orthonormal columns (rows when wide), one per
+  leading index of a 3-D ``shape`` (``jaxinit.orthogonal``'s default method)."""
+  batch = (0,) if len(shape) == 3 else ()
+  return _orthogonal(batch_axis=batch)(key, shape, jnp.float32)
 
 
 def _redraw_layer(prog: layers_lib.Program, lay: layers_lib.Layer, key, region):
@@ -295,7 +282,7 @@ def _redraw_layer(prog: layers_lib.Program, lay: layers_lib.Layer, key, region):
     perm = (*lay.batch_axes, *lay.in_axes, *lay.out_axes)
     nb, n_in, n_out = (math.prod(shape[a] for a in axes)
                        for axes in (lay.batch_axes, lay.in_axes, lay.out_axes))
-    q = jnp.stack([_orthonormal(k, (n_in, n_out)) for k in jax.random.split(key, nb)])
+    q = _orthonormal(key, (nb, n_in, n_out))
     q = jnp.transpose(q.reshape([shape[a] for a in perm]), np.argsort(perm)).astype(op.dtype)
     return jax.linear_transpose(prog.weight_fn(lay), region)(q)[0]
   if region.ndim >= 2:
