@@ -16,9 +16,13 @@ from jaxinit._src.basic import truncated_normal as truncated_normal
 from jaxinit._src.basic import uniform as uniform
 from jaxinit._src.basic import zeros as zeros
 from jaxinit._src.gain import calculate_gain as calculate_gain
+from jaxinit._src.layers import Layer as Layer
 from jaxinit._src.layouts import LAYOUTS as LAYOUTS
 from jaxinit._src.layouts import Layout as Layout
 from jaxinit._src.layouts import torch_bias as torch_bias
+from jaxinit._src.lsuv import LSUVReport as LSUVReport
+from jaxinit._src.lsuv import find_layers as find_layers
+from jaxinit._src.lsuv import lsuv as lsuv
 from jaxinit._src.orthogonal import delta_orthogonal as delta_orthogonal
 from jaxinit._src.orthogonal import orthogonal as orthogonal
 from jaxinit._src.registry import deserialize as deserialize
@@ -52,6 +56,8 @@ __all__ = [
     "LAYOUTS",
     "Initializer",
     "InitializerProtocol",
+    "LSUVReport",
+    "Layer",
     "Layout",
     "calculate_gain",
     "compute_fans",
@@ -59,6 +65,7 @@ __all__ = [
     "delta_orthogonal",
     "deserialize",
     "dirac",
+    "find_layers",
     "get",
     "glorot_normal",
     "glorot_uniform",
@@ -74,6 +81,7 @@ __all__ = [
     "leaf_paths",
     "lecun_normal",
     "lecun_uniform",
+    "lsuv",
     "normal",
     "normalized",
     "ones",
