@@ -52,7 +52,8 @@ from jax import lax
 from jaxinit._src import layers as layers_lib
 from jaxinit._src import models
 from jaxinit._src.base import canonical_key, check_bool, check_int, check_real, fail
-from jaxinit._src.orthogonal import orthogonal as _orthogonal
+from jaxinit._src.orthogonal import _stored_gaussian
+from jaxinit._src.orthogonal import haar_from_gaussian as _haar_from_gaussian
 
 FN = "lsuv"
 
@@ -255,19 +256,13 @@ def _compute_dtype(dtype) -> np.dtype:
   return np.dtype(np.float64) if np.dtype(dtype).itemsize >= 8 else np.dtype(np.float32)
 
 
-def _orthonormal(key, shape: tuple[int, ...]) -> jax.Array:
-  """Haar-random float32 matrices with orthonormal columns (rows when wide), one per
-  leading index of a 3-D ``shape`` (``jaxinit.orthogonal``'s default method)."""
-  batch = (0,) if len(shape) == 3 else ()
-  return _orthogonal(batch_axis=batch)(key, shape, jnp.float32)
-
-
-def _redraw_layer(prog: layers_lib.Program, lay: layers_lib.Layer, key, region):
-  """The paper's step 1 for one layer: orthonormal weight entries, same shape and dtype.
+def _redraw(prog: layers_lib.Program, lays: Sequence[layers_lib.Layer], key,
+            regions: Sequence[jax.Array]) -> list[jax.Array]:
+  """The paper's step 1: each layer's weight entries redrawn orthonormal, same shape and dtype.
 
   A weight is viewed as the (fan_in x fan_out) matrix of the map it applies
   (for each index of its batch axes, e.g. per attention head when heads are a
-  dot_general batch axis) and that matrix is drawn orthonormal: orthonormal
+  dot_general batch axis) and that matrix is drawn Haar-orthonormal: orthonormal
   columns when fan_in >= fan_out, rows otherwise. Grouped and depthwise
   convolutions are treated as one (k*k*C_in/groups x C_out) matrix, whose rows
   are orthonormal when C_out > k*k*C_in/groups. The layout back to the
@@ -275,20 +270,69 @@ def _redraw_layer(prog: layers_lib.Program, lay: layers_lib.Layer, key, region):
   the parameter-to-operand map. Where that map is not a permutation (a
   broadcast, a scalar multiply) the parameter itself is drawn orthogonal with
   its last axis as columns; a 1-D weight is kept.
+
+  All layers are drawn by one program: one flat Gaussian draw from ``key`` (in
+  layer order), then one batched QR per distinct matrix shape (Q times the
+  phase of diag R: exactly Haar). On the CPU, compiling a random-number
+  generator and a QR costs far more than running them for a layer, so this
+  keeps the redraw's compile time to one draw plus one QR per distinct shape.
   """
-  if prog.weight_bijective(lay):
-    op = prog.avals[lay.weight_atom]
-    shape = op.shape
-    perm = (*lay.batch_axes, *lay.in_axes, *lay.out_axes)
-    nb, n_in, n_out = (math.prod(shape[a] for a in axes)
-                       for axes in (lay.batch_axes, lay.in_axes, lay.out_axes))
-    q = _orthonormal(key, (nb, n_in, n_out))
-    q = jnp.transpose(q.reshape([shape[a] for a in perm]), np.argsort(perm)).astype(op.dtype)
-    return jax.linear_transpose(prog.weight_fn(lay), region)(q)[0]
-  if region.ndim >= 2:
-    q = _orthonormal(key, (math.prod(region.shape[:-1]), region.shape[-1]))
-    return q.reshape(region.shape).astype(region.dtype)
-  return region
+  specs = []  # per layer: (nb, rows, cols) of its matrices, or None (kept)
+  for lay, region in zip(lays, regions, strict=True):
+    if prog.weight_bijective(lay):
+      shape = prog.avals[lay.weight_atom].shape
+      specs.append(tuple(math.prod(shape[a] for a in axes)
+                         for axes in (lay.batch_axes, lay.in_axes, lay.out_axes)))
+    elif region.ndim >= 2:
+      specs.append((1, math.prod(region.shape[:-1]), region.shape[-1]))
+    else:
+      specs.append(None)
+  wide = any(np.dtype(r.dtype).itemsize >= 8 for r in regions) and jax.config.jax_enable_x64
+  real = np.dtype(np.float64 if wide else np.float32)
+  total = sum(math.prod(sp) for sp in specs if sp is not None)
+  # stored once (drawn in a loop): otherwise XLA fuses the Gaussian transform into each
+  # layer's slice and compiles one copy of it per layer
+  z = _stored_gaussian(key, total, real, False) if total else None
+  chunks, offset = {}, 0
+  for i, sp in enumerate(specs):
+    if sp is not None:
+      nb, r, c = sp
+      chunks[i] = z[offset:offset + nb * r * c].reshape(nb, max(r, c), min(r, c))
+      offset += nb * r * c
+  groups: dict = collections.defaultdict(list)  # one batched QR per matrix shape
+  for i, g in chunks.items():
+    groups[g.shape[1:]].append(i)
+  qs = {}
+  for members in groups.values():
+    q = _haar_from_gaussian(jnp.concatenate([chunks[i] for i in members]))
+    start = 0
+    for i in members:
+      nb, r, c = specs[i]
+      qi = q[start:start + nb]
+      qs[i] = qi if r >= c else jnp.swapaxes(qi, -1, -2)  # wide: orthonormal rows
+      start += nb
+  out = []
+  for i, (lay, region) in enumerate(zip(lays, regions, strict=True)):
+    if specs[i] is None:
+      out.append(region)
+    elif prog.weight_bijective(lay):
+      op = prog.avals[lay.weight_atom]
+      perm = (*lay.batch_axes, *lay.in_axes, *lay.out_axes)
+      q = jnp.transpose(qs[i].reshape([op.shape[a] for a in perm]), np.argsort(perm))
+      out.append(jax.linear_transpose(prog.weight_fn(lay), region)(q.astype(op.dtype))[0])
+    else:
+      out.append(qs[i].reshape(region.shape).astype(region.dtype))
+  return out
+
+
+def _redraw_selected(prog, plan, key, leaves: list) -> list:
+  """``leaves`` with every selected layer's weight redrawn (see :func:`_redraw`)."""
+  lays = [lay for lay in prog.layers if plan.selected[lay.index]]
+  regions = [layers_lib.apply_index(leaves[lay.leaf], lay.weight_index) for lay in lays]
+  new = list(leaves)
+  for lay, value in zip(lays, _redraw(prog, lays, key, regions), strict=True):
+    new[lay.leaf] = layers_lib.set_index(new[lay.leaf], lay.weight_index, value)
+  return new
 
 
 class _Plan:
@@ -314,9 +358,6 @@ class _Plan:
 
   def static_key(self) -> tuple:
     return (self.opts.numeric(), self.selected, self.centered)
-
-  def keys(self, key):
-    return jax.random.split(key, len(self.prog.layers))
 
   # -- one layer ------------------------------------------------------------
 
@@ -454,13 +495,7 @@ def _lsuv_impl(apply, opts: _Options, params, args, key):
   prog = layers_lib.trace(FN, apply, params, args, models.param_paths(apply, params))
   plan = _Plan(prog, opts)
   arg_leaves = jax.tree_util.tree_leaves(args)
-  start = list(leaves)
-  if key is not None:
-    for lay, k in zip(prog.layers, plan.keys(key), strict=True):
-      if plan.selected[lay.index]:
-        region = layers_lib.apply_index(start[lay.leaf], lay.weight_index)
-        start[lay.leaf] = layers_lib.set_index(start[lay.leaf], lay.weight_index,
-                                               _redraw_layer(prog, lay, k, region))
+  start = list(leaves) if key is None else _redraw_selected(prog, plan, key, leaves)
   rows: dict = {}
   _, new_leaves = prog.evaluate(start, arg_leaves, plan.hook(rows))
   new_leaves, report = plan.finish(rows, new_leaves, leaves, arg_leaves)
@@ -510,17 +545,12 @@ def _lsuv_eager(apply, opts: _Options, params, args, key):
   plan = _Plan(prog, opts)
   local: dict = {}
   cur = list(leaves)
-  if key is not None:
-    keys = plan.keys(key)
-    for lay in prog.layers:
-      if not plan.selected[lay.index]:
-        continue
-      region = layers_lib.apply_index(cur[lay.leaf], lay.weight_index)
-      sig = ("redraw", _aval(region), prog.weight_key(lay))
-      fn = _piece(local, sig, lambda lay=lay: jax.jit(
-          lambda k, w: _redraw_layer(prog, lay, k, w)))
-      cur[lay.leaf] = layers_lib.set_index(cur[lay.leaf], lay.weight_index,
-                                           fn(keys[lay.index], region))
+  if key is not None:  # one compiled program for every layer's redraw
+    sig = ("redraw", plan.selected, tuple(_aval(x) for x in cur),
+           tuple((lay.leaf, lay.weight_index, prog.weight_key(lay))
+                 for lay in prog.layers if plan.selected[lay.index]))
+    cur = _piece(local, sig, lambda: jax.jit(
+        lambda k, ls: _redraw_selected(prog, plan, k, ls)))(key, cur)
   env = dict(zip(prog.arg_ids, arg_leaves, strict=True))
   for k, pid in enumerate(prog.param_ids):
     if pid not in prog.origin:

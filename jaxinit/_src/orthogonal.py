@@ -234,7 +234,12 @@ def stewart(key: Array, nb: int, m: int, n: int, real: np.dtype, cplx: bool) -> 
 
 def qr(key: Array, nb: int, m: int, n: int, real: np.dtype, cplx: bool) -> Array:
   """``nb`` Haar ``m x n`` (``m >= n``) matrices: QR of a Gaussian, columns times R_jj's phase."""
-  g = _gaussian(key, nb * m * n, real, cplx).reshape(nb, m, n)
+  return haar_from_gaussian(_gaussian(key, nb * m * n, real, cplx).reshape(nb, m, n))
+
+
+def haar_from_gaussian(g: Array) -> Array:
+  """Haar ``(..., m, n)`` (``m >= n``) matrices from i.i.d. Gaussian ``g`` of that shape:
+  the QR factor's columns times the phase of ``R_jj`` (Mezzadri 2007)."""
   q, r = jnp.linalg.qr(g)
   d = jnp.diagonal(r, axis1=-2, axis2=-1)
   a = jnp.abs(d)
