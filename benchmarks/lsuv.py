@@ -162,15 +162,16 @@ def torch_models(kind, cfg):
   return tnn.Sequential(*layers, tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(c, 10))
 
 
-def torch_lsuv(model, x):
-  """LSUV as in LSUV-pytorch: orthonormal init, hooks, a whole forward per try."""
+def torch_lsuv(model, x, preinit=True):
+  """LSUV as in LSUV-pytorch: orthonormal init, hooks, a whole forward per try.
+  ``preinit=False`` keeps the current weights (matches ``jaxinit.lsuv`` without a key)."""
   import torch
   import torch.nn as tnn
 
   passes = 0
   layers = [m for m in model.modules() if isinstance(m, (tnn.Conv2d, tnn.Linear))]
   with torch.no_grad():
-    for m in layers:
+    for m in layers if preinit else ():
       tnn.init.orthogonal_(m.weight)
     for m in layers:
       store = {}
@@ -235,6 +236,11 @@ def bench_model(kind, cfg, repeat, use_torch):
     t = time.perf_counter()
     row["torch_passes"] = torch_lsuv(tmodel, tx)
     row["torch"] = time.perf_counter() - t
+    torch.manual_seed(0)
+    tmodel = torch_models(kind, cfg)  # torch's default init, LSUV without the pre-init
+    t = time.perf_counter()
+    row["torch_nopre_passes"] = torch_lsuv(tmodel, tx, preinit=False)
+    row["torch_nopre"] = time.perf_counter() - t
   return row
 
 
@@ -319,15 +325,18 @@ def main():
              (f"naive JAX port ({row['naive_passes']} passes)", row["naive"])]
     if use_torch:
       lines += [("torch forward", row["torch_forward"]),
-                (f"torch LSUV ({row['torch_passes']} passes)", row["torch"])]
+                (f"torch LSUV ({row['torch_passes']} passes)", row["torch"]),
+                (f"torch LSUV, no pre-init ({row['torch_nopre_passes']})", row["torch_nopre"])]
     for name, sec in lines:
       print(f"{name:34}{sec:>10.4f}{sec / f:>11.2f}")
     print(f"ratio lsuv steady / forward:          {row['lsuv'] / f:.2f} (key: "
           f"{row['lsuv+key'] / f:.2f})")
     print(f"ratio naive JAX / jaxinit e2e (key):  {row['naive'] / row['e2e+key']:.1f}")
     if use_torch:
-      print(f"ratio torch / jaxinit e2e (key):      {row['torch'] / row['e2e+key']:.1f}"
-            f"   (without key: {row['torch'] / row['e2e']:.1f})")
+      print(f"ratio torch / jaxinit e2e, both with the orthonormal pre-init:   "
+            f"{row['torch'] / row['e2e+key']:.1f}")
+      print(f"ratio torch / jaxinit e2e, both on the given weights (no key):   "
+            f"{row['torch_nopre'] / row['e2e']:.1f}")
 
   print("\n## compile time vs depth (MLP of the width above; seconds, trace + compile)")
   print(f"{'depth':>6}{'forward':>10}{'lsuv (jit)':>12}{'ms/layer':>10}"
