@@ -16,14 +16,24 @@ from jaxinit._src.basic import truncated_normal as truncated_normal
 from jaxinit._src.basic import uniform as uniform
 from jaxinit._src.basic import zeros as zeros
 from jaxinit._src.gain import calculate_gain as calculate_gain
+from jaxinit._src.layers import Layer as Layer
 from jaxinit._src.layouts import LAYOUTS as LAYOUTS
 from jaxinit._src.layouts import Layout as Layout
 from jaxinit._src.layouts import torch_bias as torch_bias
+from jaxinit._src.lsuv import LSUVReport as LSUVReport
+from jaxinit._src.lsuv import find_layers as find_layers
+from jaxinit._src.lsuv import lsuv as lsuv
+from jaxinit._src.orthogonal import delta_orthogonal as delta_orthogonal
+from jaxinit._src.orthogonal import orthogonal as orthogonal
 from jaxinit._src.registry import deserialize as deserialize
 from jaxinit._src.registry import get as get
 from jaxinit._src.registry import serialize as serialize
 from jaxinit._src.sharding import init_linen as init_linen
 from jaxinit._src.sharding import init_nnx as init_nnx
+from jaxinit._src.structured import dirac as dirac
+from jaxinit._src.structured import identity as identity
+from jaxinit._src.structured import normalized as normalized
+from jaxinit._src.structured import sparse as sparse
 from jaxinit._src.tree import leaf_key as leaf_key
 from jaxinit._src.tree import leaf_paths as leaf_paths
 from jaxinit._src.tree import reinit as reinit
@@ -46,17 +56,23 @@ __all__ = [
     "LAYOUTS",
     "Initializer",
     "InitializerProtocol",
+    "LSUVReport",
+    "Layer",
     "Layout",
     "calculate_gain",
     "compute_fans",
     "constant",
+    "delta_orthogonal",
     "deserialize",
+    "dirac",
+    "find_layers",
     "get",
     "glorot_normal",
     "glorot_uniform",
     "haiku_initializer",
     "he_normal",
     "he_uniform",
+    "identity",
     "init_linen",
     "init_nnx",
     "kaiming_normal",
@@ -65,10 +81,14 @@ __all__ = [
     "leaf_paths",
     "lecun_normal",
     "lecun_uniform",
+    "lsuv",
     "normal",
+    "normalized",
     "ones",
+    "orthogonal",
     "reinit",
     "serialize",
+    "sparse",
     "torch_bias",
     "truncated_normal",
     "uniform",

@@ -22,6 +22,7 @@ SHAPES = {
 }
 ALL = tuple(SHAPES)
 MATRICES = tuple(s for s in SHAPES if s not in ("scalar", "vector"))
+CORE = ("dense", "conv2d", "zero_size")
 
 # float32 is swept by shape; these are the other dtypes, swept on one shape.
 REAL = (jnp.bfloat16, jnp.float16)
@@ -50,4 +51,14 @@ CASES: dict[str, tuple[tuple, tuple[str, ...], tuple]] = {
                    ALL, REAL + COMPLEX),
     "lecun_normal": ((jaxinit.lecun_normal(),), ALL, REAL + COMPLEX),
     "lecun_uniform": ((jaxinit.lecun_uniform(),), ALL, REAL + COMPLEX),
+    # One configuration each, and for the costly ones three representative shape families (they
+    # accept every matrix family; conv1d/conv3d layouts and the other configurations are tested
+    # in test_orthogonal.py and test_structured.py), to keep the sweep's compile time down.
+    "orthogonal": ((jaxinit.orthogonal(),), CORE, REAL + COMPLEX),
+    "delta_orthogonal": ((jaxinit.delta_orthogonal(2.0, column_axis=-2),), CORE,
+                         (jnp.bfloat16, *COMPLEX)),  # float16: orthogonal's path
+    "identity": ((jaxinit.identity(-0.5),), MATRICES, REAL + COMPLEX),
+    "dirac": ((jaxinit.dirac(groups=2, scale=0.5),), MATRICES, REAL + COMPLEX),
+    "sparse": ((jaxinit.sparse(num_nonzero=2),), CORE, (jnp.bfloat16, *COMPLEX)),  # = values'
+    "normalized": ((jaxinit.normalized(2.0, out_axis=0),), CORE, REAL + COMPLEX),
 }

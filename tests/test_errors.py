@@ -112,11 +112,14 @@ def test_uneven_sharding_error():
 def test_every_factory_argument_has_an_error_test():
   """Each registered initializer, and each of its arguments, appears in an error test."""
   import dataclasses
-  import inspect
+  import pathlib
 
   from jaxinit._src import registry
 
-  text = inspect.getsource(inspect.getmodule(test_factory_errors))
+  # error tests live here and, for the orthogonal family, beside their other tests
+  here = pathlib.Path(__file__).parent
+  text = "".join((here / f).read_text()
+                 for f in ("test_errors.py", "test_orthogonal.py", "test_structured.py"))
   for name in registry.names(include_aliases=False):
     cls = registry.lookup(name)
     fields = [f.name for f in dataclasses.fields(cls)]

@@ -1,0 +1,516 @@
+"""Haar-random (semi-)orthogonal and unitary initializers: ``orthogonal`` and
+``delta_orthogonal``.
+
+Two exact constructions of a Haar matrix are implemented.
+
+``"qr"`` (Mezzadri 2007): draw a Gaussian matrix ``G``, factor ``G = QR`` and
+multiply column ``j`` of ``Q`` by the phase ``R_jj / |R_jj|`` (a sign for real
+matrices), which makes ``Q`` the factor of the unique QR with ``R_jj > 0``. This
+is what jax, torch and Keras do.
+
+``"stewart"`` (Stewart 1980), the default: form ``Q = H_1 ... H_n`` directly
+from the Householder reflectors that a QR factorization of a Gaussian matrix
+*would* produce, without running the factorization. Householder QR of an
+``m x n`` Gaussian ``G`` works column by column: step ``j`` takes the vector
+``x_j`` (rows ``j..m-1`` of the current column ``j``), builds the reflector
+``H_j`` with ``H_j^H x_j = beta_j e_1`` and applies it to the trailing columns.
+Because a Gaussian vector's distribution is invariant under any unitary map,
+and the trailing columns are independent of ``x_j``, the updated trailing block
+is again i.i.d. Gaussian and independent of ``H_j``. So the vectors ``x_1, ...,
+x_n`` that QR turns into reflectors are independent standard Gaussian vectors
+of lengths ``m, m-1, ..., m-n+1``, and we can draw them directly: half the
+random numbers of a square ``G``, and no ``geqrf``.
+
+Sign convention. LAPACK's ``larfg`` picks ``beta = -sign(Re alpha) ||x||``
+(``alpha = x[0]``) to avoid cancellation in ``v_0 = alpha - beta``; then
+``R_jj = beta_j`` has a random sign, ``H e_1 = x / beta`` has first entry
+``-|alpha| / ||x|| <= 0``, and a sign diagonal ``D = diag(sign(beta_j))`` must
+be applied afterwards (Mezzadri's fix). Here ``beta = +||x||`` always, the
+convention that makes ``R_jj > 0``, with ``v_0`` computed without cancellation
+(Parlett): for ``Re(alpha) > 0``, ``alpha - beta = (-||x_tail||^2 + 2i beta
+Im(alpha)) / (conj(alpha) + beta)``. With
+
+    H = I - tau v v^H,   v = [1; x_tail / v_0],   tau = (beta - alpha) / beta = -v_0 / beta,
+
+``H^H x = beta e_1`` and ``H`` is unitary (``tau + conj(tau) = |tau|^2 ||v||^2``
+holds for either sign of the real ``beta``), so ``H e_1 = x / ||x||``. No
+diagonal is needed and ``Q`` is exactly the Haar factor; the saving is one pass
+over the matrix.
+
+Why ``Q = H_1 ... H_n`` is exactly Haar (induction on ``n``): write ``Q = H_1
+diag(1, Q')`` with ``Q' = H'_2 ... H'_n`` built the same way from the remaining,
+independent vectors, Haar on the ``(m-1) x (n-1)`` Stiefel manifold by
+induction. The first column of ``Q`` is ``H_1 e_1 = x_1 / ||x_1||``, uniform on
+the unit sphere. ``H_1`` maps ``e_1^perp`` isometrically onto the complement of
+that column, and ``Q'`` is independent of ``x_1`` and invariant under unitary
+maps, so given the first column the others are Haar in its complement. "A
+uniform first column, then Haar in its complement" is the Haar measure. The
+base case, a vector ``[alpha]`` of length 1, gives ``H = alpha / |alpha|``: a
+uniform sign (O(1)) or phase (U(1)), with the same formulas. Using LAPACK's
+``beta`` without ``D`` gives a first column with ``Re Q_00 <= 0``, which the
+Haar tests catch.
+
+``householder_product`` (LAPACK ``orgqr``/``ungqr``, cuSOLVER on GPU) reads
+only the entries strictly below the diagonal, so only about ``n(n+1)/2``
+random numbers are drawn and packed into the triangle (``packed_upper``; the
+reflectors are built as rows, which is LAPACK's column-major layout).
+
+Wide matrices are drawn tall and transposed; a Haar matrix's transpose is Haar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxinit._src.base import (
+  Array,
+  Initializer,
+  check_axes,
+  check_choice,
+  check_int,
+  check_real,
+  complex_of,
+  compute_dtype,
+  fail,
+  is_complex,
+  normalize_axes,
+)
+from jaxinit._src.registry import register
+
+METHODS = ("stewart", "qr")
+
+
+# ---------------------------------------------------------------------------
+# Random numbers for the reflectors.
+# ---------------------------------------------------------------------------
+
+
+def _gaussian(key: Array, size: int, real: np.dtype, cplx: bool) -> Array:
+  """``size`` standard Gaussians, drawn flat (1-D threefry compiles fastest).
+
+  The scale of the Gaussians does not matter (every vector is normalized), so
+  complex draws are ``re + i im`` without the 1/sqrt(2).
+  """
+  if not cplx:
+    return jax.random.normal(key, (size,), real)
+  z = jax.random.normal(key, (2, size), real)
+  return jax.lax.complex(z[0], z[1])
+
+
+_STORE_ABOVE = 1 << 17  # numbers; about a 512 x 512 matrix
+
+
+def _stored_gaussian(key: Array, size: int, real: np.dtype, cplx: bool) -> Array:
+  """``size`` standard Gaussians, computed once and stored before they are used.
+
+  They are drawn in two halves by a two-step ``lax.scan``. XLA does not fuse
+  across a loop boundary, so the normal transform (``erf_inv`` of the threefry
+  bits) runs once, vectorized, over exactly ``size`` numbers. Without the loop
+  XLA fuses the transform into each consumer (the packing, the norms, the
+  scaled reflectors) and evaluates it there up to three times per number,
+  which costs as much as drawing all ``n^2`` numbers. Draws of fewer than
+  ``_STORE_ABOVE`` numbers skip the loop (it adds ~0.4 s of compilation).
+  """
+  if size < _STORE_ABOVE:  # small draws: not worth the loop's compile time
+    return _gaussian(key, size, real, cplx)
+  half = -(-size // 2)
+  _, z = jax.lax.scan(lambda c, k: (c, _gaussian(k, half, real, cplx)), None,
+                      jax.random.split(key, 2))
+  return z.reshape(-1)[:size]
+
+
+def packed_upper(z: Array, n: int) -> Array:
+  """The ``(n+1)//2 * (n+1)`` entries of ``z[..., :]`` placed on and above the diagonal of n x n.
+
+  Rows ``i`` and ``n-1-i`` need ``n-i`` and ``i+1`` entries, ``n+1`` together, so
+  ``z`` is viewed as ``g`` of shape ``(h, n+1)``, ``h = ceil(n/2)``: row ``i < h``
+  of the result is ``g[i, 1:]`` (its part ``j >= i`` is ``g[i, i+1:]``) and row
+  ``n-1-r`` is ``g[r, :n]`` reversed (its part ``j >= n-1-r`` is ``g[r, :r+1]``).
+  Every entry of ``z`` lands at most once on or above the diagonal (for odd
+  ``n`` the ``(n+1)/2`` entries ``g[h-1, :h]`` are unused); entries below the
+  diagonal repeat others and must be ignored. No transposes: rows are copied
+  forwards or backwards.
+  """
+  batch = z.shape[:-1]
+  h = (n + 1) // 2
+  g = z.reshape(*batch, h, n + 1)
+  return jnp.concatenate([g[..., 1:], g[..., : n - h, :n][..., ::-1, ::-1]], axis=-2)
+
+
+def gaussian_rows(key: Array, nb: int, m: int, n: int, real: np.dtype, cplx: bool) -> Array:
+  """``(nb, n, m)``, ``m >= n``: row ``i`` holds independent standard Gaussians at columns ``>= i``.
+
+  Draws ``nb * (ceil(n/2) (n+1) + n (m-n))`` numbers, about ``n(n+1)/2 + n(m-n)``
+  per matrix; entries left of the diagonal are not random and must be ignored.
+  """
+  tri = (n + 1) // 2 * (n + 1)
+  rect = n * (m - n)
+  z = _stored_gaussian(key, nb * (tri + rect), real, cplx)
+  xt = packed_upper(z[: nb * tri].reshape(nb, tri), n)
+  if rect == 0:
+    return xt
+  return jnp.concatenate([xt, z[nb * tri:].reshape(nb, n, m - n)], axis=-1)
+
+
+def _opaque_one(x: Array) -> Array:
+  """1.0 in ``x``'s real dtype, as ``0 * x[0] + 1``: a value the compiler cannot fold."""
+  first = jnp.real(x[(0,) * x.ndim])
+  return first * np.asarray(0, first.dtype) + np.asarray(1, first.dtype)
+
+
+def _squares(x: Array, one: Array) -> Array:
+  """``|x|^2``, each product multiplied by ``one`` (see :func:`sum_of_squares`)."""
+  sq = (jnp.real(x) * jnp.real(x)) * one
+  if jnp.iscomplexobj(x):
+    sq = sq + (jnp.imag(x) * jnp.imag(x)) * one
+  return sq
+
+
+def sum_of_squares(x: Array, axes: tuple[int, ...], one: Array | None = None) -> Array:
+  """``sum(|x|^2, axes, keepdims=True)``, bit-identical however the program is batched or sharded.
+
+  Two things make a plain ``jnp.sum(x * x)`` differ in the last bit between a
+  call, the same call under ``vmap``, and a sharded call: XLA's reduce picks its
+  summation order from the shape, and XLA:CPU lets LLVM contract ``a * b + c``
+  into an FMA, which happens or not depending on how the program was fused. So
+  the sum is a fixed binary tree of elementwise adds, and every square is
+  multiplied by a 1.0 the compiler cannot fold (``0 * x[0] + 1``): an add then
+  only ever sees ``y * 1`` or another sum, and contracting ``y * 1 + z`` into an
+  FMA is exact.
+  """
+  one = _opaque_one(x) if one is None else one
+  sq = _squares(x, one)
+  for axis in axes:
+    axis = axis % x.ndim
+    while sq.shape[axis] > 1:
+      n = sq.shape[axis]
+      h = n // 2
+      lo = jax.lax.slice_in_dim(sq, 0, h, axis=axis)
+      hi = jax.lax.slice_in_dim(sq, h, 2 * h, axis=axis)
+      parts = [lo + hi]  # level 0 adds squares * one; later levels add sums
+      if n % 2:
+        parts.append(jax.lax.slice_in_dim(sq, 2 * h, n, axis=axis))
+      sq = jnp.concatenate(parts, axis=axis) if len(parts) > 1 else parts[0]
+  return sq
+
+
+def stewart(key: Array, nb: int, m: int, n: int, real: np.dtype, cplx: bool) -> Array:
+  """``nb`` independent Haar ``m x n`` (``m >= n``) matrices with orthonormal columns.
+
+  See the module docstring for the construction and the proof. Reflector ``j``
+  is row ``j`` of ``gaussian_rows``; ``(nb, n, m)`` in row-major order is the
+  column-major ``(nb, m, n)`` that LAPACK's ``orgqr`` reads, so XLA passes it
+  without a transpose.
+  """
+  xt = gaussian_rows(key, nb, m, n, real, cplx)                         # (nb, n, m)
+  dt = xt.dtype
+  rows = jax.lax.broadcasted_iota(np.int32, (n, m), 0)
+  cols = jax.lax.broadcasted_iota(np.int32, (n, m), 1)
+  one = _opaque_one(xt)
+  alpha = jnp.diagonal(xt, axis1=-2, axis2=-1)                           # (nb, n)
+  tail2 = sum_of_squares(jnp.where(cols > rows, xt, jnp.zeros((), dt)), (-1,), one)[..., 0]
+  # An all-zero vector (probability ~0, but keep it finite): use e_1 instead.
+  alpha = jnp.where((tail2 == 0) & (alpha == 0), jnp.ones((), dt), alpha)
+  beta = jnp.sqrt(tail2 + _squares(alpha, one))                         # ||x|| > 0
+  # v_0 = alpha - beta without cancellation (Parlett): for Re(alpha) > 0 use
+  # (alpha - beta)(conj(alpha) + beta) = -||x_tail||^2 + 2i beta Im(alpha).
+  if cplx:
+    stable = (jax.lax.complex(-tail2, 2 * beta * jnp.imag(alpha))
+              / (jnp.conj(alpha) + beta.astype(dt)))
+  else:
+    stable = -tail2 / (alpha + beta)
+  v0 = jnp.where(jnp.real(alpha) > 0, stable, alpha - beta.astype(dt))
+  tau = -v0 / beta.astype(dt)                                           # (beta - alpha) / beta
+  zero = v0 == 0                          # x = [alpha > 0; 0]: H = I, nothing to scale
+  inv = jnp.where(zero, jnp.zeros((), dt), 1 / jnp.where(zero, jnp.ones((), dt), v0))
+  vt = xt * inv[..., :, None]             # only the entries right of the diagonal are read
+  return jax.lax.linalg.householder_product(jnp.swapaxes(vt, -1, -2), tau)
+
+
+def qr(key: Array, nb: int, m: int, n: int, real: np.dtype, cplx: bool) -> Array:
+  """``nb`` Haar ``m x n`` (``m >= n``) matrices: QR of a Gaussian, columns times R_jj's phase."""
+  return haar_from_gaussian(_gaussian(key, nb * m * n, real, cplx).reshape(nb, m, n))
+
+
+def haar_from_gaussian(g: Array) -> Array:
+  """Haar ``(..., m, n)`` (``m >= n``) matrices from i.i.d. Gaussian ``g`` of that shape:
+  the QR factor's columns times the phase of ``R_jj`` (Mezzadri 2007)."""
+  q, r = jnp.linalg.qr(g)
+  d = jnp.diagonal(r, axis1=-2, axis2=-1)
+  a = jnp.abs(d)
+  phase = jnp.where(a > 0, d / jnp.where(a > 0, a, 1).astype(d.dtype), jnp.ones_like(d))
+  return q * phase[..., None, :]
+
+
+_METHODS = {"stewart": stewart, "qr": qr}
+
+
+def haar(
+    key: Array, nb: int, rows: int, cols: int, dtype: np.dtype, method: str
+) -> Array:
+  """``(nb, rows, cols)`` Haar semi-orthogonal (unitary for complex ``dtype``) matrices.
+
+  Computed in float32 (float64 for 64-bit dtypes) and returned in that
+  precision (complex if ``dtype`` is); the caller casts.
+  """
+  real = compute_dtype(dtype)
+  cplx = is_complex(dtype)
+  m, n = max(rows, cols), min(rows, cols)
+  q = _METHODS[method](key, nb, m, n, real, cplx)
+  # A wide matrix is a tall one transposed. Stewart's square matrices are
+  # transposed too (Q^T is Haar if Q is): orgqr returns a column-major Q, whose
+  # transpose is row-major, so the transpose costs nothing.
+  if rows < cols or (rows == cols and method == "stewart"):
+    q = jnp.swapaxes(q, -1, -2)
+  return q.astype(complex_of(real) if cplx else real)
+
+
+# ---------------------------------------------------------------------------
+# orthogonal
+# ---------------------------------------------------------------------------
+
+
+def _layout(fn: str, shape: tuple[int, ...], column_axis: int, batch_axis: tuple[int, ...]):
+  """(batch axes, row axes, column axis) of ``shape``, as non-negative ints, or a clear error."""
+  col = normalize_axes(fn, "column_axis", column_axis, shape)[0]
+  batch = normalize_axes(fn, "batch_axis", batch_axis, shape)
+  if col in batch:
+    raise fail(fn, f"`column_axis`={column_axis!r} is also in `batch_axis`={batch_axis!r} "
+               f"for shape {shape}; the column axis must be a matrix axis.")
+  rows = tuple(a for a in range(len(shape)) if a != col and a not in batch)
+  if not rows:
+    raise fail(fn, f"the shape {shape} has no row axis: an orthogonal matrix needs the column "
+               f"axis and at least one more axis that is not in `batch_axis`={batch_axis!r}.")
+  return batch, rows, col
+
+
+def _to_shape(q: Array, shape: tuple[int, ...], order: tuple[int, ...]) -> Array:
+  """``q`` laid out as the axes ``order`` of ``shape`` (flattened), moved into ``shape``."""
+  q = q.reshape(tuple(shape[a] for a in order))
+  return jnp.transpose(q, tuple(int(i) for i in np.argsort(order)))
+
+
+@register("orthogonal")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _Orthogonal(Initializer):
+  scale: float = 1.0
+  column_axis: int = -1
+  batch_axis: tuple[int, ...] = ()
+  method: str = "stewart"
+
+  name = "orthogonal"
+  formula = ("w = scale * Q, Q Haar-random with orthonormal columns (tall) or rows (wide) of "
+             "the matrix (prod(other axes), shape[column_axis]); unitary for complex; "
+             "method 'stewart' (Householder reflectors, default) or 'qr'")
+
+  def __post_init__(self):
+    fn = self.name
+    object.__setattr__(self, "scale", check_real(fn, "scale", self.scale, positive=True))
+    object.__setattr__(self, "column_axis", check_int(fn, "column_axis", self.column_axis))
+    batch = check_axes(fn, "batch_axis", self.batch_axis)
+    batch = (batch,) if isinstance(batch, int) else batch
+    object.__setattr__(self, "batch_axis", batch)
+    if self.column_axis in batch:
+      raise fail(fn, f"`column_axis`={self.column_axis} is also in `batch_axis`={batch}; "
+                 "the column axis must be a matrix axis.")
+    check_choice(fn, "method", self.method, METHODS)
+
+  def _check(self, fn, shape, dtype):
+    if len(shape) < 2:
+      raise fail(fn, f"needs a shape with at least 2 dimensions (a matrix), got {shape}; "
+                 "a 1-D parameter such as a bias has no orthogonal structure.")
+    _layout(fn, shape, self.column_axis, self.batch_axis)
+
+  def _sample(self, key, shape, dtype):
+    batch, rows, col = _layout(self.name, shape, self.column_axis, self.batch_axis)
+    nb = math.prod(shape[a] for a in batch)
+    nrows = math.prod(shape[a] for a in rows)
+    q = haar(key, nb, nrows, shape[col], dtype, self.method)
+    if self.scale != 1.0:
+      q = q * np.asarray(self.scale, q.dtype)
+    return _to_shape(q, shape, (*batch, *rows, col)).astype(dtype)
+
+
+def orthogonal(
+    scale: float = 1.0,
+    column_axis: int = -1,
+    batch_axis: int | tuple[int, ...] = (),
+    method: str = "stewart",
+) -> Initializer:
+  r"""Builds an initializer of Haar-random (semi-)orthogonal matrices.
+
+  The parameter is viewed as the matrix ``W`` of shape ``(prod(other axes),
+  shape[column_axis])``, the other axes flattened in order (the flattening of
+  ``jax.nn.initializers.orthogonal``; for a Flax kernel ``(..., in, out)`` the
+  rows are inputs and the columns outputs). ``W = scale * Q`` with ``Q`` drawn
+  from the Haar (uniform) distribution: orthonormal columns
+  (:math:`W^\top W = \text{scale}^2 I`) when ``W`` is tall or square,
+  orthonormal rows (:math:`W W^\top = \text{scale}^2 I`) when it is wide. For a
+  complex dtype ``Q`` is Haar unitary (:math:`W^H W = \text{scale}^2 I`).
+
+  Each index of the ``batch_axis`` axes gets an independent matrix: a stack of
+  layers ``(layers, n, n)`` with ``batch_axis=0`` draws one orthogonal matrix
+  per layer in one call.
+
+  Methods (both exactly Haar):
+
+  * ``"stewart"`` (default): the product of Householder reflectors built from
+    independent Gaussian vectors of lengths ``m, m-1, ...`` times a sign
+    diagonal (Stewart 1980), formed with ``jax.lax.linalg.householder_product``.
+    These are the reflectors a Householder QR of a Gaussian matrix would
+    produce (with ``R_jj > 0``), so the result has the distribution of
+    ``"qr"``, but no QR factorization runs and only about half the random
+    numbers are drawn.
+    On a 2-core CPU it takes about 0.5x the time of
+    ``jax.nn.initializers.orthogonal`` (see ``benchmarks/RESULTS.md``).
+  * ``"qr"``: QR of an i.i.d. Gaussian matrix, columns times the phase of
+    ``diag(R)`` (Mezzadri 2007), as jax, torch and Keras do.
+
+  The matrix is computed in float32 (float64 for 64-bit dtypes) and cast, so
+  ``bfloat16`` and ``float16`` work (jax and torch raise for them). With
+  ``out_sharding`` each device computes the whole matrix (LAPACK's
+  ``orgqr`` is not partitioned) and keeps its shard: per-device peak memory is
+  about 3.5 full float32 matrices, not one shard (measured with
+  ``memory_analysis`` for 1024 x 1024 on 8 devices: 13.5 MiB per device for a
+  4 MiB matrix; 16.5 MiB with ``"qr"``). Batch draws (``batch_axis``) are
+  computed whole too.
+
+  A depthwise kernel ``(3, 3, 1, C)`` is the ``9 x C`` matrix: for ``C > 9`` it
+  gets orthonormal *rows*, and each output channel's 9 taps have norm
+  ``sqrt(9 / C)``, not 1. Use :func:`normalized` (or ``batch_axis``) if each
+  channel should be normalized on its own.
+
+  Args:
+    scale: positive multiplier (the singular values of ``W``).
+    column_axis: the axis of the columns.
+    batch_axis: axes indexing independent matrices.
+    method: ``"stewart"`` or ``"qr"``.
+
+  Returns:
+    An initializer. One compilation per (configuration, shape, dtype).
+
+  Raises:
+    ValueError: a bad argument, or ``column_axis`` in ``batch_axis``; at call
+      time, a shape with fewer than two matrix axes or axes out of range.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxinit
+    >>> w = jaxinit.orthogonal()(jax.random.key(0), (64, 32))
+    >>> bool(jnp.allclose(w.T @ w, jnp.eye(32), atol=1e-5))
+    True
+    >>> stack = jaxinit.orthogonal(batch_axis=0)(jax.random.key(0), (4, 16, 16), jnp.bfloat16)
+    >>> stack.shape, stack.dtype
+    ((4, 16, 16), dtype(bfloat16))
+    >>> jaxinit.get({"name": "orthogonal", "scale": 2.0})
+    orthogonal(scale=2.0)
+
+  References:
+    G. W. Stewart, "The efficient generation of random orthogonal matrices with
+    an application to condition estimators", SIAM J. Numer. Anal. 17(3), 1980.
+    F. Mezzadri, "How to generate random matrices from the classical compact
+    groups", Notices of the AMS 54(5), 2007.
+    A. Saxe, J. McClelland, S. Ganguli, "Exact solutions to the nonlinear
+    dynamics of learning in deep linear neural networks", ICLR 2014.
+  """
+  return _Orthogonal(scale, column_axis, batch_axis, method)
+
+
+# ---------------------------------------------------------------------------
+# delta_orthogonal
+# ---------------------------------------------------------------------------
+
+
+def centre(shape: tuple[int, ...]) -> tuple[int, ...]:
+  """The centre tap of the spatial axes ``shape``: ``(k - 1) // 2`` per axis.
+
+  This is the tap that a Flax/lax ``padding="SAME"`` convolution aligns with
+  the output position (it pads ``(k - 1) // 2`` before), for odd and even ``k``;
+  jax's ``delta_orthogonal`` uses it too (torch's ``dirac_`` uses ``k // 2``,
+  which differs for even ``k``).
+  """
+  return tuple((k - 1) // 2 for k in shape)
+
+
+@register("delta_orthogonal")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _DeltaOrthogonal(Initializer):
+  scale: float = 1.0
+  column_axis: int = -1
+
+  name = "delta_orthogonal"
+  formula = ("conv kernel (spatial..., in, out): zero except the centre tap ((k-1)//2 per axis), "
+             "which holds scale * a Haar (in x out) matrix")
+
+  def __post_init__(self):
+    fn = self.name
+    object.__setattr__(self, "scale", check_real(fn, "scale", self.scale, positive=True))
+    object.__setattr__(self, "column_axis", check_int(fn, "column_axis", self.column_axis))
+
+  def _matrix_axis(self, fn: str, shape: tuple[int, ...]) -> int:
+    if len(shape) < 2:
+      raise fail(fn, f"needs a kernel (spatial..., in, out) with at least 2 dimensions, got "
+                 f"shape {shape}.")
+    col = normalize_axes(fn, "column_axis", self.column_axis, shape)[0]
+    if col < len(shape) - 2:
+      raise fail(fn, f"`column_axis`={self.column_axis} is a spatial axis of the kernel shape "
+                 f"{shape}; it must be the input axis (-2) or the output axis (-1).")
+    return col - len(shape)
+
+  def _check(self, fn, shape, dtype):
+    self._matrix_axis(fn, shape)
+
+  def _sample(self, key, shape, dtype):
+    col = self._matrix_axis(self.name, shape)
+    q = _Orthogonal(self.scale, col)._sample(key, shape[-2:], dtype)
+    return jnp.zeros(shape, dtype).at[centre(shape[:-2])].set(q)
+
+
+def delta_orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
+  r"""Builds a delta-orthogonal initializer for convolution kernels (Xiao et al. 2018).
+
+  For a Flax kernel of shape ``(*spatial, in, out)`` (1-D, 2-D, 3-D or more
+  spatial axes) the result is zero everywhere except at the centre tap, which
+  holds ``scale * Q`` with ``Q`` an ``in x out`` matrix from
+  :func:`orthogonal` (``column_axis`` chooses its columns among the input and
+  output axes). A convolution with this kernel acts on each position's channel
+  vector as the orthogonal map ``Q``, which makes deep vanilla CNNs
+  dynamically isometric at initialization.
+
+  * ``in <= out``: ``Q Q^T = I``, the map ``x -> x Q`` preserves norms;
+  * ``in > out`` (jax's ``delta_orthogonal`` refuses this): ``Q^T Q = I``,
+    the ``out x in`` map has orthonormal rows (a norm-reducing projection).
+
+  The centre tap is index ``(k - 1) // 2`` along each spatial axis (as in jax),
+  the tap that Flax/lax ``padding="SAME"`` aligns with the output for odd *and*
+  even ``k``; torch's ``dirac_`` uses ``k // 2``. A 2-D shape (no spatial axes)
+  gets a plain orthogonal matrix.
+
+  Args:
+    scale: positive multiplier.
+    column_axis: ``-1`` (output channels, default) or ``-2`` (input channels).
+
+  Returns:
+    An initializer.
+
+  Raises:
+    ValueError: ``scale <= 0``; at call time, a shape with fewer than 2
+      dimensions or ``column_axis`` on a spatial axis.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxinit
+    >>> w = jaxinit.delta_orthogonal()(jax.random.key(0), (3, 3, 16, 32))
+    >>> q = w[1, 1]
+    >>> bool(jnp.allclose(q @ q.T, jnp.eye(16), atol=1e-5)), bool((w.at[1, 1].set(0) == 0).all())
+    (True, True)
+
+  References:
+    L. Xiao, Y. Bahri, J. Sohl-Dickstein, S. Schoenholz, J. Pennington,
+    "Dynamical isometry and a mean field theory of CNNs: how to train
+    10,000-layer vanilla convolutional neural networks", ICML 2018.
+  """
+  return _DeltaOrthogonal(scale, column_axis)

@@ -1,0 +1,450 @@
+"""Structured initializers: identity, dirac (identity convolution), sparse
+(Martens 2010) and normalized (unit-norm incoming weights)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxinit._src import registry, sampling
+from jaxinit._src.base import (
+  Initializer,
+  as_tuple,
+  check_axes,
+  check_int,
+  check_real,
+  compute_dtype,
+  fail,
+  is_complex,
+  normalize_axes,
+)
+from jaxinit._src.basic import normal as _normal
+from jaxinit._src.orthogonal import centre, sum_of_squares
+
+Axes = int | tuple[int, ...]
+
+
+def _iota(shape: tuple[int, ...], axis: int) -> jax.Array:
+  return jax.lax.broadcasted_iota(np.int32, shape, axis)
+
+
+# ---------------------------------------------------------------------------
+# identity and dirac: deterministic, built from iota comparisons (no constants
+# of the kernel's size are embedded in the program).
+# ---------------------------------------------------------------------------
+
+
+@registry.register("identity")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _Identity(Initializer):
+  scale: float = 1.0
+
+  name = "identity"
+  deterministic = True
+  formula = "w[..., i, j] = scale if i == j else 0 (non-square allowed, batched over leading axes)"
+
+  def __post_init__(self):
+    object.__setattr__(self, "scale", check_real(self.name, "scale", self.scale))
+
+  def _check(self, fn, shape, dtype):
+    if len(shape) < 2:
+      raise fail(fn, f"needs a shape with at least 2 dimensions (a matrix), got {shape}.")
+
+  def _sample(self, key, shape, dtype):
+    eye = _iota(shape, len(shape) - 2) == _iota(shape, len(shape) - 1)
+    return jnp.where(eye, jnp.asarray(self.scale, dtype), jnp.zeros((), dtype))
+
+
+def identity(scale: float = 1.0) -> Initializer:
+  """Builds an initializer of (scaled, possibly rectangular) identity matrices.
+
+  The last two axes hold ``scale * eye(m, n)``: ones on the main diagonal,
+  zeros elsewhere; for ``m != n`` the leading ``min(m, n)`` diagonal. Leading
+  axes are a batch (every matrix of a stack ``(layers, n, n)`` is the
+  identity). For a Flax ``Dense`` kernel ``(in, out)`` with ``in <= out`` the
+  layer copies its input into the first ``in`` outputs. For convolution kernels
+  use :func:`dirac`. (torch's ``eye_`` is 2-D only.)
+
+  Args:
+    scale: the diagonal value (any finite real).
+
+  Returns:
+    An initializer; the key is ignored.
+
+  Raises:
+    TypeError, ValueError: ``scale`` is not a finite real; at call time, a
+      shape with fewer than 2 dimensions.
+
+  Examples:
+    >>> import jax, jaxinit
+    >>> jaxinit.identity(2.0)(jax.random.key(0), (2, 3))
+    Array([[2., 0., 0.],
+           [0., 2., 0.]], dtype=float32)
+  """
+  return _Identity(scale)
+
+
+@registry.register("dirac")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _Dirac(Initializer):
+  groups: int = 1
+  scale: float = 1.0
+
+  name = "dirac"
+  deterministic = True
+  formula = ("conv kernel (spatial..., in_per_group, out): w[centre, i, o] = scale if "
+             "i == o mod (out / groups); centre = (k-1)//2 per axis")
+
+  def __post_init__(self):
+    object.__setattr__(self, "groups", check_int(self.name, "groups", self.groups, minimum=1))
+    object.__setattr__(self, "scale", check_real(self.name, "scale", self.scale))
+
+  def _check(self, fn, shape, dtype):
+    if len(shape) < 2:
+      raise fail(fn, f"needs a kernel (spatial..., in, out) with at least 2 dimensions, got "
+                 f"shape {shape}.")
+    if shape[-1] % self.groups:
+      raise fail(fn, f"the output channels ({shape[-1]}, the last axis of {shape}) are not "
+                 f"divisible by `groups`={self.groups}.")
+
+  def _sample(self, key, shape, dtype):
+    nd = len(shape)
+    per_group = shape[-1] // self.groups
+    hit = _iota(shape, nd - 2) == _iota(shape, nd - 1) % per_group
+    for axis, c in enumerate(centre(shape[:-2])):
+      hit = hit & (_iota(shape, axis) == c)
+    return jnp.where(hit, jnp.asarray(self.scale, dtype), jnp.zeros((), dtype))
+
+
+def dirac(groups: int = 1, scale: float = 1.0) -> Initializer:
+  """Builds an identity-preserving convolution kernel initializer (torch's ``dirac_``).
+
+  For a Flax kernel ``(*spatial, in_per_group, out)`` (Flax stores grouped
+  kernels with ``in_features // feature_group_count`` input channels) the
+  kernel is zero except at the centre tap, where output channel ``o`` of group
+  ``g = o // (out / groups)`` reads input channel ``o mod (out / groups)`` of
+  its group with weight ``scale``. A convolution with ``padding="SAME"``,
+  stride 1 and ``feature_group_count=groups`` then returns ``scale * x`` when
+  ``in == out``; with fewer outputs per group it keeps the first channels of
+  each group, with more it zero-pads them.
+
+  The centre is ``(k - 1) // 2`` along each spatial axis: the tap Flax/lax
+  ``padding="SAME"`` aligns with the output, so even kernel sizes preserve the
+  input too (torch uses ``k // 2``, which shifts even kernels by one under
+  Flax's padding). A 2-D shape ``(in, out)`` gets the grouped identity matrix.
+
+  Args:
+    groups: the convolution's ``feature_group_count``; it must divide ``out``.
+    scale: the value of the centre taps.
+
+  Returns:
+    An initializer; the key is ignored.
+
+  Raises:
+    ValueError: ``groups < 1``; at call time, ``out`` not divisible by
+      ``groups`` or fewer than 2 dimensions.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxinit
+    >>> import flax.linen as nn
+    >>> conv = nn.Conv(8, (3, 3), padding="SAME", kernel_init=jaxinit.dirac())
+    >>> x = jax.random.normal(jax.random.key(1), (1, 5, 5, 8))
+    >>> y, _ = conv.init_with_output(jax.random.key(0), x)
+    >>> bool(jnp.allclose(y, x))
+    True
+  """
+  return _Dirac(groups, scale)
+
+
+# ---------------------------------------------------------------------------
+# Unit layout shared by sparse and normalized: each index of the output and
+# batch axes is a unit; all other axes (inputs x receptive field) hold its
+# incoming weights.
+# ---------------------------------------------------------------------------
+
+
+def _unit_axes(fn: str, out_axis: Axes, batch_axis: tuple[int, ...], shape: tuple[int, ...]):
+  """(unit axes, fan-in axes) of ``shape`` as non-negative ints, or a clear error."""
+  outs = normalize_axes(fn, "out_axis", out_axis, shape)
+  batch = normalize_axes(fn, "batch_axis", batch_axis, shape)
+  common = set(outs) & set(batch)
+  if common:
+    raise fail(fn, f"`out_axis`={out_axis!r} and `batch_axis`={batch_axis!r} share axis "
+               f"{sorted(common)} of shape {shape}.")
+  fan = tuple(a for a in range(len(shape)) if a not in outs and a not in batch)
+  if not fan:
+    raise fail(fn, f"the shape {shape} has no fan-in axis: every axis is an output or batch "
+               "axis, so the units have no incoming weights (a bias? use zeros or normal).")
+  return (*batch, *outs), fan
+
+
+def _batch(fn: str, value: Any) -> tuple[int, ...]:
+  return as_tuple(check_axes(fn, "batch_axis", value))
+
+
+@registry.register("normalized")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _Normalized(Initializer):
+  scale: float = 1.0
+  out_axis: Axes = -1
+  batch_axis: tuple[int, ...] = ()
+
+  name = "normalized"
+  formula = ("w = scale * z / ||z||, z ~ N(0, I) over each output unit's incoming weights: "
+             "uniform direction, norm exactly scale")
+
+  def __post_init__(self):
+    fn = self.name
+    object.__setattr__(self, "scale", check_real(fn, "scale", self.scale, positive=True))
+    object.__setattr__(self, "out_axis", check_axes(fn, "out_axis", self.out_axis))
+    object.__setattr__(self, "batch_axis", _batch(fn, self.batch_axis))
+
+  def _check(self, fn, shape, dtype):
+    _unit_axes(fn, self.out_axis, self.batch_axis, shape)
+
+  def _sample(self, key, shape, dtype):
+    _, fan = _unit_axes(self.name, self.out_axis, self.batch_axis, shape)
+    real = compute_dtype(dtype)
+    if is_complex(dtype):
+      z = sampling.complex_standard_normal(key, shape, real)
+    else:
+      z = sampling.standard_normal(key, shape, real)
+    nrm2 = sum_of_squares(z, fan)
+    # A unit whose draw is exactly zero (probability ~0) gets e_1, so the norm is exact.
+    first = functools.reduce(jnp.logical_and, [_iota(shape, a) == 0 for a in fan])
+    zero = nrm2 == 0
+    z = jnp.where(zero & first, jnp.ones((), z.dtype), z)
+    nrm = jnp.sqrt(jnp.where(zero, jnp.ones((), real), nrm2))
+    return (z * (np.asarray(self.scale, real) / nrm).astype(z.dtype)).astype(dtype)
+
+
+_UNITS_DOC = """    out_axis: the axis or axes of the output units (``-1`` for Flax kernels,
+      ``0`` for torch ``(out, in, ...)``); every axis that is neither an output
+      nor a batch axis holds incoming weights (inputs and receptive field).
+    batch_axis: axes of a stack of independent weights (each index is a
+      separate set of units)."""
+
+
+def _units_doc(f):
+  f.__doc__ = f.__doc__.replace("    <units>", _UNITS_DOC)
+  return f
+
+
+@_units_doc
+def normalized(
+    scale: float = 1.0,
+    out_axis: int | tuple[int, ...] = -1,
+    batch_axis: int | tuple[int, ...] = (),
+) -> Initializer:
+  r"""Builds an initializer whose units' incoming weight vectors have norm ``scale``.
+
+  For each output unit ``o`` (each index of ``out_axis`` and ``batch_axis``)
+  the incoming weights ``w_o`` (all other axes: for a Flax conv kernel
+  ``(kh, kw, in, out)`` the ``kh * kw * in`` taps) are ``scale * z / ||z||``
+  with ``z`` standard Gaussian, i.e. uniformly distributed on the sphere of
+  radius ``scale`` (weight-normalization's initial state, Salimans & Kingma
+  2016). Complex dtypes draw a uniform direction in complex space.
+
+  Unlike :func:`orthogonal`, units are normalized independently: a depthwise
+  kernel ``(3, 3, 1, C)`` gets unit-norm 9-tap filters for any ``C``.
+
+  Args:
+    scale: the norm of every unit's incoming weights, > 0.
+    <units>
+
+  Returns:
+    An initializer.
+
+  Raises:
+    ValueError: ``scale <= 0``; at call time, axes out of range or a shape
+      with no fan-in axis.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxinit
+    >>> w = jaxinit.normalized(2.0)(jax.random.key(0), (3, 3, 8, 16))
+    >>> jnp.linalg.norm(w.reshape(-1, 16), axis=0).round(4)
+    Array([2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2.], dtype=float32)
+  """
+  return _Normalized(scale, out_axis, batch_axis)
+
+
+# ---------------------------------------------------------------------------
+# sparse
+# ---------------------------------------------------------------------------
+
+MARTENS_K = 15
+_DEFAULT_VALUES = _normal(stddev=1.0)  # Martens: unit Gaussian
+
+
+def _values(fn: str, values: Any) -> Initializer:
+  if values is None:
+    return _DEFAULT_VALUES
+  if isinstance(values, Initializer):
+    return values
+  if isinstance(values, (str, Mapping)):
+    try:
+      return registry.get(values)
+    except ValueError as e:
+      raise fail(fn, f"`values`={values!r} is not a usable initializer: {e}") from None
+  raise fail(fn, "`values` must be a jaxinit initializer (e.g. jaxinit.normal(1.0)), a "
+             f"registered name or a config dict, got {values!r}; the draw must be "
+             "hashable and serializable, which closures are not.", TypeError)
+
+
+def _count_zeros(sparsity: float, fan_in: int) -> int:
+  """``ceil(sparsity * fan_in)`` without float artefacts (0.3 * 10 is 3, not 4)."""
+  x = sparsity * fan_in
+  r = round(x)
+  return r if abs(x - r) <= 1e-9 * max(1.0, x) else math.ceil(x)
+
+
+@registry.register("sparse")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _Sparse(Initializer):
+  num_nonzero: int | None = None
+  sparsity: float | None = None
+  values: Initializer = _DEFAULT_VALUES
+  out_axis: Axes = -1
+  batch_axis: tuple[int, ...] = ()
+
+  name = "sparse"
+  formula = ("each output unit keeps exactly num_nonzero (default 15) incoming weights, or a "
+             "fraction 1 - sparsity of them, at uniformly random positions; values from "
+             "`values` (default N(0, 1)), zeros elsewhere")
+
+  def __post_init__(self):
+    fn = self.name
+    if self.num_nonzero is not None and self.sparsity is not None:
+      raise fail(fn, f"give `num_nonzero` or `sparsity`, not both (got num_nonzero="
+                 f"{self.num_nonzero!r}, sparsity={self.sparsity!r}).")
+    if self.num_nonzero is None and self.sparsity is None:
+      object.__setattr__(self, "num_nonzero", MARTENS_K)
+    if self.num_nonzero is not None:
+      object.__setattr__(self, "num_nonzero",
+                         check_int(fn, "num_nonzero", self.num_nonzero, minimum=1))
+    else:
+      s = check_real(fn, "sparsity", self.sparsity, nonnegative=True)
+      if not s < 1:
+        raise fail(fn, f"`sparsity` is the fraction of zeros per unit and must be in [0, 1), "
+                   f"got {s!r}.")
+      object.__setattr__(self, "sparsity", s)
+    object.__setattr__(self, "values", _values(fn, self.values))
+    object.__setattr__(self, "out_axis", check_axes(fn, "out_axis", self.out_axis))
+    object.__setattr__(self, "batch_axis", _batch(fn, self.batch_axis))
+
+  def nonzero(self, fn: str, shape: tuple[int, ...]) -> int:
+    """The number of nonzero incoming weights per unit for ``shape``."""
+    _, fan = _unit_axes(fn, self.out_axis, self.batch_axis, shape)
+    fan_in = math.prod(shape[a] for a in fan)
+    if self.num_nonzero is not None:
+      if self.num_nonzero > fan_in:
+        raise fail(fn, f"`num_nonzero`={self.num_nonzero} exceeds the fan-in {fan_in} of "
+                   f"shape {shape}.")
+      return self.num_nonzero
+    k = fan_in - _count_zeros(self.sparsity, fan_in)
+    if k < 1 and fan_in > 0:
+      raise fail(fn, f"`sparsity`={self.sparsity!r} zeroes all {fan_in} incoming weights of "
+                 f"each unit for shape {shape}; lower it below {(fan_in - 1) / fan_in:.4g}.")
+    return k
+
+  def _supports_complex(self):
+    return self.values._supports_complex()
+
+  def _check(self, fn, shape, dtype):
+    if math.prod(shape):  # an empty array has no units to fill
+      self.nonzero(fn, shape)
+    else:
+      _unit_axes(fn, self.out_axis, self.batch_axis, shape)
+    self.values._check(fn, shape, dtype)
+
+  def _sample(self, key, shape, dtype):
+    units, fan = _unit_axes(self.name, self.out_axis, self.batch_axis, shape)
+    k = self.nonzero(self.name, shape)
+    kmask, kval = jax.random.split(key)
+    n_units = math.prod(shape[a] for a in units)
+    fan_in = math.prod(shape[a] for a in fan)
+    mask = _random_mask(kmask, n_units, fan_in, k)
+    order = (*units, *fan)
+    mask = mask.reshape(tuple(shape[a] for a in order))
+    mask = jnp.transpose(mask, tuple(int(i) for i in np.argsort(order)))
+    w = self.values._sample(kval, shape, dtype)
+    return jnp.where(mask, w, jnp.zeros((), dtype))
+
+
+def _random_mask(key: jax.Array, n_units: int, fan_in: int, k: int) -> jax.Array:
+  """``(n_units, fan_in)`` bools, each row with exactly ``k`` Trues at uniformly random places.
+
+  Each row of ``[True] * k + [False] * (fan_in - k)`` is sorted by i.i.d. random
+  64-bit keys (two 32-bit words: ties, which would favour the original order,
+  have probability ~fan_in^2 / 2^65), which applies a uniformly random
+  permutation. The bits are drawn flat (fast to compile, also under vmap).
+  """
+  bits = jax.random.bits(key, (2 * n_units * fan_in,), np.uint32).reshape(2, n_units, fan_in)
+  base = jnp.broadcast_to(jnp.arange(fan_in, dtype=np.int32) < k, (n_units, fan_in))
+  return jax.lax.sort((bits[0], bits[1], base), dimension=1, num_keys=2)[2]
+
+
+@_units_doc
+def sparse(
+    num_nonzero: int | None = None,
+    sparsity: float | None = None,
+    values: Initializer | str | Mapping[str, Any] | None = None,
+    out_axis: int | tuple[int, ...] = -1,
+    batch_axis: int | tuple[int, ...] = (),
+) -> Initializer:
+  """Builds a sparse initializer (Martens 2010, "sparse initialization").
+
+  Every output unit gets exactly ``num_nonzero`` nonzero incoming weights at
+  positions drawn uniformly at random (without replacement) among its fan-in,
+  the rest zero. Martens used 15 connections per unit with unit-Gaussian
+  weights, the defaults here. Alternatively ``sparsity`` gives the fraction of
+  zeros per unit: ``ceil(sparsity * fan_in)`` weights are zero.
+
+  The incoming weights of a unit are all entries sharing its output (and batch)
+  index: for a Flax kernel ``(kh, kw, in, out)``, ``kh * kw * in`` of them. (The
+  mask of ``torch.nn.init.sparse_`` instead zeroes a fraction of each *column*
+  of its 2-D ``(out, in)`` tensor, i.e. of each input's outgoing weights, and
+  ignores the generator.) The mask comes from the key, so the same key gives
+  the same mask and values.
+
+  Nonzero values are those of ``values`` at the kept positions. An initializer
+  that scales with the fans (``he_normal``...) sees the full fan-in; for a
+  pre-activation variance of ``s^2`` use ``normal(stddev=s / sqrt(k))``.
+
+  Args:
+    num_nonzero: nonzero incoming weights per unit (default 15 when
+      ``sparsity`` is not given); at most the fan-in.
+    sparsity: fraction of zero incoming weights per unit, in [0, 1).
+    values: a jaxinit initializer, name or config dict drawing the nonzero
+      values; default ``normal(stddev=1.0)``.
+    <units>
+
+  Returns:
+    An initializer.
+
+  Raises:
+    ValueError: both ``num_nonzero`` and ``sparsity``, ``num_nonzero < 1``,
+      ``sparsity`` outside [0, 1); at call time, ``num_nonzero`` above the
+      fan-in or a ``sparsity`` that leaves no nonzero weight.
+    TypeError: ``values`` is not a jaxinit initializer, name or dict.
+
+  Examples:
+    >>> import jax, jaxinit
+    >>> w = jaxinit.sparse(num_nonzero=3)(jax.random.key(0), (100, 8))
+    >>> (w != 0).sum(axis=0)
+    Array([3, 3, 3, 3, 3, 3, 3, 3], dtype=int32)
+    >>> w = jaxinit.sparse(sparsity=0.9, values=jaxinit.normal(0.01))(jax.random.key(0), (50, 4))
+    >>> (w == 0).sum(axis=0)
+    Array([45, 45, 45, 45], dtype=int32)
+
+  References:
+    J. Martens, "Deep learning via Hessian-free optimization", ICML 2010.
+  """
+  return _Sparse(num_nonzero, sparsity, values, out_axis, batch_axis)
