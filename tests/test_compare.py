@@ -51,8 +51,10 @@ def test_verdicts_on_known_cases(tanh_rows):
   small, large, glorot = rows["normal(0.01)"], rows["normal(1.0)"], rows["glorot_normal"]
   # sigma_w^2 = 32 * 1e-4: the variance falls ~300x per layer, to 0 in float32
   assert small.verdict == "vanishing" and small.var_ratio < 1e-30
-  # sigma_w^2 = 32: deep in the chaotic phase, chi_1 ~ sigma_w * 0.8 per layer: gradients explode
-  assert large.verdict == "exploding" and large.jacobian.mean_squared > 1e20
+  # sigma_w^2 = 32: deep in the chaotic phase. Mean field gives chi_1 = 3.25 per layer, so
+  # E[mean s^2] = chi_1^50 = 10^25.6; at width 32 one draw's value is log-normal, far below that
+  # mean (10^15 here), so assert three times the verdict threshold's decades (10^9)
+  assert large.verdict == "exploding" and large.jacobian.mean_squared > compare.THRESHOLD**3
   assert glorot.verdict == "stable"
   assert np.all(np.isfinite(glorot.var)) and glorot.var.shape == (50,)
 

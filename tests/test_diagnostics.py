@@ -47,6 +47,110 @@ def tanh_case():
   return ws, x, diagnostics.jacobian_spectrum(tanh_net, ws, x, method="exact")
 
 
+# --- signal propagation ----------------------------------------------------------------------
+
+
+def moments(y):
+  y = np.asarray(y, np.float64)
+  return y.mean(), y.var()
+
+
+def test_linear_network_with_unit_gain_keeps_the_variance_flat():
+  # "He for a linear network": Var(W) = gain^2 / fan_in with gain 1
+  n, depth, batch = 128, 16, 256
+  ws = [normal(10 + i, n, n, scale=1 / np.sqrt(n)) for i in range(depth)]
+  x = normal(2, batch, n)
+  report = diagnostics.signal_propagation(linear_net, ws, x)
+  assert report.paths == tuple(str(i) for i in range(depth)) and report.kinds == ("dot",) * depth
+  assert report.fan_in == (n,) * depth
+  # independent: a float64 numpy forward pass
+  h, expect = np.asarray(x, np.float64), []
+  for w in ws:
+    h = h @ np.asarray(w, np.float64)
+    expect.append(moments(h))
+  np.testing.assert_allclose(report.mean, [m for m, _ in expect], atol=1e-5)
+  np.testing.assert_allclose(report.var, [v for _, v in expect], rtol=1e-4)
+  # nothing follows a linear layer: the "activation" is the output itself
+  np.testing.assert_array_equal(report.post_var, report.var)
+  assert report.input_var == pytest.approx(moments(x)[1], rel=1e-5)
+  # flat: each layer multiplies the variance by (1/(B n)) tr(W^T S W) / (tr S / (B n)), S = X^T X,
+  # of relative standard deviation sqrt(2 (1 + n/B)) / n (Marchenko-Pastur); a random walk
+  # over the layers, k = 6
+  se = np.sqrt(2 * (1 + n / batch)) / n * np.sqrt(np.arange(1, depth + 1))
+  assert np.all(np.abs(np.log(report.var / report.input_var)) < 6 * se)
+
+
+def test_relu_network_statistics_after_the_activation():
+  n, depth = 64, 6
+  ws = [normal(30 + i, n, n, scale=np.sqrt(2 / n)) for i in range(depth)]
+  x = normal(3, 128, n)
+
+  def relu_net(params, x):
+    for w in params:
+      x = jax.nn.relu(x @ w)
+    return x
+
+  report = diagnostics.signal_propagation(relu_net, ws, x)
+  h, pre, post = np.asarray(x, np.float64), [], []
+  for w in ws:
+    z = h @ np.asarray(w, np.float64)
+    h = np.maximum(z, 0)
+    pre.append(moments(z))
+    post.append(moments(h))
+  np.testing.assert_allclose(report.var, [v for _, v in pre], rtol=1e-4)
+  np.testing.assert_allclose(report.post_mean, [m for m, _ in post], rtol=1e-4)
+  np.testing.assert_allclose(report.post_var, [v for _, v in post], rtol=1e-4)
+  assert "post var" in str(report) and str(report).count("\n") == depth + 2
+
+
+def test_linen_layers_in_execution_order():
+  from _lsuv_models import OutOfOrder, fast_init, linen_layer_outputs
+
+  model, x = OutOfOrder(), normal(4, 64, 16)
+  variables = fast_init(model, x)
+  report = diagnostics.signal_propagation(model, variables, x)
+  # parameter (sorted) order is a_out, m_mid, z_in; the forward pass calls the reverse
+  assert report.paths == ("z_in/kernel", "m_mid/kernel", "a_out/kernel")
+  outs = linen_layer_outputs(model, variables, x)  # recorded by Flax's own interceptor
+  np.testing.assert_allclose(report.mean, [moments(y)[0] for y in outs], atol=1e-5)
+  np.testing.assert_allclose(report.var, [moments(y)[1] for y in outs], rtol=1e-5)
+  np.testing.assert_allclose(report.post_var[:2], [moments(jax.nn.relu(outs[0]))[1],
+                                                   moments(jnp.tanh(outs[1]))[1]], rtol=1e-5)
+  assert report.post_var[2] == report.var[2]
+
+
+def test_nnx_and_pure_function_models_match_their_own_records():
+  from _lsuv_models import NnxConvNet, pure_apply, pure_init
+  from flax import nnx
+
+  model, x = NnxConvNet(rngs=nnx.Rngs(0)), normal(5, 8, 8, 8, 3)
+  before = jax.tree_util.tree_map(np.asarray, nnx.state(model, nnx.Param))
+  report = diagnostics.signal_propagation(model, x)
+  taps = []
+  model(x, taps=taps)
+  assert report.kinds == ("conv", "conv", "conv", "dot") and len(taps) == 4
+  assert report.paths[0] == "stem/kernel" and report.paths[-1] == "head/kernel"
+  np.testing.assert_allclose(report.var, [moments(y)[1] for y in taps], rtol=1e-5)
+  # nothing was modified
+  after = nnx.state(model, nnx.Param)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, before, after)
+
+  params, xs = pure_init(), normal(6, 16, 16, 8)
+  report = diagnostics.signal_propagation(pure_apply, params, xs)
+  taps = []
+  pure_apply(params, xs, taps)
+  assert report.paths == ("conv/w", "proj/w", "mix/w", "out/w")
+  np.testing.assert_allclose(report.var, [moments(y)[1] for y in taps], rtol=1e-5)
+  np.testing.assert_allclose(report.post_var[0], moments(jnp.tanh(taps[0]))[1], rtol=1e-5)
+
+
+def test_signal_propagation_errors():
+  with pytest.raises(ValueError, match="found no linear layers"):
+    diagnostics.signal_propagation(lambda p, x: x * p, jnp.ones(3), jnp.ones((2, 3)))
+  with pytest.raises(TypeError, match=r"apply_fn\(params, batch\)"):
+    diagnostics.signal_propagation(linear_net, jnp.ones((2, 3)))
+
+
 # --- Jacobian spectrum -----------------------------------------------------------------------
 
 

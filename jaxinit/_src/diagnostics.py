@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxinit._src import layers as layers_lib
+from jaxinit._src import models
 from jaxinit._src.base import canonical_key, check_choice, check_int, fail
 
 _HIGHEST = lax.Precision.HIGHEST
@@ -51,15 +53,8 @@ class _Model:
 
 
 def _bind(fn: str, model: Any, args: tuple, model_kwargs: Mapping[str, Any] | None) -> _Model:
-  try:  # TEMPORARY until LSUV's adapters land on main
-    from jaxinit._src.adapters import bind
-  except ImportError:
-    params, batch = args
-    paths = ["/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
-                      for k in p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-    return _Model(model, params, (batch,), 0, paths)
-
-  bound = bind(fn, model, args, model_kwargs)
+  """The model as LSUV binds it (:func:`jaxinit._src.models.bind`): one pure ``apply``."""
+  bound = models.bind(fn, model, args, model_kwargs)
   pos = 0 if bound.style == "function" else 1
   return _Model(bound.apply, bound.params, tuple(bound.args), pos, list(bound.paths))
 
@@ -192,9 +187,8 @@ def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 @_register_jit(2)
 def _signal_impl(apply, batch_pos, params, args):
   """One forward pass through LSUV's interpreter, recording moments at every layer."""
-  from jaxinit._src import layers as layers_lib
-
-  prog = layers_lib.trace("signal_propagation", apply, params, args)
+  prog = layers_lib.trace("signal_propagation", apply, params, args,
+                          models.param_paths(apply, params))
   out: dict[int, tuple] = {}
   post: dict[int, tuple] = {}
 
@@ -266,8 +260,6 @@ def signal_propagation(model: Any, *args: Any, model_kwargs: dict[str, Any] | No
   m = _bind(fn, model, args, model_kwargs)
   _check_concrete(fn, m.params, m.args)
   _batch_size(fn, m.args[m.batch_pos])
-  from jaxinit._src import layers as layers_lib
-
   prog = layers_lib.trace(fn, m.apply, m.params, m.args, m.paths)
   if not prog.layers:
     raise fail(fn, "found no linear layers (dot_general or convolution reading a parameter) "
