@@ -147,7 +147,7 @@ class MLP(nnx.Module):
 
 
 mlp = MLP(8, 128, nnx.Rngs(0))
-w = mlp.layers[0].kernel.value
+w = mlp.layers[0].kernel[...]
 testing.assert_orthonormal(w / np.sqrt(2))
 print("nnx kernel", w.shape, "W^T W / 2 = I")
 

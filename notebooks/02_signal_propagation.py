@@ -150,33 +150,46 @@ def predicted(activation, sigma_w2, depth, q1):
 
 
 reports = {}
-for name, init, sw2 in (("glorot_normal", jaxinit.glorot_normal(), 1.0),
+for name, init, _sw2 in (("glorot_normal", jaxinit.glorot_normal(), 1.0),
                         ("he_normal", jaxinit.he_normal(), 2.0)):
   reports[name] = diagnostics.signal_propagation(relu_net, weights(init, DEPTH), x)
   print(f"{name}: var of layer outputs, layer 1 {reports[name].var[0]:.3f}, "
         f"layer {DEPTH} {reports[name].var[-1]:.3g}")
 
 ax = diagnostics.plot_signal_propagation(reports)
-for (name, r), sw2 in zip(reports.items(), (1.0, 2.0)):
+for (_name, r), sw2 in zip(reports.items(), (1.0, 2.0)):
   ax.plot(predicted("relu", sw2, DEPTH, r.var[0]), "k:", lw=1)
 ax.set_title("ReLU, 30 layers: measured (lines) vs mean-field prediction (dotted)")
 plt.show()
 
+# %% [markdown]
+# How close should one network of width 256 follow the prediction? Deep in a ReLU network the
+# examples become almost collinear, so each layer's variance is in effect a mean of
+# $\mathrm{relu}(h_j)^2$ over only $n$ = 256 units: a relative error of
+# $\sqrt{\mathrm{Var}[\mathrm{relu}^2]}/(E[\mathrm{relu}^2]\sqrt n) = \sqrt{5/n} = 0.14$ per
+# layer, which compounds through depth as a random walk. So we check the *average factor per
+# layer*, $(\mathrm{var}_{30}/\mathrm{var}_1)^{1/29}$, against the theory's 1/2 (Glorot) and
+# 1 (He), within 6 of its standard errors $\sqrt{5/n}/\sqrt{29}$.
+
+# %%
 glorot, he = reports["glorot_normal"], reports["he_normal"]
-assert glorot.var[-1] / glorot.var[0] < 1e-7  # 2^-29 = 1.9e-9
-assert 0.2 < he.var[-1] / he.var[0] < 5
-np.testing.assert_allclose(glorot.var, predicted("relu", 1.0, DEPTH, glorot.var[0]), rtol=0.5)
+se = np.sqrt(5 / WIDTH) / np.sqrt(DEPTH - 1)
+for name, r, factor in (("glorot_normal", glorot, 0.5), ("he_normal", he, 1.0)):
+  per_layer = (r.var[-1] / r.var[0]) ** (1 / (DEPTH - 1))
+  print(f"{name}: average factor per layer {per_layer:.4f} (theory {factor}, "
+        f"{abs(np.log(per_layer / factor)) / se:.1f} standard errors away)")
+  assert abs(np.log(per_layer / factor)) < 6 * se
 
 # %% [markdown]
 # ## 3. Every initializer × every activation
 #
 # The ratio of the last to the first layer's output variance after 30 layers, measured
 # (numbers) and predicted by iterating the length map with $\sigma_w^2 = n\,\mathrm{Var}(W)$
-# (colour: $\log_{10}$ of the measured ratio). Read along a column: no initializer is right
-# for every activation — He for ReLU-like activations, LeCun for SELU, Glorot/LeCun/orthogonal
-# for tanh (where the variance decays only slowly, algebraically rather than geometrically, as
-# tanh saturates towards $q^* = 0$).
-
+# (in brackets; colour: $\log_{10}$ of the measured ratio). Read along a column: no initializer is
+# right for every activation — He for ReLU, LeCun for SELU, Glorot/LeCun/orthogonal for tanh
+# (where the variance decays only slowly, algebraically rather than geometrically, as tanh
+# saturates towards $q^* = 0$). GELU, although ReLU-like, still loses variance with He
+# initialization: near 0 it behaves like $x/2$, not like ReLU's one-sided identity.
 # %%
 activations = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": lambda v: jax.nn.gelu(v, False),
                "selu": jax.nn.selu, "sigmoid": jax.nn.sigmoid}
@@ -188,7 +201,7 @@ inits = {"normal(0.02)": (jaxinit.normal(stddev=0.02), WIDTH * 0.02**2),
 measured = np.zeros((len(inits), len(activations)))
 theory = np.zeros_like(measured)
 for j, (aname, act) in enumerate(activations.items()):
-  for i, (iname, (init, sw2)) in enumerate(inits.items()):
+  for i, (_iname, (init, sw2)) in enumerate(inits.items()):
     r = diagnostics.signal_propagation(net(act), weights(init, DEPTH), x)
     measured[i, j] = r.var[-1] / r.var[0]
     theory[i, j] = predicted(aname, sw2, DEPTH, sw2)[-1] / sw2  # q_1 = sigma_w^2 E[x^2]
@@ -207,12 +220,18 @@ ax.set_title("variance ratio over 30 layers: measured (mean-field)")
 plt.show()
 
 # %% [markdown]
-# Measurement and theory agree wherever the ratio is not astronomically small (where finite
-# width and float32 take over); the largest relative deviation over the cells with ratios above
-# $10^{-6}$ is printed below.
+# Where the signal survives (ratios above $10^{-3}$), one network of width 256 follows the
+# infinite-width theory closely; the largest deviation there is printed below. Deep in the
+# vanishing regime the two part ways (finite width and float32 take over), but they still agree
+# that the signal vanishes: every cell the theory puts below $10^{-3}$ is measured below it too.
 
 # %%
-ok = (measured > 1e-6) & (theory > 1e-6)
-dev = np.abs(np.log(measured[ok] / theory[ok]))
-print(f"{ok.sum()} cells; largest deviation: a factor {np.exp(dev.max()):.2f}")
-assert np.exp(dev.max()) < 2.5
+alive = (measured > 1e-3) & (theory > 1e-3)
+dev = np.exp(np.abs(np.log(measured[alive] / theory[alive])))
+print(f"{alive.sum()} cells with ratios above 1e-3; largest deviation from theory: "
+      f"a factor {dev.max():.2f}")
+i, j = list(inits).index("he_normal"), list(activations).index("gelu")
+print(f"a vanishing cell: {list(inits)[i]} with {list(activations)[j]}: measured "
+      f"{measured[i, j]:.2g}, predicted {theory[i, j]:.2g}")
+assert dev.max() < 1.5
+assert np.all(measured[theory < 1e-3] < 1e-3)

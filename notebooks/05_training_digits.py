@@ -166,24 +166,31 @@ to_90 = {n: next((e + 1 for e in range(EPOCHS) if h[:, e, 1].mean() >= 0.9), Non
          for n, h in history.items()}
 print(f"{'init':15s} {'acc @5':>7s} {'acc @30':>8s} {'epochs to 90%':>14s}")
 for n in history:
-  print(f"{n:15s} {at_5[n]:7.3f} {final[n]:8.3f} {str(to_90[n] or '-'):>14s}")
+  print(f"{n:15s} {at_5[n]:7.3f} {final[n]:8.3f} {to_90[n] or '-'!s:>14s}")
 best = max(final, key=final.get)
 print(f"\nbest final accuracy: {best} ({final[best]:.3f}); "
       f"normal(0.01) ends at {final['normal(0.01)']:.3f} (chance is 0.1)")
 print(f"total time {time.perf_counter() - t_start:.1f}s")
 
 # %% [markdown]
-# **Conclusion.** The two initializations that keep the ReLU signal's variance constant through
-# depth — He (variance $2/\text{fan\_in}$) and LSUV — train this 20-layer network to more than
-# 90% test accuracy within a few epochs, and so does orthogonal with ReLU's gain $\sqrt2$. The
-# ones that lose a factor 2 per layer (Glorot, orthogonal with gain 1: $2^{-20} \approx 10^{-6}$
-# at the top, as the table above shows) start far behind and are still catching up after 30
-# epochs, and the small Gaussian (std 0.01, a factor $\approx 0.003$ per layer) never leaves
-# chance level: its gradients vanish. The assertions below keep these statements true.
+# **Conclusion.** The initializations that keep the ReLU signal's variance constant through
+# depth train this 20-layer network; the ones that let it shrink do not, or only slowly.
+# LSUV (orthogonal, then unit output variance per layer) and orthogonal with ReLU's gain
+# $\sqrt2$ do best: above 90% test accuracy within about 10 epochs and about 97% after 30.
+# He normal (variance $2/\text{fan\_in}$) starts as fast (about 50% after 5 epochs) but
+# trains less smoothly at this learning rate: its test accuracy crosses 90% later and
+# dips on the way, ending near 89%. Glorot and orthogonal with gain 1 lose a factor 2 per layer
+# ($2^{-20} \approx 10^{-6}$ at the top, as the table above shows): they sit near chance for
+# about 10 epochs and are still far behind after 30. The small Gaussian (std 0.01, a factor
+# $\approx 0.003$ per layer) never leaves chance level: its gradients vanish. The assertions
+# below keep these statements true.
 
 # %%
+for good in ("LSUV", "orthogonal(√2)"):
+  assert final[good] > 0.95 and to_90[good] is not None and to_90[good] <= 12, good
+assert 0.85 < final["he_normal"] < min(final["LSUV"], final["orthogonal(√2)"])
 for good in ("he_normal", "LSUV", "orthogonal(√2)"):
-  assert final[good] > 0.9 and to_90[good] is not None and to_90[good] <= 10, good
+  assert at_5[good] > 0.4, good
 for slow in ("glorot_normal", "orthogonal"):
-  assert at_5[slow] < min(at_5["he_normal"], at_5["LSUV"]) - 0.3, slow
+  assert at_5[slow] < 0.15 and final[slow] < final["he_normal"] - 0.3, slow
 assert final["normal(0.01)"] < 0.2

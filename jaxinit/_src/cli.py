@@ -14,7 +14,8 @@ from jaxinit._src import registry
 def _defaults(cls) -> str:
   parts = []
   for f in dataclasses.fields(cls):
-    parts.append(f"{f.name}={f.default!r}")
+    has_default = f.default is not dataclasses.MISSING
+    parts.append(f"{f.name}={f.default!r}" if has_default else f.name)
   return ", ".join(parts)
 
 
