@@ -334,13 +334,15 @@ def plot(rows: Sequence[Row], path: str) -> None:
     for r in sel:
       layers = np.arange(1, len(r.var) + 1)
       with np.errstate(divide="ignore"):
-        ax_row[0].semilogy(layers, np.where(r.var > 0, r.var, np.nan),
-                           label=f"{r.label} ({r.verdict})")
-        ax_row[1].semilogy(layers, np.where(r.grad > 0, r.grad, np.nan), label=r.label)
+        (line,) = ax_row[0].semilogy(layers, np.where(r.var > 0, r.var, np.nan),
+                                     label=f"{r.label} ({r.verdict})")
+        color = line.get_color()  # the same colour in every panel, even where one is empty
+        ax_row[1].semilogy(layers, np.where(r.grad > 0, r.grad, np.nan), color=color,
+                           label=r.label)
       s = r.jacobian.singular_values
       s = np.sort(s[s > 0])[::-1]
       if s.size:
-        ax_row[2].loglog(np.arange(1, s.size + 1), s, label=r.label)
+        ax_row[2].loglog(np.arange(1, s.size + 1), s, color=color, label=r.label)
     ax_row[0].set(title=f"{act}: variance of layer outputs", xlabel="layer",
                   ylabel="variance")
     ax_row[1].set(title=f"{act}: gradient norm per layer", xlabel="layer",
