@@ -328,7 +328,18 @@ class GradientReport:
 
 
 def default_loss(output: Any) -> jax.Array:
-  """Half the mean square of every floating entry of the output: 0.5 * mean(y^2)."""
+  """Half the mean square of every floating entry of the output: 0.5 * mean(y^2).
+
+  The loss :func:`gradient_norms` uses by default: with it, ``dL/dy = y / y.size``, so
+  the gradients reaching each layer measure how the network propagates its own
+  output back, with no labels.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from jaxinit import diagnostics
+    >>> float(diagnostics.default_loss({"a": jnp.array([1.0, 3.0]), "b": jnp.array([2.0])}))
+    2.333...
+  """
   leaves = [y for y in jax.tree_util.tree_leaves(output) if jnp.issubdtype(y.dtype, jnp.floating)]
   total = sum(jnp.sum(jnp.square(y.astype(jnp.float32))) for y in leaves)
   count = sum(y.size for y in leaves)
