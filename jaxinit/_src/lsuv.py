@@ -110,6 +110,17 @@ class LSUVReport:
       converged', 'skipped: variance ~0', 'skipped: NaN/inf', 'tied',
       'excluded'.
     batch_finite: whether every floating-point input was finite.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxinit
+    >>> params = {"w1": jnp.ones((8, 16)) / 8, "w2": jnp.ones((16, 4)) / 8}
+    >>> apply_fn = lambda p, x: jax.nn.relu(x @ p["w1"]) @ p["w2"]
+    >>> x = jax.random.normal(jax.random.key(0), (64, 8))
+    >>> _, report = jaxinit.lsuv(apply_fn, params, x, key=jax.random.key(1))
+    >>> report.paths, [r["status"] for r in report.rows()]
+    (('w1', 'w2'), ['ok', 'ok'])
+    >>> bool(jnp.all(jnp.abs(report.var_after - 1) < report.tol))
+    True
   """
 
   paths: tuple[str, ...]
