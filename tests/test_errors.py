@@ -107,6 +107,9 @@ def test_uneven_sharding_error():
   sharding = NamedSharding(mesh, P("x"))
   with pytest.raises(ValueError, match=r"jaxinit\.normal: `out_sharding` .* cannot shard the shape \(5, 3\)"):
     jaxinit.normal()(KEY, (5, 3), None, sharding)
+  too_long = NamedSharding(jax.make_mesh((2, 4), ("a", "b")), P(None, None, "a"))
+  with pytest.raises(ValueError, match=r"jaxinit\.orthogonal: `out_sharding` P\(None, None, 'a'\) has 3 entries, more than the 2 axes of the shape \(8, 4\)"):
+    jaxinit.orthogonal()(KEY, (8, 4), None, too_long)
 
 
 def test_every_factory_argument_has_an_error_test():

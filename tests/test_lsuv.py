@@ -503,6 +503,10 @@ def test_argument_errors():
       (dict(exclude="Dense_(("), ValueError, r"`exclude` pattern 'Dense_\(\(' is not a valid"),
       (dict(key=3), TypeError, r"`key` must be a jax.random.key"),
       (dict(model_kwargs=["train"]), TypeError, r"`model_kwargs` must be a dict"),
+      # a selection that matches no layer is a typo, not a silent no-op
+      (dict(layers="Dnese"), ValueError, r"`layers`='Dnese' matches no layer; the layers' "
+       r"weight paths are: Dense_0/kernel, "),
+      (dict(exclude=["nothing", "here"]), ValueError, r"`exclude`=\['nothing', 'here'\] matches"),
   ]
   for kwargs, exc, msg in cases:
     with pytest.raises(exc, match=r"jaxinit\.lsuv: " + msg):
@@ -511,6 +515,9 @@ def test_argument_errors():
     jaxinit.lsuv(model, x)
   with pytest.raises(TypeError, match=r"must be the variables dict returned by module\.init"):
     jaxinit.lsuv(model, v["params"], x)
+  with pytest.raises(TypeError, match=r"got an array of shape \(32, 16\) \(did you pass the "
+                     r"batch before the variables\?\)"):
+    jaxinit.lsuv(model, x, v)
   with pytest.raises(TypeError, match=r"nnx module is called as jaxinit\.lsuv\(model, batch"):
     jaxinit.lsuv(NnxMLP(rngs=nnx.Rngs(0)), v, x)
   with pytest.raises(TypeError, match=r"function is called as jaxinit\.lsuv\(apply_fn, params"):

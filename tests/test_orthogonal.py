@@ -353,3 +353,6 @@ def test_delta_orthogonal_factory_errors():
     jaxinit.delta_orthogonal(-1.0)
   with pytest.raises(TypeError, match=r"^jaxinit\.delta_orthogonal: `column_axis` must be an"):
     jaxinit.delta_orthogonal(column_axis=(0, 1))
+  with pytest.raises(ValueError, match=r"^jaxinit\.delta_orthogonal: `column_axis` must be the "
+                     r"kernel's input axis \(-2\) or output axis \(-1\).*got -3"):
+    jaxinit.delta_orthogonal(column_axis=-3)

@@ -581,6 +581,10 @@ def _run_explicit(init, key, shape, dtype, out_sharding, abstract_mesh, fold=Non
 
 def check_sharding(fn: str, sharding: Sharding, shape: tuple[int, ...]) -> None:
   """Raises a clear error when ``sharding`` cannot hold an array of ``shape``."""
+  spec = getattr(sharding, "spec", sharding)
+  if isinstance(spec, jax.sharding.PartitionSpec) and len(spec) > len(shape):
+    raise fail(fn, f"`out_sharding` {spec} has {len(spec)} entries, more than the "
+               f"{len(shape)} axes of the shape {shape}.")
   if isinstance(sharding, jax.sharding.PartitionSpec):
     if len(sharding) > len(shape):
       raise fail(fn, f"`out_sharding` {sharding} has {len(sharding)} entries, more than the "

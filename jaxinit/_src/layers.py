@@ -173,6 +173,14 @@ class Layer:
     read_later: the weight entries are read again after this layer (by a
       layer tied to it, or by any other operation).
     source: where the model's code called it (``file:line (function)``).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxinit
+    >>> params = {"b_second": jnp.ones((16, 4)), "a_first": jnp.ones((8, 16))}
+    >>> apply_fn = lambda p, x: jnp.tanh(x @ p["a_first"]) @ p["b_second"]
+    >>> [(l.index, l.path, l.kind, l.fan_in, l.fan_out)
+    ...  for l in jaxinit.find_layers(apply_fn, params, jnp.ones((2, 8)))]
+    [(0, 'a_first', 'dot', 8, 16), (1, 'b_second', 'dot', 16, 4)]
   """
 
   index: int

@@ -110,6 +110,17 @@ class LSUVReport:
       converged', 'skipped: variance ~0', 'skipped: NaN/inf', 'tied',
       'excluded'.
     batch_finite: whether every floating-point input was finite.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxinit
+    >>> params = {"w1": jnp.ones((8, 16)) / 8, "w2": jnp.ones((16, 4)) / 8}
+    >>> apply_fn = lambda p, x: jax.nn.relu(x @ p["w1"]) @ p["w2"]
+    >>> x = jax.random.normal(jax.random.key(0), (64, 8))
+    >>> _, report = jaxinit.lsuv(apply_fn, params, x, key=jax.random.key(1))
+    >>> report.paths, [r["status"] for r in report.rows()]
+    (('w1', 'w2'), ['ok', 'ok'])
+    >>> bool(jnp.all(jnp.abs(report.var_after - 1) < report.tol))
+    True
   """
 
   paths: tuple[str, ...]
@@ -218,6 +229,12 @@ def _selector(arg: str, value: Any) -> tuple | Callable[[str], bool] | None:
     except re.error as e:
       raise fail(FN, f"`{arg}` pattern {p!r} is not a valid regular expression: {e}.") from None
   return tuple(patterns)
+
+
+def _describe(selector) -> str:
+  if callable(selector):
+    return getattr(selector, "__name__", repr(selector))
+  return repr(selector[0]) if len(selector) == 1 else repr(list(selector))
 
 
 def _matches(selector, path: str) -> bool:
@@ -351,6 +368,11 @@ class _Plan:
         raise fail(FN, f"layer #{lay.index} ({lay.path}) has an output of shape "
                    f"{lay.output_shape}: a variance needs at least 2 values; use a larger "
                    "batch.")
+    for arg in ("layers", "exclude"):  # a selection that matches nothing is a typo
+      sel = getattr(opts, arg)
+      if sel is not None and not any(_matches(sel, lay.path) for lay in prog.layers):
+        raise fail(FN, f"`{arg}`={_describe(sel)} matches no layer; the layers' weight paths "
+                   f"are: {', '.join(lay.path for lay in prog.layers)}.")
     self.selected = tuple(lay.tied_to is None and not lay.read_earlier and opts.selected(lay)
                           for lay in prog.layers)
     self.centered = tuple(self.selected[lay.index] and opts.center and lay.bias is not None
@@ -908,8 +930,8 @@ def _warn_skipped(report: LSUVReport) -> None:
     names = ", ".join(f"#{i} {report.paths[i]} (variance {float(report.var_before[i]):.3g})"
                       for i in skipped)
     warnings.warn(f"jaxinit.{FN}: skipped {len(skipped)} layer(s) whose output variance is ~0 "
-                  f"(their input is constant or zero on this batch): {names}. Their weights "
-                  "were left unchanged.", UserWarning, stacklevel=3)
+                  f"(zero weights, or an input that is constant on this batch): {names}. "
+                  "Their weights were left unchanged.", UserWarning, stacklevel=3)
 
 
 def find_layers(model: Any, *args: Any, model_kwargs: dict[str, Any] | None = None

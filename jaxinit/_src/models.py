@@ -145,10 +145,15 @@ def bind(fn: str, model: Any, args: tuple, model_kwargs: Mapping[str, Any] | Non
                  f"...); got {len(args)} positional argument(s) after the module.", TypeError)
     variables, batch = args
     if not isinstance(variables, Mapping) or "params" not in variables:
+      if isinstance(variables, Mapping):
+        got = f"a {type(variables).__name__} with keys {list(variables)}"
+      elif hasattr(variables, "shape"):
+        got = (f"an array of shape {tuple(variables.shape)} (did you pass the batch before the "
+               "variables?)")
+      else:
+        got = f"{type(variables).__name__}"
       raise fail(fn, "for a linen module the second argument must be the variables dict "
-                 "returned by module.init (with a 'params' collection), got "
-                 f"{type(variables).__name__} with keys "
-                 f"{list(variables) if isinstance(variables, Mapping) else '-'}.", TypeError)
+                 f"returned by module.init (with a 'params' collection), got {got}.", TypeError)
     rest = {k: v for k, v in variables.items() if k != "params"}
 
     def rebuild_linen(new_params):

@@ -450,6 +450,9 @@ class _DeltaOrthogonal(Initializer):
     fn = self.name
     object.__setattr__(self, "scale", check_real(fn, "scale", self.scale, positive=True))
     object.__setattr__(self, "column_axis", check_int(fn, "column_axis", self.column_axis))
+    if self.column_axis < -2:
+      raise fail(fn, f"`column_axis` must be the kernel's input axis (-2) or output axis (-1) "
+                 f"(or their non-negative index), got {self.column_axis}.")
 
   def _matrix_axis(self, fn: str, shape: tuple[int, ...]) -> int:
     if len(shape) < 2:
