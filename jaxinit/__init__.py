@@ -6,6 +6,8 @@ protocol, so it plugs into Flax's ``kernel_init`` / ``bias_init`` (linen and
 nnx) and into plain JAX code.
 """
 
+from jaxinit import diagnostics as diagnostics  # submodule: jaxinit.diagnostics.*
+from jaxinit import mean_field as mean_field  # submodule: jaxinit.mean_field.*
 from jaxinit._src.adapters import haiku_initializer as haiku_initializer
 from jaxinit._src.base import Initializer as Initializer
 from jaxinit._src.base import InitializerProtocol as InitializerProtocol
@@ -64,6 +66,7 @@ __all__ = [
     "constant",
     "delta_orthogonal",
     "deserialize",
+    "diagnostics",
     "dirac",
     "find_layers",
     "get",
@@ -82,6 +85,7 @@ __all__ = [
     "lecun_normal",
     "lecun_uniform",
     "lsuv",
+    "mean_field",
     "normal",
     "normalized",
     "ones",
