@@ -6,6 +6,8 @@ interception (linen) or through the outputs the models record in ``taps``
 (nnx, pure functions, see _lsuv_models.py).
 """
 
+import collections
+import itertools
 import re
 
 import jax
@@ -390,6 +392,21 @@ def test_repeated_layers_compile_once_and_never_mix_up_models():
   jaxinit.lsuv(model, _init(model, x), x)
   segments = [k for k in lsuv_lib._PIECES if k[0] == "segment"]
   assert len(segments) == 3  # first layer, the seven identical ones, the last
+  # The orthonormal redraw: one program draws every matrix (one QR per matrix shape);
+  # placing them compiles once per distinct layer: 16x24, then eight 24x24.
+  new, _ = jaxinit.lsuv(model, _init(model, x), x, key=jax.random.key(0))
+  kinds = collections.Counter(k[0] for k in lsuv_lib._PIECES)
+  assert (kinds["redraw"], kinds["place"], kinds["segment"]) == (1, 2, 3)
+  _assert_on_target(linen_layer_outputs(model, new, x))
+  for i in range(9):
+    w = np.asarray(new["params"][f"Dense_{i}"]["kernel"], np.float64)
+    gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T  # 16x24: orthonormal rows
+    # LSUV scaled the orthonormal draw by one factor
+    np.testing.assert_allclose(gram / gram[0, 0], np.eye(min(w.shape)), atol=1e-5)
+  ks = [np.asarray(new["params"][f"Dense_{i}"]["kernel"]) for i in range(1, 9)]
+  dots = [abs(np.sum(a * b)) / np.sqrt(np.sum(a * a) * np.sum(b * b))
+          for a, b in itertools.pairwise(ks)]
+  assert max(dots) < 0.2  # each layer its own matrix: independent draws give sd 1/24
   # Same shapes, another activation: other pieces, and each model ends on target.
   class TanhMLP(nn.Module):
     @nn.compact

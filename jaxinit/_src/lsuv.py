@@ -273,9 +273,89 @@ def _compute_dtype(dtype) -> np.dtype:
   return np.dtype(np.float64) if np.dtype(dtype).itemsize >= 8 else np.dtype(np.float32)
 
 
-def _redraw(prog: layers_lib.Program, lays: Sequence[layers_lib.Layer], key,
-            regions: Sequence[jax.Array]) -> list[jax.Array]:
-  """The paper's step 1: each layer's weight entries redrawn orthonormal, same shape and dtype.
+@dataclasses.dataclass(frozen=True)
+class _RedrawPlan:
+  """How the redraw lays out its matrices; depends on shapes only.
+
+  ``specs[i]``: ``(nb, rows, cols)`` of layer ``i``'s matrices, or None (weight kept).
+  ``groups``: per distinct matrix shape ``(m, n)`` (``m >= n``), the layers drawn in
+  one batched QR, in layer order. ``where[i]``: ``(group, start)`` of layer ``i``'s
+  matrices in its group's stack.
+  """
+  specs: tuple
+  groups: tuple
+  where: tuple
+  real: np.dtype
+
+
+def _redraw_plan(prog: layers_lib.Program, lays: Sequence[layers_lib.Layer],
+                 regions: Sequence[Any]) -> _RedrawPlan:
+  specs = []  # per layer: (nb, rows, cols) of its matrices, or None (kept)
+  for lay, region in zip(lays, regions, strict=True):
+    if prog.weight_bijective(lay):
+      shape = prog.avals[lay.weight_atom].shape
+      specs.append(tuple(math.prod(shape[a] for a in axes)
+                         for axes in (lay.batch_axes, lay.in_axes, lay.out_axes)))
+    elif len(region.shape) >= 2:
+      specs.append((1, math.prod(region.shape[:-1]), region.shape[-1]))
+    else:
+      specs.append(None)
+  wide = any(np.dtype(r.dtype).itemsize >= 8 for r in regions) and jax.config.jax_enable_x64
+  members: dict = collections.defaultdict(list)  # one batched QR per matrix shape
+  for i, sp in enumerate(specs):
+    if sp is not None:
+      members[(max(sp[1:]), min(sp[1:]))].append(i)
+  where: list = [None] * len(specs)
+  for g, idx in enumerate(members.values()):
+    start = 0
+    for i in idx:
+      where[i] = (g, start)
+      start += specs[i][0]
+  return _RedrawPlan(tuple(specs), tuple((shape, tuple(idx)) for shape, idx in members.items()),
+                     tuple(where), np.dtype(np.float64 if wide else np.float32))
+
+
+def _redraw_draw(plan: _RedrawPlan, key) -> list[jax.Array]:
+  """Per group, the stacked Haar ``(k, m, n)`` matrices of its layers (see :func:`_redraw`).
+
+  One flat Gaussian draw from ``key``, cut into one ``(k, m, n)`` block per group
+  (groups in order of their first layer, layers in order within a group), then
+  one batched QR per group (Q times the phase of diag R: exactly Haar).
+  """
+  sizes = [sum(plan.specs[i][0] for i in idx) * m * n for (m, n), idx in plan.groups]
+  if not sizes:
+    return []
+  # stored once (drawn in a loop): otherwise XLA fuses the Gaussian transform into each
+  # group's QR input and compiles one copy of it per group
+  z = _stored_gaussian(key, sum(sizes), plan.real, False)
+  out, offset = [], 0
+  for ((m, n), _), size in zip(plan.groups, sizes, strict=True):
+    out.append(_haar_from_gaussian(z[offset:offset + size].reshape(-1, m, n)))
+    offset += size
+  return out
+
+
+def _redraw_place(prog: layers_lib.Program, lay: layers_lib.Layer, sp: tuple,
+                  stack: jax.Array, start, leaf: jax.Array) -> jax.Array:
+  """``leaf`` with the layer's weight entries replaced by its matrices, which are
+  ``stack[start:start + nb]`` (``start`` may be traced: identical layers share code)."""
+  nb, r, c = sp
+  q = lax.dynamic_slice_in_dim(stack, start, nb)
+  if r < c:
+    q = jnp.swapaxes(q, -1, -2)  # wide: orthonormal rows
+  region = layers_lib.apply_index(leaf, lay.weight_index)
+  if prog.weight_bijective(lay):
+    op = prog.avals[lay.weight_atom]
+    perm = (*lay.batch_axes, *lay.in_axes, *lay.out_axes)
+    q = jnp.transpose(q.reshape([op.shape[a] for a in perm]), np.argsort(perm))
+    value = jax.linear_transpose(prog.weight_fn(lay), region)(q.astype(op.dtype))[0]
+  else:
+    value = q.reshape(region.shape).astype(region.dtype)
+  return layers_lib.set_index(leaf, lay.weight_index, value)
+
+
+def _redraw(prog: layers_lib.Program, plan: _Plan, key, leaves: list) -> list:
+  """``leaves`` with every selected layer's weight redrawn orthonormal (the paper's step 1).
 
   A weight is viewed as the (fan_in x fan_out) matrix of the map it applies
   (for each index of its batch axes, e.g. per attention head when heads are a
@@ -288,68 +368,28 @@ def _redraw(prog: layers_lib.Program, lays: Sequence[layers_lib.Layer], key,
   broadcast, a scalar multiply) the parameter itself is drawn orthogonal with
   its last axis as columns; a 1-D weight is kept.
 
-  All layers are drawn by one program: one flat Gaussian draw from ``key`` (in
-  layer order), then one batched QR per distinct matrix shape (Q times the
-  phase of diag R: exactly Haar). On the CPU, compiling a random-number
-  generator and a QR costs far more than running them for a layer, so this
-  keeps the redraw's compile time to one draw plus one QR per distinct shape.
+  All matrices come from one Gaussian draw and one batched QR per distinct
+  matrix shape (:func:`_redraw_draw`); each layer then takes its slice
+  (:func:`_redraw_place`). On the CPU, compiling a random-number generator and a
+  QR costs far more than running them for a layer, so the eager path compiles
+  the draw once and the placement once per distinct layer.
   """
-  specs = []  # per layer: (nb, rows, cols) of its matrices, or None (kept)
-  for lay, region in zip(lays, regions, strict=True):
-    if prog.weight_bijective(lay):
-      shape = prog.avals[lay.weight_atom].shape
-      specs.append(tuple(math.prod(shape[a] for a in axes)
-                         for axes in (lay.batch_axes, lay.in_axes, lay.out_axes)))
-    elif region.ndim >= 2:
-      specs.append((1, math.prod(region.shape[:-1]), region.shape[-1]))
-    else:
-      specs.append(None)
-  wide = any(np.dtype(r.dtype).itemsize >= 8 for r in regions) and jax.config.jax_enable_x64
-  real = np.dtype(np.float64 if wide else np.float32)
-  total = sum(math.prod(sp) for sp in specs if sp is not None)
-  # stored once (drawn in a loop): otherwise XLA fuses the Gaussian transform into each
-  # layer's slice and compiles one copy of it per layer
-  z = _stored_gaussian(key, total, real, False) if total else None
-  chunks, offset = {}, 0
-  for i, sp in enumerate(specs):
-    if sp is not None:
-      nb, r, c = sp
-      chunks[i] = z[offset:offset + nb * r * c].reshape(nb, max(r, c), min(r, c))
-      offset += nb * r * c
-  groups: dict = collections.defaultdict(list)  # one batched QR per matrix shape
-  for i, g in chunks.items():
-    groups[g.shape[1:]].append(i)
-  qs = {}
-  for members in groups.values():
-    q = _haar_from_gaussian(jnp.concatenate([chunks[i] for i in members]))
-    start = 0
-    for i in members:
-      nb, r, c = specs[i]
-      qi = q[start:start + nb]
-      qs[i] = qi if r >= c else jnp.swapaxes(qi, -1, -2)  # wide: orthonormal rows
-      start += nb
-  out = []
-  for i, (lay, region) in enumerate(zip(lays, regions, strict=True)):
-    if specs[i] is None:
-      out.append(region)
-    elif prog.weight_bijective(lay):
-      op = prog.avals[lay.weight_atom]
-      perm = (*lay.batch_axes, *lay.in_axes, *lay.out_axes)
-      q = jnp.transpose(qs[i].reshape([op.shape[a] for a in perm]), np.argsort(perm))
-      out.append(jax.linear_transpose(prog.weight_fn(lay), region)(q.astype(op.dtype))[0])
-    else:
-      out.append(qs[i].reshape(region.shape).astype(region.dtype))
-  return out
-
-
-def _redraw_selected(prog, plan, key, leaves: list) -> list:
-  """``leaves`` with every selected layer's weight redrawn (see :func:`_redraw`)."""
-  lays = [lay for lay in prog.layers if plan.selected[lay.index]]
-  regions = [layers_lib.apply_index(leaves[lay.leaf], lay.weight_index) for lay in lays]
+  lays, rplan = _redraw_layers(prog, plan, leaves)
+  stacks = _redraw_draw(rplan, key)
   new = list(leaves)
-  for lay, value in zip(lays, _redraw(prog, lays, key, regions), strict=True):
-    new[lay.leaf] = layers_lib.set_index(new[lay.leaf], lay.weight_index, value)
+  for i, lay in enumerate(lays):
+    if rplan.specs[i] is not None:
+      g, start = rplan.where[i]
+      new[lay.leaf] = _redraw_place(prog, lay, rplan.specs[i], stacks[g], start, new[lay.leaf])
   return new
+
+
+def _redraw_layers(prog, plan, leaves) -> tuple[list, _RedrawPlan]:
+  lays = [lay for lay in prog.layers if plan.selected[lay.index]]
+  regions = [jax.ShapeDtypeStruct(
+      tuple(e[1] - e[0] for e in lay.weight_index if not isinstance(e, int)),
+      leaves[lay.leaf].dtype) for lay in lays]  # what apply_index returns
+  return lays, _redraw_plan(prog, lays, regions)
 
 
 class _Plan:
@@ -390,9 +430,9 @@ class _Plan:
     def hook(io: layers_lib.LayerIO):
       lay = io.layer
       cdt = _compute_dtype(io.pre.dtype)
-      pre = io.pre.astype(cdt)
-      b = None if io.bias_term is None else jnp.broadcast_to(io.bias_term.astype(cdt),
-                                                             pre.shape)
+      pre = lax.convert_element_type(io.pre, cdt)
+      b = None if io.bias_term is None else _broadcast_to(
+          lax.convert_element_type(io.bias_term, cdt), pre.shape)
       raw = _raw_moments(pre, b)
       m, v0, c, vb = _moments(pre.size, *raw)
       nan = lax.full((), np.nan, cdt)
@@ -429,11 +469,12 @@ class _Plan:
         bias = (bias_c - shift).astype(io.bias.dtype)
         out = s * pre + h(bias.astype(cdt))
       elif b is not None:
-        out = s * pre + b
+        out = _add(_mul(pre, lax.broadcast(s, pre.shape)), b)
       else:
-        out = s * pre
+        out = _mul(pre, lax.broadcast(s, pre.shape))
       rows[lay.index] = (*raw, veff, s, iters)
-      return layers_lib.LayerUpdate(weight=weight, bias=bias, output=out.astype(io.pre.dtype))
+      return layers_lib.LayerUpdate(weight=weight, bias=bias,
+                                    output=lax.convert_element_type(out, io.pre.dtype))
 
     return hook
 
@@ -517,7 +558,7 @@ def _lsuv_impl(apply, opts: _Options, params, args, key):
   prog = layers_lib.trace(FN, apply, params, args, models.param_paths(apply, params))
   plan = _Plan(prog, opts)
   arg_leaves = jax.tree_util.tree_leaves(args)
-  start = list(leaves) if key is None else _redraw_selected(prog, plan, key, leaves)
+  start = list(leaves) if key is None else _redraw(prog, plan, key, leaves)
   rows: dict = {}
   _, new_leaves = prog.evaluate(start, arg_leaves, plan.hook(rows))
   new_leaves, report = plan.finish(rows, new_leaves, leaves, arg_leaves)
@@ -567,12 +608,20 @@ def _lsuv_eager(apply, opts: _Options, params, args, key):
   plan = _Plan(prog, opts)
   local: dict = {}
   cur = list(leaves)
-  if key is not None:  # one compiled program for every layer's redraw
-    sig = ("redraw", plan.selected, tuple(_aval(x) for x in cur),
-           tuple((lay.leaf, lay.weight_index, prog.weight_key(lay))
-                 for lay in prog.layers if plan.selected[lay.index]))
-    cur = _piece(local, sig, lambda: jax.jit(
-        lambda k, ls: _redraw_selected(prog, plan, k, ls)))(key, cur)
+  if key is not None:  # one compiled draw for all layers, one placement per distinct layer
+    lays, rplan = _redraw_layers(prog, plan, cur)
+    stacks = _piece(local, ("redraw", rplan), lambda: jax.jit(
+        functools.partial(_redraw_draw, rplan)))(key)
+    for i, lay in enumerate(lays):
+      sp = rplan.specs[i]
+      if sp is None:
+        continue
+      g, start = rplan.where[i]
+      sig = ("place", sp, _aval(stacks[g]), _aval(cur[lay.leaf]), lay.weight_index,
+             prog.weight_key(lay))
+      place = _piece(local, sig, lambda lay=lay, sp=sp: jax.jit(
+          functools.partial(_redraw_place, prog, lay, sp)))
+      cur[lay.leaf] = place(stacks[g], np.int32(start), cur[lay.leaf])
   env = dict(zip(prog.arg_ids, arg_leaves, strict=True))
   for k, pid in enumerate(prog.param_ids):
     if pid not in prog.origin:
@@ -596,7 +645,7 @@ def _lsuv_eager(apply, opts: _Options, params, args, key):
         if scale_here:  # the final weight, scaled once (the forward pass used s * Wx)
           written[w_pos] = plan.scale_weight(lay, written.get(w_pos, seg_leaves[w_pos]), row[8])
         return outs, written, row, _all_finite(arg_leaves) if first else None
-      return jax.jit(run)
+      return jax.jit(run, compiler_options=_piece_options(lay))
 
     key = ("segment", opts.numeric(), plan.selected[lay.index], plan.centered[lay.index],
            seg.signature, tuple(_aval(x) for x in arg_leaves) if first else None)
@@ -617,6 +666,18 @@ def _lsuv_eager(apply, opts: _Options, params, args, key):
   return jax.tree_util.tree_unflatten(treedef, cur), report
 
 
+# A piece whose layer output has at most this many entries takes milliseconds to run and
+# far longer to compile, so XLA's CPU backend compiles it without LLVM's optimizations:
+# that halves its compile time (~0.2 -> ~0.1 s) and does not change its results.
+_QUICK_COMPILE_MAX = 1 << 20
+
+
+def _piece_options(lay: layers_lib.Layer) -> dict | None:
+  if jax.default_backend() == "cpu" and math.prod(lay.output_shape) <= _QUICK_COMPILE_MAX:
+    return {"xla_backend_optimization_level": 0}
+  return None
+
+
 def _aval(x) -> tuple:
   return (tuple(x.shape), str(x.dtype))
 
@@ -633,15 +694,18 @@ def _raw_moments(pre: jax.Array, b: jax.Array | None) -> tuple:
   kernels per layer, which XLA's compile time grows with, low.
   """
   first = (0,) * pre.ndim
-  k = pre[first]
-  d = pre - k
-  zero = jnp.zeros((), pre.dtype)
+  ones = (1,) * pre.ndim
+  # lax primitives, not jnp operators: each of those stages a small jitted function
+  # per new shape, which costs more to trace than the whole reduction
+  k = lax.reshape(lax.slice(pre, first, ones), ())
+  d = lax.sub(pre, lax.broadcast(k, pre.shape))
+  zero = lax.full((), 0, pre.dtype)
   if b is None:
-    ops = (d, d * d)
+    ops = (d, lax.mul(d, d))
   else:
-    kb = b[first]
-    e = b - kb
-    ops = (d, d * d, d * e, e, e * e)
+    kb = lax.reshape(lax.slice(b, first, ones), ())
+    e = lax.sub(b, lax.broadcast(kb, b.shape))
+    ops = (d, lax.mul(d, d), lax.mul(d, e), e, lax.mul(e, e))
   sums = lax.reduce(ops, tuple(zero for _ in ops),
                     lambda x, y: tuple(xi + yi for xi, yi in zip(x, y, strict=True)),
                     tuple(range(pre.ndim)))
@@ -668,6 +732,14 @@ def _moments(n, s1, s2, s3, s4, s5, k, kb):
   cov = _sub(_mul(s3, inv), _mul(md, me))
   var_b = _max(_sub(_mul(s5, inv), _mul(me, me)), _zeros(md))
   return mean, var, cov, var_b
+
+
+def _broadcast_to(x, shape):
+  """``jnp.broadcast_to`` (numpy's rules) with lax primitives, which trace faster."""
+  lead = len(shape) - x.ndim
+  keep = tuple(lead + i for i, d in enumerate(x.shape) if d != 1)
+  squeezed = lax.reshape(x, tuple(d for d in x.shape if d != 1))
+  return lax.broadcast_in_dim(squeezed, tuple(shape), keep)
 
 
 def _zeros(x):
