@@ -397,6 +397,25 @@ def test_eager_and_jit_are_bit_identical_on_an_mlp(with_key):
   np.testing.assert_allclose(r1.var_after, r2.var_after, rtol=1e-6)
 
 
+@pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.float64])
+def test_under_x64(param_dtype):
+  """x64 on: a float32 model stays float32 (Python constants must not promote it), a
+  float64 model is normalized and reported in float64."""
+  with jax.enable_x64(True):
+    model, x = LinenMLP(widths=(32, 32, 10)), _batch((64, 16))
+    variables = jax.tree_util.tree_map(lambda a: a.astype(param_dtype), _init(model, x))
+    x = x.astype(param_dtype)
+    for run in (jaxinit.lsuv, jax.jit(jaxinit.lsuv, static_argnums=0)):
+      new, report = run(model, variables, x, key=jax.random.key(0))
+      assert {a.dtype for a in jax.tree_util.tree_leaves(new)} == {jnp.dtype(param_dtype)}
+      assert report.scale.dtype == param_dtype
+      v = _assert_on_target(linen_layer_outputs(model, new, x))
+      if param_dtype == jnp.float64:  # the exact root: on target to float64 rounding
+        np.testing.assert_allclose(v, 1.0, atol=1e-12)
+        w = np.asarray(new["params"]["Dense_1"]["kernel"]) / float(report.scale[1])
+        np.testing.assert_allclose(w.T @ w, np.eye(32), atol=1e-13)
+
+
 def test_repeated_layers_compile_once_and_never_mix_up_models():
   from jaxinit._src import lsuv as lsuv_lib
 

@@ -507,31 +507,32 @@ class _Plan:
     """
     prog, opts, t, tol = self.prog, self.opts, self.opts.target_var, self.opts.tol
     n = len(prog.layers)
-    f32 = np.float32
-    cols = [xp.stack([xp.asarray(rows[i][k], f32) for i in range(n)]) for k in range(9)]
+    # float64 when the layers were computed in float64 (x64), else float32
+    ft = np.result_type(np.float32, *(rows[i][8].dtype for i in range(n))).type
+    cols = [xp.stack([xp.asarray(rows[i][k], ft) for i in range(n)]) for k in range(9)]
     veff, s = cols[7], cols[8]
     iters = xp.stack([xp.asarray(rows[i][9], np.int32) for i in range(n)])
     inv = (1.0 / np.array([math.prod(lay.output_shape) for lay in prog.layers],
-                          np.float64)).astype(f32)
+                          np.float64)).astype(ft)
     md, me = cols[0] * inv, cols[3] * inv
     m = cols[5] + md
-    v0 = xp.maximum(cols[1] * inv - md * md, f32(0))
+    v0 = xp.maximum(cols[1] * inv - md * md, ft(0))
     c = cols[2] * inv - md * me
-    vb = xp.maximum(cols[4] * inv - me * me, f32(0))
+    vb = xp.maximum(cols[4] * inv - me * me, ft(0))
     cen = np.array(self.centered)
     a = xp.where(cen, veff, v0)
     finite = xp.isfinite(m) & xp.isfinite(v0) & xp.isfinite(c) & xp.isfinite(vb)
     finite = finite & xp.isfinite(a)
     sel = np.array(self.selected)
-    run = sel & finite & (a > f32(opts.min_var)) & (a > f32(_REL_TINY) * (v0 + m * m))
-    var_before = v0 + f32(2) * c + vb
-    var_after = xp.where(run, xp.where(cen, s * s * a, s * s * v0 + f32(2) * s * c + vb),
+    run = sel & finite & (a > ft(opts.min_var)) & (a > ft(_REL_TINY) * (v0 + m * m))
+    var_before = v0 + ft(2) * c + vb
+    var_after = xp.where(run, xp.where(cen, s * s * a, s * s * v0 + ft(2) * s * c + vb),
                          var_before)
     static = np.array([OK if sel[i] else TIED if (lay.tied_to is not None or lay.read_earlier)
                        else EXCLUDED for i, lay in enumerate(prog.layers)], np.int32)
     status = xp.where(~finite, NONFINITE, xp.where(
         ~sel, static, xp.where(~run, TINY, xp.where(
-            xp.abs(var_after - f32(t)) < f32(tol), OK, NOT_CONVERGED))))
+            xp.abs(var_after - ft(t)) < ft(tol), OK, NOT_CONVERGED))))
     ok = batch_finite & xp.all(finite)
     report = LSUVReport(
         paths=tuple(lay.path for lay in prog.layers),
@@ -600,7 +601,9 @@ def _lsuv_eager(apply, opts: _Options, params, args, key):
   distinct blocks instead of the depth. Pieces are dispatched asynchronously and
   exchange device arrays: there is no host round-trip until the caller reads
   the report. The results equal those of the single-graph path (the same
-  operations, in the same order, per layer).
+  operations, in the same order, per layer) up to float rounding: XLA may
+  compile a nonlinearity (GELU, a normalization) differently inside a piece
+  than inside the whole graph, which can change the last bit of a variance.
   """
   leaves, treedef = jax.tree_util.tree_flatten(params)
   arg_leaves = jax.tree_util.tree_leaves(args)
@@ -734,13 +737,18 @@ def _zeros(x):
   return lax.full_like(x, 0)
 
 
+def _const(value, like):
+  """``value`` as a scalar of ``like``'s dtype (lax primitives do not promote)."""
+  return lax.full((), value, like.dtype)
+
+
 def _runnable(m, v0, c, vb, a, min_var):
   """A layer is scaled when its statistics are finite and the variance the scale acts on
   (``a``: var(Wx), or its part within bias entries when centering) is not ~0."""
   finite = _and(_and(_and(_finite(m), _finite(v0)), _and(_finite(c), _finite(vb))),
                 _finite(a))
-  big = _and(lax.gt(a, _add(_zeros(a), min_var)),
-             lax.gt(a, _mul(_add(v0, _mul(m, m)), _REL_TINY)))
+  big = _and(lax.gt(a, _const(min_var, a)),
+             lax.gt(a, _mul(_add(v0, _mul(m, m)), _const(_REL_TINY, a))))
   return _and(finite, big)
 
 
@@ -760,7 +768,8 @@ def _solve(a, c, vb, runnable, t, tol):
   is what XLA's CPU compile time grows with).
   """
   zero, one = _zeros(a), lax.full_like(a, 1)
-  v1 = _add(_add(a, _mul(c, 2.0)), vb)
+  t, tol = _const(t, a), _const(tol, a)  # Python floats would be float64 under x64
+  v1 = _add(_add(a, _mul(c, _const(2, a))), vb)
   disc = _add(_mul(c, c), _mul(a, _sub(t, vb)))
   r = lax.sqrt(_max(disc, zero))
   # root = num / den; each form avoids cancellation for its sign of c, and den > 0
