@@ -72,8 +72,11 @@ def complex_truncated_std(radius: float) -> float:
 # (x * c1 * c2 -> x * (c1 * c2)) or fuse a product into an add, and whether it
 # does depends on the surrounding program: a mesh context (jax.set_mesh) blocks
 # the rewrite and changed 8% of a normal(0.3, 1.0) draw by 1 ulp. An optimization
-# barrier after each raw draw and after each product that feeds an addition pins
-# the rounding, so the values are the same in every compilation context.
+# barrier after each raw draw and after products that feed an addition pins the
+# rounding, so the values are the same in every compilation context
+# (tests/test_sharding.py checks every initializer inside and outside a mesh). Each
+# barrier makes XLA store and reload the whole array, so the truncated normal, the
+# default of the variance-scaling family, is written to need none past the raw draw.
 _pin = jax.lax.optimization_barrier
 
 
@@ -126,16 +129,21 @@ def truncated_standard_normal(
   z = truncated_mass(lower, upper)
   left_mass = min(max(0.5 - norm_cdf(lower), 0.0), z) if lower < 0 else 0.0
   u = _uniform01(key, shape, real)
-  m = _pin(u * np.asarray(z, real))
+  mass = np.asarray(z, real)
+  m = u * mass  # the mass to the left of the draw
   on_left = m < np.asarray(left_mass, real)
+  # The mass to its right is (1 - u) Z. 1 - u is exact (jax's u is f - 1 with f in
+  # [1, 2), so 1 - u = 2 - f is representable), so every value has one rounding per
+  # product and per sum whatever XLA reassociates; Z - m, by contrast, XLA may
+  # regroup with the constant it is added to, depending on the surrounding program.
   p = jnp.where(
       on_left,
       np.asarray(norm_cdf(lower), real) + m,
-      np.asarray(norm_cdf(-upper), real) + _pin(np.asarray(z, real) - m),
+      np.asarray(norm_cdf(-upper), real) + (np.asarray(1, real) - u) * mass,
   )
-  y = _pin(ndtri(p))
+  y = ndtri(p)
   x = jnp.where(on_left, y, -y)
-  return _pin(jnp.clip(x, np.asarray(lower, real), np.asarray(upper, real)))
+  return jnp.clip(x, np.asarray(lower, real), np.asarray(upper, real))
 
 
 def complex_truncated_standard_normal(
