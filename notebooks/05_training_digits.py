@@ -17,7 +17,7 @@
 # The digits dataset ships with scikit-learn (1,797 handwritten digits, 8×8 pixels, 10 classes;
 # nothing is downloaded). We train the same deep network — 20 ReLU layers of width 64 and a
 # linear classifier — with plain SGD + momentum under several initializations of the hidden
-# layers, with two seeds each, and compare training loss and test accuracy per epoch. The
+# layers, with six seeds each, and compare training loss and test accuracy per epoch. The
 # diagnostics at initialization (signal variance through depth) are printed first, so the
 # training curves can be read against them.
 
@@ -51,7 +51,7 @@ print(f"train {X_train.shape}, test {X_test.shape}, classes {np.bincount(y)}")
 # of 256 training images (one forward pass under `jit`).
 
 # %%
-DEPTH, WIDTH, SEEDS = 20, 64, (0, 1)
+DEPTH, WIDTH, SEEDS = 20, 64, (0, 1, 2, 3, 4, 5)
 
 
 def mlp(params, x):
@@ -147,11 +147,11 @@ for name in INITS:
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
 epochs = np.arange(1, EPOCHS + 1)
 for name, h in history.items():
-  line, = ax1.semilogy(epochs, h[:, :, 0].mean(0), label=name)
-  ax2.plot(epochs, h[:, :, 1].mean(0), color=line.get_color(), label=name)
-ax1.set(xlabel="epoch", ylabel="training loss (mean of 2 seeds)",
+  line, = ax1.semilogy(epochs, np.median(h[:, :, 0], 0), label=name)
+  ax2.plot(epochs, np.median(h[:, :, 1], 0), color=line.get_color(), label=name)
+ax1.set(xlabel="epoch", ylabel=f"training loss (median of {len(SEEDS)} seeds)",
         title=f"{DEPTH}-layer ReLU MLP on digits, SGD+momentum")
-ax2.set(xlabel="epoch", ylabel="test accuracy (mean of 2 seeds)", ylim=(0, 1))
+ax2.set(xlabel="epoch", ylabel=f"test accuracy (median of {len(SEEDS)} seeds)", ylim=(0, 1))
 ax2.axhline(0.1, color="gray", ls=":", lw=1)
 ax1.legend(fontsize=8)
 plt.show()
@@ -160,37 +160,44 @@ plt.show()
 # ## What the numbers say
 
 # %%
-final = {n: h[:, -1, 1].mean() for n, h in history.items()}
-at_5 = {n: h[:, 4, 1].mean() for n, h in history.items()}
-to_90 = {n: next((e + 1 for e in range(EPOCHS) if h[:, e, 1].mean() >= 0.9), None)
-         for n, h in history.items()}
-print(f"{'init':15s} {'acc @5':>7s} {'acc @30':>8s} {'epochs to 90%':>14s}")
+# Medians over the seeds: a single run of a 20-layer net trained with momentum can blow
+# up (one seed below does), and the mean would let that one run decide.
+final = {n: np.median(h[:, -1, 1]) for n, h in history.items()}
+at_5 = {n: np.median(h[:, 4, 1]) for n, h in history.items()}
+first_90 = {n: [next((e + 1 for e in range(EPOCHS) if run[e, 1] >= 0.9), np.inf) for run in h]
+            for n, h in history.items()}
+to_90 = {n: np.median(v) for n, v in first_90.items()}  # inf: most seeds never got there
+worst = {n: h[:, -1, 1].min() for n, h in history.items()}
+print(f"{'init':15s} {'acc @5':>7s} {'acc @30':>8s} {'worst seed @30':>15s} "
+      f"{'epochs to 90%':>14s}")
 for n in history:
-  print(f"{n:15s} {at_5[n]:7.3f} {final[n]:8.3f} {to_90[n] or '-'!s:>14s}")
+  print(f"{n:15s} {at_5[n]:7.3f} {final[n]:8.3f} {worst[n]:15.3f} "
+        f"{to_90[n] if np.isfinite(to_90[n]) else '-'!s:>14s}")
 best = max(final, key=final.get)
 print(f"\nbest final accuracy: {best} ({final[best]:.3f}); "
       f"normal(0.01) ends at {final['normal(0.01)']:.3f} (chance is 0.1)")
 print(f"total time {time.perf_counter() - t_start:.1f}s")
 
 # %% [markdown]
-# **Conclusion.** The initializations that keep the ReLU signal's variance constant through
-# depth train this 20-layer network; the ones that let it shrink do not, or only slowly.
-# LSUV (orthogonal, then unit output variance per layer) and orthogonal with ReLU's gain
-# $\sqrt2$ do best: above 90% test accuracy within about 10 epochs and about 97% after 30.
-# He normal (variance $2/\text{fan\_in}$) starts as fast (about 50% after 5 epochs) but
-# trains less smoothly at this learning rate: its test accuracy crosses 90% later and
-# dips on the way, ending near 89%. Glorot and orthogonal with gain 1 lose a factor 2 per layer
+# **Conclusion** (medians over six seeds). The initializations that keep the ReLU signal's
+# variance constant through depth train this 20-layer network; the ones that let it shrink
+# do not, or only slowly. He normal (variance $2/\text{fan\_in}$), orthogonal with ReLU's
+# gain $\sqrt2$ and LSUV (orthogonal, then unit output variance per layer) all reach about
+# 55–65% test accuracy after 5 epochs, 90% within 9–13 epochs and 95–97% after 30; the
+# orthogonal starts get there a few epochs sooner than He normal. Single runs vary a lot:
+# between seeds, final accuracies of the same initialization differ by several points, and
+# one orthogonal($\sqrt2$) run blew up at this learning rate (see "worst seed"), which is why
+# the summary uses medians. Glorot and orthogonal with gain 1 lose a factor 2 per layer
 # ($2^{-20} \approx 10^{-6}$ at the top, as the table above shows): they sit near chance for
 # about 10 epochs and are still far behind after 30. The small Gaussian (std 0.01, a factor
 # $\approx 0.003$ per layer) never leaves chance level: its gradients vanish. The assertions
 # below keep these statements true.
 
 # %%
-for good in ("LSUV", "orthogonal(√2)"):
-  assert final[good] > 0.95 and to_90[good] is not None and to_90[good] <= 12, good
-assert 0.85 < final["he_normal"] < min(final["LSUV"], final["orthogonal(√2)"])
-for good in ("he_normal", "LSUV", "orthogonal(√2)"):
-  assert at_5[good] > 0.4, good
+good = ("he_normal", "orthogonal(√2)", "LSUV")
+for g in good:
+  assert final[g] > 0.93 and at_5[g] > 0.4 and to_90[g] <= 15, g
+assert max(to_90["orthogonal(√2)"], to_90["LSUV"]) <= to_90["he_normal"]
 for slow in ("glorot_normal", "orthogonal"):
-  assert at_5[slow] < 0.15 and final[slow] < final["he_normal"] - 0.3, slow
+  assert at_5[slow] < 0.15 and final[slow] < min(final[g] for g in good) - 0.25, slow
 assert final["normal(0.01)"] < 0.2
