@@ -57,8 +57,10 @@ def timed(fn, repeats):
 
 def bench_jacobian(depth: int, widths, repeats: int) -> None:
   print(f"\n## jacobian_spectrum: {depth}-layer tanh MLP, one example, sigma_w = 1.2\n")
-  print("| width | path | first call s | steady s | steady / baseline | sigma_max rel. err | "
-        "mean s^2 rel. err |")
+  print(
+    "| width | path | first call s | steady s | steady / baseline | sigma_max rel. err | "
+    "mean s^2 rel. err |"
+  )
   print("|---|---|---|---|---|---|---|")
   for n in widths:
     _jacobian_width(depth, n, repeats)
@@ -66,8 +68,9 @@ def bench_jacobian(depth: int, widths, repeats: int) -> None:
 
 def _jacobian_width(depth: int, n: int, repeats: int) -> None:
   rng = np.random.default_rng(0)
-  ws = [jnp.asarray(rng.standard_normal((n, n)) * 1.2 / np.sqrt(n), jnp.float32)
-        for _ in range(depth)]
+  ws = [
+    jnp.asarray(rng.standard_normal((n, n)) * 1.2 / np.sqrt(n), jnp.float32) for _ in range(depth)
+  ]
   x = jnp.asarray(rng.standard_normal((4, n)), jnp.float32)
   jac = jax.jit(jax.jacfwd(lambda v: tanh_mlp(ws, v[None])[0]))
 
@@ -76,17 +79,19 @@ def _jacobian_width(depth: int, n: int, repeats: int) -> None:
 
   s_base, f_base, t_base = timed(baseline, repeats)
   exact, f_ex, t_ex = timed(
-      lambda: diagnostics.jacobian_spectrum(tanh_mlp, ws, x, method="exact"), repeats)
+    lambda: diagnostics.jacobian_spectrum(tanh_mlp, ws, x, method="exact"), repeats
+  )
   lan, f_lan, t_lan = timed(
-      lambda: diagnostics.jacobian_spectrum(tanh_mlp, ws, x, method="lanczos", num_iters=32),
-      repeats)
+    lambda: diagnostics.jacobian_spectrum(tanh_mlp, ws, x, method="lanczos", num_iters=32), repeats
+  )
   assert np.allclose(exact.singular_values[:8], s_base[:8], rtol=1e-3)
   err_max = abs(lan.max / exact.max - 1)
   err_ms = abs(lan.mean_squared / exact.mean_squared - 1)
-  for name, f, t, e1, e2 in (("baseline jit(jacfwd) + svd", f_base, t_base, "", ""),
-                             ("exact", f_ex, t_ex, "0", "0"),
-                             ("lanczos, 32 steps", f_lan, t_lan, f"{err_max:.1e}",
-                              f"{err_ms:.1e}")):
+  for name, f, t, e1, e2 in (
+    ("baseline jit(jacfwd) + svd", f_base, t_base, "", ""),
+    ("exact", f_ex, t_ex, "0", "0"),
+    ("lanczos, 32 steps", f_lan, t_lan, f"{err_max:.1e}", f"{err_ms:.1e}"),
+  ):
     print(f"| {n} | {name} | {f:.2f} | {t:.3f} | {t / t_base:.2f} | {e1} | {e2} |")
 
 
@@ -96,16 +101,19 @@ def bench_compare(quick: bool) -> None:
     args += ["--depth", "6", "--width", "32", "--batch", "32"]
   print(f"\n## `jaxinit compare{' (quick)' if quick else ''}` in a fresh process\n")
   t0 = time.perf_counter()
-  out = subprocess.run(args, capture_output=True, text=True, check=True,
-                       env={**os.environ, "PYTHONPATH": os.getcwd()})
+  out = subprocess.run(
+    args, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()}
+  )
   wall = time.perf_counter() - t0
   steps = [float(m) for m in re.findall(r"\] \d+/\d+\s+([\d.]+)s", out.stderr)]
   print(out.stdout)
   if len(steps) >= 3:
     first, rest = steps[1] - steps[0], np.diff(steps[1:])
-    print(f"wall time {wall:.1f}s (interpreter start and imports included); first "
-          f"initializer (all compilations) {first:.1f}s, each further one "
-          f"{np.median(rest):.2f}s (median)")
+    print(
+      f"wall time {wall:.1f}s (interpreter start and imports included); first "
+      f"initializer (all compilations) {first:.1f}s, each further one "
+      f"{np.median(rest):.2f}s (median)"
+    )
   else:
     print(f"wall time {wall:.1f}s")
 
@@ -116,9 +124,11 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args()
   cfg = QUICK if args.quick else FULL
-  print(f"# Diagnostics benchmark\n\n{platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, jax {jax.__version__}, load average "
-        f"{os.getloadavg()[0]:.1f} at start")
+  print(
+    f"# Diagnostics benchmark\n\n{platform.processor() or platform.machine()}, "
+    f"{os.cpu_count()} cores, jax {jax.__version__}, load average "
+    f"{os.getloadavg()[0]:.1f} at start"
+  )
   bench_jacobian(cfg["depth"], cfg["widths"], 1 if args.quick else args.repeats)
   bench_compare(args.quick)
   print(f"\nload average {os.getloadavg()[0]:.1f} at end")

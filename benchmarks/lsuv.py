@@ -127,8 +127,11 @@ def naive_jax_lsuv(model, variables, x, key):
   @jax.jit
   def variances(variables, x):
     _, state = model.apply(variables, x, capture_intermediates=lambda m, _: isinstance(m, kinds))
-    return {name: jnp.var(out["__call__"][0]) for name, out in state["intermediates"].items()
-            if name != "__call__"}
+    return {
+      name: jnp.var(out["__call__"][0])
+      for name, out in state["intermediates"].items()
+      if name != "__call__"
+    }
 
   params = dict(variables["params"])
   names = sorted(params, key=lambda n: (not n.startswith("Conv"), int(n.rsplit("_", 1)[1])))
@@ -180,7 +183,7 @@ def torch_lsuv(model, x, preinit=True):
       passes += 1
       var, tries = store["out"].var().item(), 0
       while abs(var - 1.0) >= TOL and tries < MAX_ITERS:
-        m.weight.data /= var ** 0.5
+        m.weight.data /= var**0.5
         model(x)
         passes += 1
         var, tries = store["out"].var().item(), tries + 1
@@ -196,12 +199,14 @@ def torch_lsuv(model, x, preinit=True):
 def bench_model(kind, cfg, repeat, use_torch):
   if kind == "mlp":
     model = MLP(cfg["depth"], cfg["width"])
-    x = jnp.asarray(np.random.default_rng(1).standard_normal((cfg["batch"], cfg["d_in"])),
-                    jnp.float32)
+    x = jnp.asarray(
+      np.random.default_rng(1).standard_normal((cfg["batch"], cfg["d_in"])), jnp.float32
+    )
   else:
     model = ConvNet(cfg["depth"], cfg["channels"])
-    x = jnp.asarray(np.random.default_rng(1).standard_normal((cfg["batch"], cfg["hw"],
-                                                              cfg["hw"], 3)), jnp.float32)
+    x = jnp.asarray(
+      np.random.default_rng(1).standard_normal((cfg["batch"], cfg["hw"], cfg["hw"], 3)), jnp.float32
+    )
   variables = _fast_init(model, x)
   key = jax.random.key(0)
   row = {}
@@ -212,10 +217,10 @@ def bench_model(kind, cfg, repeat, use_torch):
   lsuv_nokey = jax.jit(lambda v, x: jaxinit.lsuv(model, v, x))
   row["lsuv"] = _steady(lambda: lsuv_nokey(variables, x), repeat)
   row["lsuv+key"] = _steady(lambda: lsuv_key(variables, x, key), repeat)
-  row["e2e"] = statistics.median(
-      _cold(lambda: jaxinit.lsuv(model, variables, x)) for _ in range(2))
+  row["e2e"] = statistics.median(_cold(lambda: jaxinit.lsuv(model, variables, x)) for _ in range(2))
   row["e2e+key"] = statistics.median(
-      _cold(lambda: jaxinit.lsuv(model, variables, x, key=key)) for _ in range(2))
+    _cold(lambda: jaxinit.lsuv(model, variables, x, key=key)) for _ in range(2)
+  )
   _, report = jaxinit.lsuv(model, variables, x, key=key)
   assert bool(report.converged.all()), str(report)
 
@@ -282,16 +287,21 @@ def main():
   if use_torch:
     try:
       import torch
+
       del torch
     except ImportError:
       use_torch = False
   if args.quick:
-    cfgs = {"mlp": dict(depth=4, width=64, batch=32, d_in=32),
-            "conv": dict(depth=3, channels=8, batch=16, hw=8)}
+    cfgs = {
+      "mlp": dict(depth=4, width=64, batch=32, d_in=32),
+      "conv": dict(depth=3, channels=8, batch=16, hw=8),
+    }
     repeat, depths = 2, (2, 4, 8)
   else:
-    cfgs = {"mlp": dict(depth=32, width=512, batch=256, d_in=784),
-            "conv": dict(depth=16, channels=64, batch=64, hw=32)}
+    cfgs = {
+      "mlp": dict(depth=32, width=512, batch=256, d_in=784),
+      "conv": dict(depth=16, channels=64, batch=64, hw=32),
+    }
     repeat, depths = 5, (8, 16, 32, 64)
 
   cpu = "?"
@@ -300,16 +310,23 @@ def main():
       cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
   except (OSError, StopIteration):
     pass
-  print(f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()}; jax {jax.__version__}, "
-        f"jaxlib {jax.lib.__version__ if hasattr(jax, 'lib') else '?'}", end="")
+  print(
+    f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()}; jax {jax.__version__}, "
+    f"jaxlib {jax.lib.__version__ if hasattr(jax, 'lib') else '?'}",
+    end="",
+  )
   if use_torch:
     import torch
 
     print(f", torch {torch.__version__} ({torch.get_num_threads()} threads)", end="")
-  print(f"\nOPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')} (jax's "
-        "CPU QR, used by the orthonormal redraw, runs in OpenBLAS)")
-  print(f"\nload average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
-        f"{os.getloadavg()[2]:.2f}")
+  print(
+    f"\nOPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')} (jax's "
+    "CPU QR, used by the orthonormal redraw, runs in OpenBLAS)"
+  )
+  print(
+    f"\nload average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+    f"{os.getloadavg()[2]:.2f}"
+  )
 
   for kind, cfg in cfgs.items():
     row = bench_model(kind, cfg, repeat, use_torch)
@@ -317,36 +334,53 @@ def main():
     f = row["forward"]
     print(f"\n## {kind} ({desc})")
     print(f"{'':34}{'seconds':>10}{'x forward':>11}")
-    lines = [("jax forward (jit, steady)", row["forward"]),
-             ("jaxinit.lsuv steady (jit)", row["lsuv"]),
-             ("jaxinit.lsuv steady, key", row["lsuv+key"]),
-             ("jaxinit.lsuv end-to-end", row["e2e"]),
-             ("jaxinit.lsuv end-to-end, key", row["e2e+key"]),
-             (f"naive JAX port ({row['naive_passes']} passes)", row["naive"])]
+    lines = [
+      ("jax forward (jit, steady)", row["forward"]),
+      ("jaxinit.lsuv steady (jit)", row["lsuv"]),
+      ("jaxinit.lsuv steady, key", row["lsuv+key"]),
+      ("jaxinit.lsuv end-to-end", row["e2e"]),
+      ("jaxinit.lsuv end-to-end, key", row["e2e+key"]),
+      (f"naive JAX port ({row['naive_passes']} passes)", row["naive"]),
+    ]
     if use_torch:
-      lines += [("torch forward", row["torch_forward"]),
-                (f"torch LSUV ({row['torch_passes']} passes)", row["torch"]),
-                (f"torch LSUV, no pre-init ({row['torch_nopre_passes']})", row["torch_nopre"])]
+      lines += [
+        ("torch forward", row["torch_forward"]),
+        (f"torch LSUV ({row['torch_passes']} passes)", row["torch"]),
+        (f"torch LSUV, no pre-init ({row['torch_nopre_passes']})", row["torch_nopre"]),
+      ]
     for name, sec in lines:
       print(f"{name:34}{sec:>10.4f}{sec / f:>11.2f}")
-    print(f"ratio lsuv steady / forward:          {row['lsuv'] / f:.2f} (key: "
-          f"{row['lsuv+key'] / f:.2f})")
+    print(
+      f"ratio lsuv steady / forward:          {row['lsuv'] / f:.2f} (key: "
+      f"{row['lsuv+key'] / f:.2f})"
+    )
     print(f"ratio naive JAX / jaxinit e2e (key):  {row['naive'] / row['e2e+key']:.1f}")
     if use_torch:
-      print(f"ratio torch / jaxinit e2e, both with the orthonormal pre-init:   "
-            f"{row['torch'] / row['e2e+key']:.1f}")
-      print(f"ratio torch / jaxinit e2e, both on the given weights (no key):   "
-            f"{row['torch_nopre'] / row['e2e']:.1f}")
+      print(
+        f"ratio torch / jaxinit e2e, both with the orthonormal pre-init:   "
+        f"{row['torch'] / row['e2e+key']:.1f}"
+      )
+      print(
+        f"ratio torch / jaxinit e2e, both on the given weights (no key):   "
+        f"{row['torch_nopre'] / row['e2e']:.1f}"
+      )
 
   print("\n## compile time vs depth (MLP of the width above; seconds, trace + compile)")
-  print(f"{'depth':>6}{'forward':>10}{'lsuv (jit)':>12}{'ms/layer':>10}"
-        f"{'lsuv eager e2e':>16}{'ms/layer':>10}")
-  for depth, fwd, jit_c, eager in bench_compile(depths, cfgs["mlp"]["width"],
-                                                cfgs["mlp"]["batch"], cfgs["mlp"]["d_in"]):
-    print(f"{depth:>6}{fwd:>10.3f}{jit_c:>12.3f}{1e3 * jit_c / depth:>10.1f}"
-          f"{eager:>16.3f}{1e3 * eager / depth:>10.1f}")
-  print(f"\nload average at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
-        f"{os.getloadavg()[2]:.2f}")
+  print(
+    f"{'depth':>6}{'forward':>10}{'lsuv (jit)':>12}{'ms/layer':>10}"
+    f"{'lsuv eager e2e':>16}{'ms/layer':>10}"
+  )
+  for depth, fwd, jit_c, eager in bench_compile(
+    depths, cfgs["mlp"]["width"], cfgs["mlp"]["batch"], cfgs["mlp"]["d_in"]
+  ):
+    print(
+      f"{depth:>6}{fwd:>10.3f}{jit_c:>12.3f}{1e3 * jit_c / depth:>10.1f}"
+      f"{eager:>16.3f}{1e3 * eager / depth:>10.1f}"
+    )
+  print(
+    f"\nload average at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+    f"{os.getloadavg()[2]:.2f}"
+  )
 
 
 if __name__ == "__main__":

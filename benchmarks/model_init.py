@@ -82,10 +82,10 @@ class GPT(nn.Module):
 # The distributions of Flax's defaults, as jaxinit rules. nn.Embed's default is
 # variance_scaling(1, "fan_in", "normal", out_axis=0) on (vocab, d): fan_in = d.
 RULES = {
-    ".*embedding": jaxinit.variance_scaling(1.0, "fan_in", "normal", in_axis=1, out_axis=0),
-    ".*kernel": jaxinit.lecun_normal(),
-    ".*bias": jaxinit.zeros(),
-    ".*scale": jaxinit.ones(),
+  ".*embedding": jaxinit.variance_scaling(1.0, "fan_in", "normal", in_axis=1, out_axis=0),
+  ".*kernel": jaxinit.lecun_normal(),
+  ".*bias": jaxinit.zeros(),
+  ".*scale": jaxinit.ones(),
 }
 
 
@@ -138,10 +138,12 @@ def speed(cfg, repeats):
   n = sum(x.size for x in jax.tree.leaves(abstract))
   flax_init = jax.jit(model.init)
   jaxinit_jit = jax.jit(lambda k: jaxinit.reinit(abstract, RULES, k))
-  names = ["flax  jax.jit(model.init)", "jaxinit jit(reinit(abstract))",
-           "jaxinit reinit eager"]
-  fns = [lambda: flax_init(key, tokens), lambda: jaxinit_jit(key),
-         lambda: jaxinit.reinit(abstract, RULES, key)]
+  names = ["flax  jax.jit(model.init)", "jaxinit jit(reinit(abstract))", "jaxinit reinit eager"]
+  fns = [
+    lambda: flax_init(key, tokens),
+    lambda: jaxinit_jit(key),
+    lambda: jaxinit.reinit(abstract, RULES, key),
+  ]
   rows = list(zip(names, _time_interleaved(fns, repeats), strict=True))
   # the rules draw the distributions Flax draws (checked on a few leaves' std)
   ours, theirs = jaxinit_jit(key)["params"], flax_init(key, tokens)["params"]
@@ -208,11 +210,19 @@ def child(mode, quick):
   if mode == "naive":
     jax.effects_barrier()
   dev0 = jax.devices()[0]
-  on_dev0 = sum(s.data.nbytes for x in jax.tree.leaves(out) for s in x.addressable_shards
-                if s.device == dev0)
+  on_dev0 = sum(
+    s.data.nbytes for x in jax.tree.leaves(out) for s in x.addressable_shards if s.device == dev0
+  )
   total = sum(x.nbytes for x in jax.tree.leaves(out))
-  print(json.dumps(dict(peak_above_base_mib=_peak_rss_mib() - base,
-                        total_mib=total / 2**20, device0_mib=on_dev0 / 2**20)))
+  print(
+    json.dumps(
+      dict(
+        peak_above_base_mib=_peak_rss_mib() - base,
+        total_mib=total / 2**20,
+        device0_mib=on_dev0 / 2**20,
+      )
+    )
+  )
 
 
 def per_device_program(cfg):
@@ -241,9 +251,11 @@ def main():
   cfg = QUICK if args.quick else FULL
   repeats = args.repeats or (2 if args.quick else 7)
   print(f"# Model init ({'quick' if args.quick else 'GPT-2-small shape'}: {cfg})")
-  print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"load average {os.getloadavg()[0]:.2f} at start; jax {jax.__version__}, "
-        f"{jax.device_count()} simulated CPU devices")
+  print(
+    f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    f"load average {os.getloadavg()[0]:.2f} at start; jax {jax.__version__}, "
+    f"{jax.device_count()} simulated CPU devices"
+  )
   n, rows = speed(cfg, repeats)
   print(f"\nparameters: {n / 1e6:.1f}M (float32, {4 * n / 2**20:.0f} MiB)\n")
   print(f"| path | first call (compile + run) s | steady state s (median of {repeats}) |")
@@ -252,8 +264,9 @@ def main():
     print(f"| {name} | {first:.2f} | {steady:.3f} |")
   flax_first, flax_steady = rows[0][1]
   for name, (first, steady) in rows[1:]:
-    print(f"ratio {name} / flax: steady {steady / flax_steady:.3f}, "
-          f"first call {first / flax_first:.3f}")
+    print(
+      f"ratio {name} / flax: steady {steady / flax_steady:.3f}, first call {first / flax_first:.3f}"
+    )
 
   per_dev = per_device_program(cfg)
   print("\nper-device memory of the compiled reinit program (8 devices), MiB:")
@@ -265,13 +278,16 @@ def main():
   print(f"ratio sharded / unsharded per device: {ratio:.3f} (1/8 = 0.125)")
 
   mem = memory_children(args.quick)
-  print(f"\nhost memory, one fresh process per path, peak RSS above the RSS before init, MiB "
-        f"(load average {os.getloadavg()[0]:.2f}):")
+  print(
+    f"\nhost memory, one fresh process per path, peak RSS above the RSS before init, MiB "
+    f"(load average {os.getloadavg()[0]:.2f}):"
+  )
   print("| path | peak RSS above base | parameters total | held by device 0 |")
   print("|---|---|---|---|")
   for name, m in mem.items():
-    print(f"| {name} | {m['peak_above_base_mib']:.0f} | {m['total_mib']:.0f} | "
-          f"{m['device0_mib']:.1f} |")
+    print(
+      f"| {name} | {m['peak_above_base_mib']:.0f} | {m['total_mib']:.0f} | {m['device0_mib']:.1f} |"
+    )
 
 
 if __name__ == "__main__":

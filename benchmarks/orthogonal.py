@@ -64,8 +64,11 @@ def _load() -> str:
 
 
 def machine() -> str:
-  parts = [f"CPU: {_cpu_model()}, {os.cpu_count()} cores", f"jax {jax.__version__}",
-           f"numpy {np.__version__}"]
+  parts = [
+    f"CPU: {_cpu_model()}, {os.cpu_count()} cores",
+    f"jax {jax.__version__}",
+    f"numpy {np.__version__}",
+  ]
   if torch is not None:
     parts.append(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
   return "; ".join(parts)
@@ -138,8 +141,7 @@ def _fmt(s: float) -> str:
 
 def report(n: int, times: dict[str, list[float]], compile_s: dict[str, float]) -> None:
   med = {k: statistics.median(v) for k, v in times.items()}
-  print(f"\nn = {n} (float32 {n}x{n}; {len(next(iter(times.values())))} rounds; "
-        f"load {_load()})")
+  print(f"\nn = {n} (float32 {n}x{n}; {len(next(iter(times.values())))} rounds; load {_load()})")
   print(f"  {'contender':30s} {'median':>12s} {'min':>12s} {'compile':>10s}")
   for name, v in times.items():
     c = f"{compile_s[name]:8.2f} s" if name in compile_s else f"{'':>10s}"
@@ -149,10 +151,13 @@ def report(n: int, times: dict[str, list[float]], compile_s: dict[str, float]) -
   print(f"    stewart / jax.nn orthogonal      {d / med['jax.nn orthogonal']:6.2f}   (bar: <= 0.6)")
   if "torch orthogonal_" in med:
     print(f"    stewart / torch orthogonal_      {d / med['torch orthogonal_']:6.2f}   (bar: <= 1)")
-  print(f"    stewart / householder_product    {d / med['householder_product (floor)']:6.2f}"
-        "   (bar: <= 1.4)")
-  print(f"    stewart bf16 / stewart f32       {med['jaxinit stewart bf16'] / d:6.2f}"
-        "   (bar: <= 1.1)")
+  print(
+    f"    stewart / householder_product    {d / med['householder_product (floor)']:6.2f}"
+    "   (bar: <= 1.4)"
+  )
+  print(
+    f"    stewart bf16 / stewart f32       {med['jaxinit stewart bf16'] / d:6.2f}   (bar: <= 1.1)"
+  )
   print(f"    qr / jax.nn orthogonal           {med['jaxinit qr'] / med['jax.nn orthogonal']:6.2f}")
 
 

@@ -25,14 +25,14 @@ from jaxinit._src.diagnostics import plot_signal_propagation as plot_signal_prop
 from jaxinit._src.diagnostics import signal_propagation as signal_propagation
 
 __all__ = [
-    "GradientReport",
-    "JacobianSpectrum",
-    "SignalReport",
-    "default_loss",
-    "gradient_norms",
-    "jacobian_spectrum",
-    "plot_gradient_norms",
-    "plot_jacobian_spectrum",
-    "plot_signal_propagation",
-    "signal_propagation",
+  "GradientReport",
+  "JacobianSpectrum",
+  "SignalReport",
+  "default_loss",
+  "gradient_norms",
+  "jacobian_spectrum",
+  "plot_gradient_norms",
+  "plot_jacobian_spectrum",
+  "plot_signal_propagation",
+  "signal_propagation",
 ]

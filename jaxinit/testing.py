@@ -15,9 +15,9 @@ from jaxinit._src.testing import assert_orthonormal as assert_orthonormal
 from jaxinit._src.testing import moment_z_scores as moment_z_scores
 
 __all__ = [
-    "assert_conforms",
-    "assert_ks",
-    "assert_moments",
-    "assert_orthonormal",
-    "moment_z_scores",
+  "assert_conforms",
+  "assert_ks",
+  "assert_moments",
+  "assert_orthonormal",
+  "moment_z_scores",
 ]

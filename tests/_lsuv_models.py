@@ -149,8 +149,9 @@ class ScanMLP(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = nn.Dense(32, kernel_init=KERNEL)(x)
-    stack = nn.scan(nn.remat(ScanBlock), variable_axes={"params": 0},
-                    split_rngs={"params": True}, length=4)
+    stack = nn.scan(
+      nn.remat(ScanBlock), variable_axes={"params": 0}, split_rngs={"params": True}, length=4
+    )
     x, _ = stack()(x, None)
     return nn.Dense(10, kernel_init=KERNEL)(x)
 
@@ -189,8 +190,12 @@ def _tap(taps, y):
 
 class NnxMLP(nnx.Module):
   def __init__(self, sizes=(16, 48, 48, 48, 10), *, rngs):
-    self.layers = nnx.List([nnx.Linear(a, b, kernel_init=KERNEL, bias_init=BIAS, rngs=rngs)
-                            for a, b in itertools.pairwise(sizes)])
+    self.layers = nnx.List(
+      [
+        nnx.Linear(a, b, kernel_init=KERNEL, bias_init=BIAS, rngs=rngs)
+        for a, b in itertools.pairwise(sizes)
+      ]
+    )
 
   def __call__(self, x, taps=None):
     for i, lin in enumerate(self.layers):
@@ -208,8 +213,7 @@ class NnxConvNet(nnx.Module):
     self.bn1 = nnx.BatchNorm(16, rngs=rngs)
     self.conv = nnx.Conv(16, 16, (3, 3), use_bias=False, kernel_init=KERNEL, rngs=rngs)
     self.bn2 = nnx.BatchNorm(16, rngs=rngs)
-    self.depthwise = nnx.Conv(16, 32, (3, 3), feature_group_count=16, kernel_init=KERNEL,
-                              rngs=rngs)
+    self.depthwise = nnx.Conv(16, 32, (3, 3), feature_group_count=16, kernel_init=KERNEL, rngs=rngs)
     self.head = nnx.Linear(32, 10, kernel_init=KERNEL, bias_init=BIAS, rngs=rngs)
 
   def __call__(self, x, taps=None):
@@ -257,22 +261,33 @@ def pure_init(seed=0, channels=8, length=16, hidden=32, out=5):
     return jnp.asarray(r.standard_normal(shape) * std, jnp.float32)
 
   return {
-      "conv": {"w": normal((channels, 2, 3), 0.7),  # (out, in/groups, width)
-               "b": normal((channels,), 0.2)},
-      "proj": {"w": normal((hidden, channels * length), 0.05)},  # (out, in): W @ x
-      "mix": {"w": normal((2, hidden // 2, hidden // 2), 0.3)},  # one matrix per group
-      "out": {"w": normal((hidden, out), 0.2), "b": jnp.zeros((out,))},
+    "conv": {
+      "w": normal((channels, 2, 3), 0.7),  # (out, in/groups, width)
+      "b": normal((channels,), 0.2),
+    },
+    "proj": {"w": normal((hidden, channels * length), 0.05)},  # (out, in): W @ x
+    "mix": {"w": normal((2, hidden // 2, hidden // 2), 0.3)},  # one matrix per group
+    "out": {"w": normal((hidden, out), 0.2), "b": jnp.zeros((out,))},
   }
 
 
 def pure_apply(params, x, taps=None):
   """x: (batch, length, 2*4) NWC."""
-  y = jax.lax.conv_general_dilated(
-      x, params["conv"]["w"], (1,), "SAME", dimension_numbers=("NWC", "OIW", "NWC"),
-      feature_group_count=4) + params["conv"]["b"]
+  y = (
+    jax.lax.conv_general_dilated(
+      x,
+      params["conv"]["w"],
+      (1,),
+      "SAME",
+      dimension_numbers=("NWC", "OIW", "NWC"),
+      feature_group_count=4,
+    )
+    + params["conv"]["b"]
+  )
   h = jnp.tanh(_tap(taps, y)).reshape(x.shape[0], -1)
   h = jax.nn.relu(_tap(taps, h @ params["proj"]["w"].T))
   hg = h.reshape(h.shape[0], 2, -1)
   h = jax.nn.relu(_tap(taps, jnp.einsum("bgi,gio->bgo", hg, params["mix"]["w"]))).reshape(
-      h.shape[0], -1)
+    h.shape[0], -1
+  )
   return _tap(taps, h @ params["out"]["w"] + params["out"]["b"])

@@ -10,8 +10,13 @@ from jaxinit._src import registry
 
 
 def _run(*args):
-  return subprocess.run([sys.executable, "-m", "jaxinit", *args], capture_output=True, text=True,
-                        check=False, timeout=120)
+  return subprocess.run(
+    [sys.executable, "-m", "jaxinit", *args],
+    capture_output=True,
+    text=True,
+    check=False,
+    timeout=120,
+  )
 
 
 def test_list_names_every_initializer_with_formula_and_defaults():

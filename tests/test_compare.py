@@ -15,8 +15,9 @@ from jaxinit._src import compare
 def test_parse_init_specs():
   assert compare.parse_init("he_normal") == jaxinit.he_normal()
   assert compare.parse_init("normal(0.01)") == jaxinit.normal(stddev=0.01)
-  assert compare.parse_init("normal(stddev=0.02, mean=-1)") == jaxinit.normal(stddev=0.02,
-                                                                               mean=-1.0)
+  assert compare.parse_init("normal(stddev=0.02, mean=-1)") == jaxinit.normal(
+    stddev=0.02, mean=-1.0
+  )
   assert compare.parse_init("he_uniform(mode='fan_out')") == jaxinit.he_uniform(mode="fan_out")
   assert compare.parse_init("orthogonal(scale=sqrt(2))") == jaxinit.orthogonal(scale=math.sqrt(2))
   assert compare.split_specs("a, b(x=1, y=(2, 3)),c") == ["a", "b(x=1, y=(2, 3))", "c"]
@@ -42,8 +43,14 @@ def test_verdict_rule():
 @pytest.fixture(scope="module")
 def tanh_rows():
   # the known-bad cases on 50 tanh layers (narrow, to stay fast)
-  return compare.run(["normal(0.01)", "normal(1.0)", "glorot_normal"], activations=("tanh",),
-                     lsuv=(), depth=50, width=32, batch=64)
+  return compare.run(
+    ["normal(0.01)", "normal(1.0)", "glorot_normal"],
+    activations=("tanh",),
+    lsuv=(),
+    depth=50,
+    width=32,
+    batch=64,
+  )
 
 
 def test_verdicts_on_known_cases(tanh_rows):
@@ -60,8 +67,14 @@ def test_verdicts_on_known_cases(tanh_rows):
 
 
 def test_lsuv_and_he_are_stable_for_relu():
-  rows = compare.run(["he_normal", "glorot_normal"], activations=("relu",), lsuv=("orthogonal",),
-                     depth=30, width=32, batch=64)
+  rows = compare.run(
+    ["he_normal", "glorot_normal"],
+    activations=("relu",),
+    lsuv=("orthogonal",),
+    depth=30,
+    width=32,
+    batch=64,
+  )
   by = {r.label: r for r in rows}
   assert by["he_normal"].verdict == "stable"
   assert by["glorot_normal"].verdict == "vanishing"  # halves per layer: 2^-29
@@ -82,15 +95,40 @@ def test_table_and_plot(tanh_rows, tmp_path):
 
 def test_cli_end_to_end(tmp_path):
   out = subprocess.run(
-      [sys.executable, "-m", "jaxinit", "compare", "--depth", "8", "--width", "16", "--batch",
-       "32", "--inits", "normal(0.01),he_normal", "--lsuv", "none", "--activation", "relu,tanh"],
-      capture_output=True, text=True, timeout=300, check=False)
+    [
+      sys.executable,
+      "-m",
+      "jaxinit",
+      "compare",
+      "--depth",
+      "8",
+      "--width",
+      "16",
+      "--batch",
+      "32",
+      "--inits",
+      "normal(0.01),he_normal",
+      "--lsuv",
+      "none",
+      "--activation",
+      "relu,tanh",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert out.returncode == 0, out.stderr
   assert "8-layer MLP, width 16" in out.stdout
   assert out.stdout.count("normal(0.01)") == 2 and "activation: tanh" in out.stdout
   assert "4/4" in out.stderr  # the progress bar
-  bad = subprocess.run([sys.executable, "-m", "jaxinit", "compare", "--inits", "nromal"],
-                       capture_output=True, text=True, timeout=300, check=False)
+  bad = subprocess.run(
+    [sys.executable, "-m", "jaxinit", "compare", "--inits", "nromal"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert bad.returncode == 2 and "Did you mean 'normal'" in bad.stderr
 
 

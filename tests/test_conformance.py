@@ -41,10 +41,16 @@ def _cells():
       dense = "dense" if "dense" in families else main
       full.append(pytest.param(init, SHAPES[dense], jnp.bfloat16, id=f"{name}{i}-{dense}-bf16"))
       if i == 0:  # the first configuration of each initializer sees every family and dtype
-        light += [pytest.param(init, SHAPES[f], jnp.float32, id=f"{name}{i}-{f}")
-                  for f in families if f != main]
-        light += [pytest.param(init, SHAPES[main], d, id=f"{name}{i}-{main}-{jnp.dtype(d).name}")
-                  for d in dtypes if d != jnp.bfloat16]
+        light += [
+          pytest.param(init, SHAPES[f], jnp.float32, id=f"{name}{i}-{f}")
+          for f in families
+          if f != main
+        ]
+        light += [
+          pytest.param(init, SHAPES[main], d, id=f"{name}{i}-{main}-{jnp.dtype(d).name}")
+          for d in dtypes
+          if d != jnp.bfloat16
+        ]
   return full, light
 
 

@@ -114,8 +114,11 @@ def test_linen_layers_in_execution_order():
   outs = linen_layer_outputs(model, variables, x)  # recorded by Flax's own interceptor
   np.testing.assert_allclose(report.mean, [moments(y)[0] for y in outs], atol=1e-5)
   np.testing.assert_allclose(report.var, [moments(y)[1] for y in outs], rtol=1e-5)
-  np.testing.assert_allclose(report.post_var[:2], [moments(jax.nn.relu(outs[0]))[1],
-                                                   moments(jnp.tanh(outs[1]))[1]], rtol=1e-5)
+  np.testing.assert_allclose(
+    report.post_var[:2],
+    [moments(jax.nn.relu(outs[0]))[1], moments(jnp.tanh(outs[1]))[1]],
+    rtol=1e-5,
+  )
   assert report.post_var[2] == report.var[2]
 
 
@@ -200,8 +203,9 @@ def test_lanczos_estimates_converge_to_the_exact_spectrum(tanh_case):
   assert est.mean_squared == pytest.approx(exact.mean_squared, rel=1e-2)
   full = diagnostics.jacobian_spectrum(tanh_net, ws, x, method="lanczos", num_iters=d)
   # sigma^2 below 1e-5 ||A|| is numerical null space (a breakdown restarts there)
-  np.testing.assert_allclose(np.sort(full.singular_values**2), np.sort(exact.singular_values**2),
-                             atol=1e-4 * exact.max**2)
+  np.testing.assert_allclose(
+    np.sort(full.singular_values**2), np.sort(exact.singular_values**2), atol=1e-4 * exact.max**2
+  )
   assert full.mean_squared == pytest.approx(exact.mean_squared, rel=1e-5)
 
 
@@ -227,8 +231,9 @@ def test_gradient_norms_match_hand_derived_gradients():
   grad_b = (xx @ a).T @ dy
   grad_a = xx.T @ dy @ b.T
   assert report.paths == ("a", "b")
-  np.testing.assert_allclose(report.grad_norm, [np.linalg.norm(grad_a), np.linalg.norm(grad_b)],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    report.grad_norm, [np.linalg.norm(grad_a), np.linalg.norm(grad_b)], rtol=1e-5
+  )
   np.testing.assert_allclose(report.param_norm, [np.linalg.norm(a), np.linalg.norm(b)], rtol=1e-6)
   assert report.loss == pytest.approx(0.5 * np.mean(y**2), rel=1e-5)
   np.testing.assert_allclose(report.ratio, report.grad_norm / report.param_norm)
@@ -236,8 +241,9 @@ def test_gradient_norms_match_hand_derived_gradients():
 
 def test_gradient_norms_custom_loss():
   w = jnp.eye(3)
-  report = diagnostics.gradient_norms(lambda p, x: x @ p, w, jnp.ones((2, 3)),
-                                      loss=lambda y: jnp.sum(y))
+  report = diagnostics.gradient_norms(
+    lambda p, x: x @ p, w, jnp.ones((2, 3)), loss=lambda y: jnp.sum(y)
+  )
   np.testing.assert_allclose(report.grad_norm, [np.sqrt(9 * 4)])  # each entry: sum over 2 rows
 
 

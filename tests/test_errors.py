@@ -13,56 +13,235 @@ import jaxinit
 
 # (factory call, exception, regex the message must match)
 FACTORY_ERRORS = [
-    (lambda: jaxinit.normal(stddev=-1.0), ValueError, r"jaxinit\.normal: `stddev` must be >= 0, got -1\.0"),
-    (lambda: jaxinit.normal(stddev="big"), TypeError, r"jaxinit\.normal: `stddev` must be a real number, got 'big'"),
-    (lambda: jaxinit.normal(mean=math.nan), ValueError, r"jaxinit\.normal: `mean` must be finite, got nan"),
-    (lambda: jaxinit.normal(stddev=True), TypeError, r"jaxinit\.normal: `stddev` must be a real number, got True"),
-    (lambda: jaxinit.normal(stddev=1 + 2j), TypeError, r"jaxinit\.normal: `stddev` must be a real number"),
-    (lambda: jaxinit.uniform(1.0, 0.0), ValueError, r"jaxinit\.uniform: `minval` must be < `maxval`, got minval=1\.0, maxval=0\.0"),
-    (lambda: jaxinit.uniform(maxval=math.inf), ValueError, r"jaxinit\.uniform: `maxval` must be finite"),
-    (lambda: jaxinit.truncated_normal(lower=2.0, upper=1.0), ValueError, r"jaxinit\.truncated_normal: `lower` must be < `upper`, got lower=2\.0, upper=1\.0"),
-    (lambda: jaxinit.truncated_normal(lower=40.0, upper=41.0), ValueError, r"jaxinit\.truncated_normal: the interval \[40\.0, 41\.0\] .* holds no probability mass"),
-    (lambda: jaxinit.truncated_normal(exact_std="yes"), TypeError, r"jaxinit\.truncated_normal: `exact_std` must be True or False, got 'yes'"),
-    (lambda: jaxinit.truncated_normal(stddev=-0.1), ValueError, r"jaxinit\.truncated_normal: `stddev` must be >= 0"),
-    (lambda: jaxinit.constant("a"), TypeError, r"jaxinit\.constant: `value` must be a number or an array of numbers, got dtype <U1"),
-    (lambda: jaxinit.constant(math.inf), ValueError, r"jaxinit\.constant: `value` must be finite, got inf"),
-    (lambda: jaxinit.constant([1.0, math.nan]), ValueError, r"jaxinit\.constant: `value` must hold only finite numbers"),
-    (lambda: jaxinit.constant(True), TypeError, r"jaxinit\.constant: `value` must be a number"),
-    (lambda: jaxinit.variance_scaling(scale=0.0), ValueError, r"jaxinit\.variance_scaling: `scale` must be > 0, got 0\.0"),
-    (lambda: jaxinit.variance_scaling(mode="fan_inn"), ValueError, r"jaxinit\.variance_scaling: `mode` must be one of 'fan_in', 'fan_out', 'fan_avg', 'fan_geo_avg', got 'fan_inn'"),
-    (lambda: jaxinit.variance_scaling(distribution="gaussian"), ValueError, r"jaxinit\.variance_scaling: `distribution` must be one of 'truncated_normal', 'normal', 'uniform', got 'gaussian'"),
-    (lambda: jaxinit.variance_scaling(in_axis="0"), TypeError, r"jaxinit\.variance_scaling: `in_axis` must be an int or a sequence of ints, got '0'"),
-    (lambda: jaxinit.variance_scaling(in_axis=1.5), TypeError, r"jaxinit\.variance_scaling: `in_axis` must be an int or a sequence of ints, got 1\.5"),
-    (lambda: jaxinit.variance_scaling(batch_axis=(0, 0)), ValueError, r"jaxinit\.variance_scaling: `batch_axis` has a repeated axis: \(0, 0\)"),
-    (lambda: jaxinit.glorot_normal(gain=-1.0), ValueError, r"jaxinit\.glorot_normal: `gain` must be > 0, got -1\.0"),
-    (lambda: jaxinit.glorot_uniform(out_axis=[0, "a"]), TypeError, r"jaxinit\.glorot_uniform: `out_axis` must be an int or a sequence of ints"),
-    (lambda: jaxinit.xavier_normal(truncated=None), TypeError, r"jaxinit\.glorot_normal: `truncated` must be True or False, got None"),
-    (lambda: jaxinit.he_normal(mode="in"), ValueError, r"jaxinit\.he_normal: `mode` must be one of 'fan_in', 'fan_out', 'fan_avg', 'fan_geo_avg', got 'in'"),
-    (lambda: jaxinit.he_normal(nonlinearity="rleu"), ValueError, r"jaxinit\.he_normal: `nonlinearity` must be a callable or one of .*, got 'rleu'\. Did you mean 'relu'"),
-    (lambda: jaxinit.he_normal(negative_slope=0.1, nonlinearity="relu"), ValueError, r"jaxinit\.he_normal: `negative_slope`=0\.1 applies only to nonlinearity='leaky_relu', got nonlinearity='relu'"),
-    (lambda: jaxinit.he_normal(nonlinearity=jnp.tanh), TypeError, r"jaxinit\.he_normal: `nonlinearity` must be a name"),
-    (lambda: jaxinit.kaiming_uniform(negative_slope="x"), TypeError, r"jaxinit\.he_uniform: `negative_slope` must be a real number, got 'x'"),
-    (lambda: jaxinit.he_uniform(mode="avg"), ValueError, r"jaxinit\.he_uniform: `mode` must be one of"),
-    (lambda: jaxinit.lecun_normal(truncated=1), TypeError, r"jaxinit\.lecun_normal: `truncated` must be True or False, got 1"),
-    (lambda: jaxinit.lecun_uniform(in_axis=(0, 0)), ValueError, r"jaxinit\.lecun_uniform: `in_axis` has a repeated axis"),
-    (lambda: jaxinit.calculate_gain("sigmod"), ValueError, r"jaxinit\.calculate_gain: `nonlinearity` must be a callable or one of .* got 'sigmod'\. Did you mean 'sigmoid'"),
-    (lambda: jaxinit.calculate_gain("relu", 0.2), ValueError, r"jaxinit\.calculate_gain: `param` applies only to 'leaky_relu' .* got param=0\.2 for 'relu'"),
-    (lambda: jaxinit.calculate_gain("leaky_relu", "a"), TypeError, r"jaxinit\.calculate_gain: `param` must be a real number, got 'a'"),
-    (lambda: jaxinit.calculate_gain(lambda z: 0.0 * z), ValueError, r"jaxinit\.calculate_gain: E\[phi\(z\)\^2\] of .* is 0\.0"),
-    (lambda: jaxinit.calculate_gain(lambda z: z[:3]), TypeError, r"jaxinit\.calculate_gain: could not evaluate the nonlinearity"),
-    (lambda: jaxinit.compute_fans((3, 4), in_axis=2), ValueError, r"jaxinit\.compute_fans: `in_axis`=2 is out of range for the 2-D shape \(3, 4\)"),
-    (lambda: jaxinit.get("he_norml"), ValueError, r"jaxinit\.get: unknown initializer 'he_norml'\. Did you mean 'he_normal'"),
-    (lambda: jaxinit.get("he_normal", slope=0.1), TypeError, r"jaxinit\.get: he_normal got unexpected argument\(s\) 'slope'; it takes negative_slope, mode"),
-    (lambda: jaxinit.get(3), TypeError, r"jaxinit\.get: `identifier` must be an initializer name, a config dict or an initializer, got 3"),
-    (lambda: jaxinit.get({"stddev": 1.0}), ValueError, r"jaxinit\.get: a config dict needs a 'name' key"),
-    (lambda: jaxinit.serialize(jax.nn.initializers.he_normal()), TypeError, r"jaxinit\.serialize: `init` must be a jaxinit initializer"),
-    (lambda: jaxinit.deserialize({"name": "normal", "sttdev": 1}), TypeError, r"jaxinit\.deserialize: normal got unexpected argument\(s\) 'sttdev'; it takes stddev, mean"),
-    (lambda: jaxinit.deserialize("normal"), TypeError, r"jaxinit\.deserialize: `config` must be a dict"),
+  (
+    lambda: jaxinit.normal(stddev=-1.0),
+    ValueError,
+    r"jaxinit\.normal: `stddev` must be >= 0, got -1\.0",
+  ),
+  (
+    lambda: jaxinit.normal(stddev="big"),
+    TypeError,
+    r"jaxinit\.normal: `stddev` must be a real number, got 'big'",
+  ),
+  (
+    lambda: jaxinit.normal(mean=math.nan),
+    ValueError,
+    r"jaxinit\.normal: `mean` must be finite, got nan",
+  ),
+  (
+    lambda: jaxinit.normal(stddev=True),
+    TypeError,
+    r"jaxinit\.normal: `stddev` must be a real number, got True",
+  ),
+  (
+    lambda: jaxinit.normal(stddev=1 + 2j),
+    TypeError,
+    r"jaxinit\.normal: `stddev` must be a real number",
+  ),
+  (
+    lambda: jaxinit.uniform(1.0, 0.0),
+    ValueError,
+    r"jaxinit\.uniform: `minval` must be < `maxval`, got minval=1\.0, maxval=0\.0",
+  ),
+  (
+    lambda: jaxinit.uniform(maxval=math.inf),
+    ValueError,
+    r"jaxinit\.uniform: `maxval` must be finite",
+  ),
+  (
+    lambda: jaxinit.truncated_normal(lower=2.0, upper=1.0),
+    ValueError,
+    r"jaxinit\.truncated_normal: `lower` must be < `upper`, got lower=2\.0, upper=1\.0",
+  ),
+  (
+    lambda: jaxinit.truncated_normal(lower=40.0, upper=41.0),
+    ValueError,
+    r"jaxinit\.truncated_normal: the interval \[40\.0, 41\.0\] .* holds no probability mass",
+  ),
+  (
+    lambda: jaxinit.truncated_normal(exact_std="yes"),
+    TypeError,
+    r"jaxinit\.truncated_normal: `exact_std` must be True or False, got 'yes'",
+  ),
+  (
+    lambda: jaxinit.truncated_normal(stddev=-0.1),
+    ValueError,
+    r"jaxinit\.truncated_normal: `stddev` must be >= 0",
+  ),
+  (
+    lambda: jaxinit.constant("a"),
+    TypeError,
+    r"jaxinit\.constant: `value` must be a number or an array of numbers, got dtype <U1",
+  ),
+  (
+    lambda: jaxinit.constant(math.inf),
+    ValueError,
+    r"jaxinit\.constant: `value` must be finite, got inf",
+  ),
+  (
+    lambda: jaxinit.constant([1.0, math.nan]),
+    ValueError,
+    r"jaxinit\.constant: `value` must hold only finite numbers",
+  ),
+  (lambda: jaxinit.constant(True), TypeError, r"jaxinit\.constant: `value` must be a number"),
+  (
+    lambda: jaxinit.variance_scaling(scale=0.0),
+    ValueError,
+    r"jaxinit\.variance_scaling: `scale` must be > 0, got 0\.0",
+  ),
+  (
+    lambda: jaxinit.variance_scaling(mode="fan_inn"),
+    ValueError,
+    r"jaxinit\.variance_scaling: `mode` must be one of 'fan_in', 'fan_out', 'fan_avg', 'fan_geo_avg', got 'fan_inn'",
+  ),
+  (
+    lambda: jaxinit.variance_scaling(distribution="gaussian"),
+    ValueError,
+    r"jaxinit\.variance_scaling: `distribution` must be one of 'truncated_normal', 'normal', 'uniform', got 'gaussian'",
+  ),
+  (
+    lambda: jaxinit.variance_scaling(in_axis="0"),
+    TypeError,
+    r"jaxinit\.variance_scaling: `in_axis` must be an int or a sequence of ints, got '0'",
+  ),
+  (
+    lambda: jaxinit.variance_scaling(in_axis=1.5),
+    TypeError,
+    r"jaxinit\.variance_scaling: `in_axis` must be an int or a sequence of ints, got 1\.5",
+  ),
+  (
+    lambda: jaxinit.variance_scaling(batch_axis=(0, 0)),
+    ValueError,
+    r"jaxinit\.variance_scaling: `batch_axis` has a repeated axis: \(0, 0\)",
+  ),
+  (
+    lambda: jaxinit.glorot_normal(gain=-1.0),
+    ValueError,
+    r"jaxinit\.glorot_normal: `gain` must be > 0, got -1\.0",
+  ),
+  (
+    lambda: jaxinit.glorot_uniform(out_axis=[0, "a"]),
+    TypeError,
+    r"jaxinit\.glorot_uniform: `out_axis` must be an int or a sequence of ints",
+  ),
+  (
+    lambda: jaxinit.xavier_normal(truncated=None),
+    TypeError,
+    r"jaxinit\.glorot_normal: `truncated` must be True or False, got None",
+  ),
+  (
+    lambda: jaxinit.he_normal(mode="in"),
+    ValueError,
+    r"jaxinit\.he_normal: `mode` must be one of 'fan_in', 'fan_out', 'fan_avg', 'fan_geo_avg', got 'in'",
+  ),
+  (
+    lambda: jaxinit.he_normal(nonlinearity="rleu"),
+    ValueError,
+    r"jaxinit\.he_normal: `nonlinearity` must be a callable or one of .*, got 'rleu'\. Did you mean 'relu'",
+  ),
+  (
+    lambda: jaxinit.he_normal(negative_slope=0.1, nonlinearity="relu"),
+    ValueError,
+    r"jaxinit\.he_normal: `negative_slope`=0\.1 applies only to nonlinearity='leaky_relu', got nonlinearity='relu'",
+  ),
+  (
+    lambda: jaxinit.he_normal(nonlinearity=jnp.tanh),
+    TypeError,
+    r"jaxinit\.he_normal: `nonlinearity` must be a name",
+  ),
+  (
+    lambda: jaxinit.kaiming_uniform(negative_slope="x"),
+    TypeError,
+    r"jaxinit\.he_uniform: `negative_slope` must be a real number, got 'x'",
+  ),
+  (
+    lambda: jaxinit.he_uniform(mode="avg"),
+    ValueError,
+    r"jaxinit\.he_uniform: `mode` must be one of",
+  ),
+  (
+    lambda: jaxinit.lecun_normal(truncated=1),
+    TypeError,
+    r"jaxinit\.lecun_normal: `truncated` must be True or False, got 1",
+  ),
+  (
+    lambda: jaxinit.lecun_uniform(in_axis=(0, 0)),
+    ValueError,
+    r"jaxinit\.lecun_uniform: `in_axis` has a repeated axis",
+  ),
+  (
+    lambda: jaxinit.calculate_gain("sigmod"),
+    ValueError,
+    r"jaxinit\.calculate_gain: `nonlinearity` must be a callable or one of .* got 'sigmod'\. Did you mean 'sigmoid'",
+  ),
+  (
+    lambda: jaxinit.calculate_gain("relu", 0.2),
+    ValueError,
+    r"jaxinit\.calculate_gain: `param` applies only to 'leaky_relu' .* got param=0\.2 for 'relu'",
+  ),
+  (
+    lambda: jaxinit.calculate_gain("leaky_relu", "a"),
+    TypeError,
+    r"jaxinit\.calculate_gain: `param` must be a real number, got 'a'",
+  ),
+  (
+    lambda: jaxinit.calculate_gain(lambda z: 0.0 * z),
+    ValueError,
+    r"jaxinit\.calculate_gain: E\[phi\(z\)\^2\] of .* is 0\.0",
+  ),
+  (
+    lambda: jaxinit.calculate_gain(lambda z: z[:3]),
+    TypeError,
+    r"jaxinit\.calculate_gain: could not evaluate the nonlinearity",
+  ),
+  (
+    lambda: jaxinit.compute_fans((3, 4), in_axis=2),
+    ValueError,
+    r"jaxinit\.compute_fans: `in_axis`=2 is out of range for the 2-D shape \(3, 4\)",
+  ),
+  (
+    lambda: jaxinit.get("he_norml"),
+    ValueError,
+    r"jaxinit\.get: unknown initializer 'he_norml'\. Did you mean 'he_normal'",
+  ),
+  (
+    lambda: jaxinit.get("he_normal", slope=0.1),
+    TypeError,
+    r"jaxinit\.get: he_normal got unexpected argument\(s\) 'slope'; it takes negative_slope, mode",
+  ),
+  (
+    lambda: jaxinit.get(3),
+    TypeError,
+    r"jaxinit\.get: `identifier` must be an initializer name, a config dict or an initializer, got 3",
+  ),
+  (
+    lambda: jaxinit.get({"stddev": 1.0}),
+    ValueError,
+    r"jaxinit\.get: a config dict needs a 'name' key",
+  ),
+  (
+    lambda: jaxinit.serialize(jax.nn.initializers.he_normal()),
+    TypeError,
+    r"jaxinit\.serialize: `init` must be a jaxinit initializer",
+  ),
+  (
+    lambda: jaxinit.deserialize({"name": "normal", "sttdev": 1}),
+    TypeError,
+    r"jaxinit\.deserialize: normal got unexpected argument\(s\) 'sttdev'; it takes stddev, mean",
+  ),
+  (
+    lambda: jaxinit.deserialize("normal"),
+    TypeError,
+    r"jaxinit\.deserialize: `config` must be a dict",
+  ),
 ]
 
 
-@pytest.mark.parametrize("call,exc,pattern", FACTORY_ERRORS,
-                         ids=[f"{i}-{p.split(':')[0]}" for i, (_, _, p) in enumerate(FACTORY_ERRORS)])
+@pytest.mark.parametrize(
+  "call,exc,pattern",
+  FACTORY_ERRORS,
+  ids=[f"{i}-{p.split(':')[0]}" for i, (_, _, p) in enumerate(FACTORY_ERRORS)],
+)
 def test_factory_errors(call, exc, pattern):
   with pytest.raises(exc, match=pattern):
     call()
@@ -72,31 +251,114 @@ KEY = jax.random.key(0)
 
 # Errors that need the call's shape, dtype, key or sharding.
 CALL_ERRORS = [
-    (lambda: jaxinit.normal()(0, (2, 2)), TypeError, r"jaxinit\.normal: `key` must be a jax\.random\.key\(\.\.\.\) or a jax\.random\.PRNGKey\(\.\.\.\) array, got int"),
-    (lambda: jaxinit.normal()(jnp.zeros(2), (2, 2)), TypeError, r"jaxinit\.normal: `key` must be a jax\.random\.key"),
-    (lambda: jaxinit.normal()(jnp.zeros(3, jnp.uint32), (2,)), TypeError, r"jaxinit\.normal: `key` must be .* got a uint32 array of shape \(3,\)"),
-    (lambda: jaxinit.normal()(jax.random.split(KEY, 2), (2,)), ValueError, r"jaxinit\.normal: `key` must be a single PRNG key, got a key array of shape \(2,\); use jax\.vmap"),
-    (lambda: jaxinit.normal()(KEY, (2, -1)), ValueError, r"jaxinit\.normal: `shape` dimensions must be >= 0, got \(2, -1\)"),
-    (lambda: jaxinit.normal()(KEY, "22"), TypeError, r"jaxinit\.normal: `shape` must be a sequence of ints, got '22'"),
-    (lambda: jaxinit.normal()(KEY, (2.0, 2)), TypeError, r"jaxinit\.normal: `shape` must be a sequence of ints"),
-    (lambda: jaxinit.he_normal()(KEY, (2, 2), jnp.int32), TypeError, r"jaxinit\.he_normal: `dtype` must be a floating-point or complex dtype .* got int32"),
-    (lambda: jaxinit.uniform()(KEY, (2, 2), bool), TypeError, r"jaxinit\.uniform: `dtype` must be a floating-point dtype .* got bool"),
-    (lambda: jaxinit.uniform()(KEY, (2, 2), jnp.complex64), TypeError, r"jaxinit\.uniform: `dtype` complex64 is complex"),
-    (lambda: jaxinit.normal()(KEY, (2, 2), "not-a-dtype"), TypeError, r"jaxinit\.normal: `dtype` must be a floating-point dtype, got 'not-a-dtype'"),
-    (lambda: jaxinit.he_normal(in_axis=3)(KEY, (2, 2)), ValueError, r"jaxinit\.he_normal: `in_axis`=3 is out of range for the 2-D shape \(2, 2\); axes must lie in \[-2, 1\]"),
-    (lambda: jaxinit.glorot_uniform(in_axis=0, out_axis=-2)(KEY, (4, 5)), ValueError, r"jaxinit\.glorot_uniform: `in_axis`=\(0,\) and `out_axis`=\(0,\) share axis \[0\]"),
-    (lambda: jaxinit.variance_scaling(batch_axis=0)(KEY, (4, 5)), ValueError, r"jaxinit\.variance_scaling: `in_axis`=\(0,\) and `batch_axis`=\(0,\) share axis"),
-    (lambda: jaxinit.lecun_normal(in_axis=0, out_axis=(0, 1))(KEY, (4, 5, 6)), ValueError, r"jaxinit\.lecun_normal: `in_axis`=\(0,\) and `out_axis`=\(0, 1\) share axis \[0\]"),
-    (lambda: jaxinit.he_normal(in_axis=0, out_axis=0)(KEY, (4,)), ValueError, r"jaxinit\.he_normal: `in_axis`=\(0,\) and `out_axis`=\(0,\) share axis"),
-    (lambda: jaxinit.constant([1.0, 2.0])(KEY, (2, 3)), ValueError, r"jaxinit\.constant: `value` of shape \(2,\) does not broadcast to the shape \(2, 3\)"),
-    (lambda: jaxinit.constant(1j)(KEY, (2,)), TypeError, r"jaxinit\.constant: `value` is complex but the requested dtype is float32"),
-    (lambda: jaxinit.truncated_normal(lower=-1.0, upper=2.0)(KEY, (2,), jnp.complex64), ValueError, r"jaxinit\.truncated_normal: complex draws are truncated in modulus, .* need symmetric bounds"),
-    (lambda: jaxinit.normal()(KEY, (2,), None, "x"), TypeError, r"jaxinit\.normal: `out_sharding` must be a jax\.sharding\.Sharding"),
+  (
+    lambda: jaxinit.normal()(0, (2, 2)),
+    TypeError,
+    r"jaxinit\.normal: `key` must be a jax\.random\.key\(\.\.\.\) or a jax\.random\.PRNGKey\(\.\.\.\) array, got int",
+  ),
+  (
+    lambda: jaxinit.normal()(jnp.zeros(2), (2, 2)),
+    TypeError,
+    r"jaxinit\.normal: `key` must be a jax\.random\.key",
+  ),
+  (
+    lambda: jaxinit.normal()(jnp.zeros(3, jnp.uint32), (2,)),
+    TypeError,
+    r"jaxinit\.normal: `key` must be .* got a uint32 array of shape \(3,\)",
+  ),
+  (
+    lambda: jaxinit.normal()(jax.random.split(KEY, 2), (2,)),
+    ValueError,
+    r"jaxinit\.normal: `key` must be a single PRNG key, got a key array of shape \(2,\); use jax\.vmap",
+  ),
+  (
+    lambda: jaxinit.normal()(KEY, (2, -1)),
+    ValueError,
+    r"jaxinit\.normal: `shape` dimensions must be >= 0, got \(2, -1\)",
+  ),
+  (
+    lambda: jaxinit.normal()(KEY, "22"),
+    TypeError,
+    r"jaxinit\.normal: `shape` must be a sequence of ints, got '22'",
+  ),
+  (
+    lambda: jaxinit.normal()(KEY, (2.0, 2)),
+    TypeError,
+    r"jaxinit\.normal: `shape` must be a sequence of ints",
+  ),
+  (
+    lambda: jaxinit.he_normal()(KEY, (2, 2), jnp.int32),
+    TypeError,
+    r"jaxinit\.he_normal: `dtype` must be a floating-point or complex dtype .* got int32",
+  ),
+  (
+    lambda: jaxinit.uniform()(KEY, (2, 2), bool),
+    TypeError,
+    r"jaxinit\.uniform: `dtype` must be a floating-point dtype .* got bool",
+  ),
+  (
+    lambda: jaxinit.uniform()(KEY, (2, 2), jnp.complex64),
+    TypeError,
+    r"jaxinit\.uniform: `dtype` complex64 is complex",
+  ),
+  (
+    lambda: jaxinit.normal()(KEY, (2, 2), "not-a-dtype"),
+    TypeError,
+    r"jaxinit\.normal: `dtype` must be a floating-point dtype, got 'not-a-dtype'",
+  ),
+  (
+    lambda: jaxinit.he_normal(in_axis=3)(KEY, (2, 2)),
+    ValueError,
+    r"jaxinit\.he_normal: `in_axis`=3 is out of range for the 2-D shape \(2, 2\); axes must lie in \[-2, 1\]",
+  ),
+  (
+    lambda: jaxinit.glorot_uniform(in_axis=0, out_axis=-2)(KEY, (4, 5)),
+    ValueError,
+    r"jaxinit\.glorot_uniform: `in_axis`=\(0,\) and `out_axis`=\(0,\) share axis \[0\]",
+  ),
+  (
+    lambda: jaxinit.variance_scaling(batch_axis=0)(KEY, (4, 5)),
+    ValueError,
+    r"jaxinit\.variance_scaling: `in_axis`=\(0,\) and `batch_axis`=\(0,\) share axis",
+  ),
+  (
+    lambda: jaxinit.lecun_normal(in_axis=0, out_axis=(0, 1))(KEY, (4, 5, 6)),
+    ValueError,
+    r"jaxinit\.lecun_normal: `in_axis`=\(0,\) and `out_axis`=\(0, 1\) share axis \[0\]",
+  ),
+  (
+    lambda: jaxinit.he_normal(in_axis=0, out_axis=0)(KEY, (4,)),
+    ValueError,
+    r"jaxinit\.he_normal: `in_axis`=\(0,\) and `out_axis`=\(0,\) share axis",
+  ),
+  (
+    lambda: jaxinit.constant([1.0, 2.0])(KEY, (2, 3)),
+    ValueError,
+    r"jaxinit\.constant: `value` of shape \(2,\) does not broadcast to the shape \(2, 3\)",
+  ),
+  (
+    lambda: jaxinit.constant(1j)(KEY, (2,)),
+    TypeError,
+    r"jaxinit\.constant: `value` is complex but the requested dtype is float32",
+  ),
+  (
+    lambda: jaxinit.truncated_normal(lower=-1.0, upper=2.0)(KEY, (2,), jnp.complex64),
+    ValueError,
+    r"jaxinit\.truncated_normal: complex draws are truncated in modulus, .* need symmetric bounds",
+  ),
+  (
+    lambda: jaxinit.normal()(KEY, (2,), None, "x"),
+    TypeError,
+    r"jaxinit\.normal: `out_sharding` must be a jax\.sharding\.Sharding",
+  ),
 ]
 
 
-@pytest.mark.parametrize("call,exc,pattern", CALL_ERRORS,
-                         ids=[f"{i}-{p.split(':')[0]}" for i, (_, _, p) in enumerate(CALL_ERRORS)])
+@pytest.mark.parametrize(
+  "call,exc,pattern",
+  CALL_ERRORS,
+  ids=[f"{i}-{p.split(':')[0]}" for i, (_, _, p) in enumerate(CALL_ERRORS)],
+)
 def test_call_errors(call, exc, pattern):
   with pytest.raises(exc, match=pattern):
     call()
@@ -105,10 +367,15 @@ def test_call_errors(call, exc, pattern):
 def test_uneven_sharding_error():
   mesh = jax.make_mesh((8,), ("x",))
   sharding = NamedSharding(mesh, P("x"))
-  with pytest.raises(ValueError, match=r"jaxinit\.normal: `out_sharding` .* cannot shard the shape \(5, 3\)"):
+  with pytest.raises(
+    ValueError, match=r"jaxinit\.normal: `out_sharding` .* cannot shard the shape \(5, 3\)"
+  ):
     jaxinit.normal()(KEY, (5, 3), None, sharding)
   too_long = NamedSharding(jax.make_mesh((2, 4), ("a", "b")), P(None, None, "a"))
-  with pytest.raises(ValueError, match=r"jaxinit\.orthogonal: `out_sharding` P\(None, None, 'a'\) has 3 entries, more than the 2 axes of the shape \(8, 4\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"jaxinit\.orthogonal: `out_sharding` P\(None, None, 'a'\) has 3 entries, more than the 2 axes of the shape \(8, 4\)",
+  ):
     jaxinit.orthogonal()(KEY, (8, 4), None, too_long)
 
 
@@ -121,8 +388,9 @@ def test_every_factory_argument_has_an_error_test():
 
   # error tests live here and, for the orthogonal family, beside their other tests
   here = pathlib.Path(__file__).parent
-  text = "".join((here / f).read_text()
-                 for f in ("test_errors.py", "test_orthogonal.py", "test_structured.py"))
+  text = "".join(
+    (here / f).read_text() for f in ("test_errors.py", "test_orthogonal.py", "test_structured.py")
+  )
   for name in registry.names(include_aliases=False):
     cls = registry.lookup(name)
     fields = [f.name for f in dataclasses.fields(cls)]

@@ -13,20 +13,23 @@ import jaxinit
 from jaxinit import testing
 
 
-@pytest.mark.parametrize("shape,kwargs,expected", [
-    ((64, 128), {}, (64, 128)),                                   # Flax Dense (in, out)
-    ((3, 3, 16, 32), {}, (144, 288)),                             # Flax Conv HWIO
-    ((5, 16, 32), {}, (80, 160)),                                 # Flax Conv1D
-    ((2, 3, 3, 16, 32), {}, (288, 576)),                          # Flax Conv3D
+@pytest.mark.parametrize(
+  "shape,kwargs,expected",
+  [
+    ((64, 128), {}, (64, 128)),  # Flax Dense (in, out)
+    ((3, 3, 16, 32), {}, (144, 288)),  # Flax Conv HWIO
+    ((5, 16, 32), {}, (80, 160)),  # Flax Conv1D
+    ((2, 3, 3, 16, 32), {}, (288, 576)),  # Flax Conv3D
     ((32, 16, 3, 3), {"in_axis": 1, "out_axis": 0}, (144, 288)),  # torch OIHW
-    ((128, 64), {"in_axis": 1, "out_axis": 0}, (64, 128)),        # torch/equinox Linear (out, in)
-    ((8, 64, 256), {"batch_axis": 0}, (64, 256)),                 # stacked layers
+    ((128, 64), {"in_axis": 1, "out_axis": 0}, (64, 128)),  # torch/equinox Linear (out, in)
+    ((8, 64, 256), {"batch_axis": 0}, (64, 256)),  # stacked layers
     ((512, 8, 64), {"in_axis": 0, "out_axis": (1, 2)}, (512, 512)),  # DenseGeneral to heads
     ((8, 64, 512), {"in_axis": (0, 1), "out_axis": 2}, (512, 512)),  # attention out-projection
-    ((128,), {}, (128, 128)),                                     # bias: the 1-D rule
-    ((), {}, (1, 1)),                                             # scalar
-    ((128,), {"in_axis": (), "out_axis": 0}, (1, 128)),           # explicit axes, general rule
-])
+    ((128,), {}, (128, 128)),  # bias: the 1-D rule
+    ((), {}, (1, 1)),  # scalar
+    ((128,), {"in_axis": (), "out_axis": 0}, (1, 128)),  # explicit axes, general rule
+  ],
+)
 def test_compute_fans(shape, kwargs, expected):
   fans = jaxinit.compute_fans(shape, **kwargs)
   assert fans == expected and all(isinstance(f, int) for f in fans)
@@ -35,8 +38,12 @@ def test_compute_fans(shape, kwargs, expected):
 def test_compute_fans_matches_jax_on_its_domain():
   from jax._src.nn.initializers import _compute_fans as jax_fans
 
-  for shape, kw in [((7, 9), {}), ((3, 3, 4, 5), {}), ((2, 3, 4, 5), {"batch_axis": 0}),
-                    ((4, 5, 6), {"in_axis": 0, "out_axis": (1, 2)})]:
+  for shape, kw in [
+    ((7, 9), {}),
+    ((3, 3, 4, 5), {}),
+    ((2, 3, 4, 5), {"batch_axis": 0}),
+    ((4, 5, 6), {"in_axis": 0, "out_axis": (1, 2)}),
+  ]:
     assert jaxinit.compute_fans(shape, **kw) == tuple(int(f) for f in jax_fans(shape, **kw))
 
 
@@ -59,10 +66,19 @@ def test_bias_rule_in_an_initializer():
 
 
 TORCH_TABLE = {
-    "linear": 1.0, "identity": 1.0, "conv1d": 1.0, "conv2d": 1.0, "conv3d": 1.0,
-    "conv_transpose1d": 1.0, "conv_transpose2d": 1.0, "conv_transpose3d": 1.0, "sigmoid": 1.0,
-    "tanh": 5.0 / 3.0, "relu": math.sqrt(2.0), "selu": 0.75,
-    "leaky_relu": math.sqrt(2.0 / (1 + 0.01**2)),
+  "linear": 1.0,
+  "identity": 1.0,
+  "conv1d": 1.0,
+  "conv2d": 1.0,
+  "conv3d": 1.0,
+  "conv_transpose1d": 1.0,
+  "conv_transpose2d": 1.0,
+  "conv_transpose3d": 1.0,
+  "sigmoid": 1.0,
+  "tanh": 5.0 / 3.0,
+  "relu": math.sqrt(2.0),
+  "selu": 0.75,
+  "leaky_relu": math.sqrt(2.0 / (1 + 0.01**2)),
 }
 
 
@@ -79,10 +95,12 @@ def test_leaky_relu_param():
 def test_against_torch_when_installed():
   torch = pytest.importorskip("torch")
   for name in ["linear", "conv2d", "sigmoid", "tanh", "relu", "selu", "leaky_relu"]:
-    assert jaxinit.calculate_gain(name) == pytest.approx(torch.nn.init.calculate_gain(name),
-                                                          rel=1e-15)
+    assert jaxinit.calculate_gain(name) == pytest.approx(
+      torch.nn.init.calculate_gain(name), rel=1e-15
+    )
   assert jaxinit.calculate_gain("leaky_relu", 0.3) == pytest.approx(
-      torch.nn.init.calculate_gain("leaky_relu", 0.3), rel=1e-15)
+    torch.nn.init.calculate_gain("leaky_relu", 0.3), rel=1e-15
+  )
 
 
 def _quad_gain(phi):
@@ -94,14 +112,13 @@ def _quad_gain(phi):
 
 
 QUADRATURE = {
-    "gelu": lambda z: z * special.ndtr(z),
-    "silu": lambda z: z * special.expit(z),
-    "swish": lambda z: z * special.expit(z),
-    "elu": lambda z: z if z > 0 else math.expm1(z),
-    "softplus": lambda z: np.logaddexp(0, z),
-    "mish": lambda z: z * math.tanh(np.logaddexp(0, z)),
-    "gelu_tanh": lambda z: 0.5 * z * (1 + math.tanh(math.sqrt(2 / math.pi)
-                                                    * (z + 0.044715 * z**3))),
+  "gelu": lambda z: z * special.ndtr(z),
+  "silu": lambda z: z * special.expit(z),
+  "swish": lambda z: z * special.expit(z),
+  "elu": lambda z: z if z > 0 else math.expm1(z),
+  "softplus": lambda z: np.logaddexp(0, z),
+  "mish": lambda z: z * math.tanh(np.logaddexp(0, z)),
+  "gelu_tanh": lambda z: 0.5 * z * (1 + math.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z**3))),
 }
 
 
@@ -115,8 +132,9 @@ def test_elu_alpha_and_callables():
   expected = _quad_gain(lambda z: z if z > 0 else alpha * math.expm1(z))
   assert jaxinit.calculate_gain("elu", alpha) == pytest.approx(expected, rel=1e-10)
   # ReLU as a callable: its kink at 0 is integrated exactly -> sqrt(2)
-  assert jaxinit.calculate_gain(lambda z: np.maximum(z, 0)) == pytest.approx(math.sqrt(2),
-                                                                             rel=1e-12)
+  assert jaxinit.calculate_gain(lambda z: np.maximum(z, 0)) == pytest.approx(
+    math.sqrt(2), rel=1e-12
+  )
   # tanh by the definition (not torch's empirical 5/3)
   assert jaxinit.calculate_gain(np.tanh) == pytest.approx(_quad_gain(math.tanh), rel=1e-10)
   # a jax function works (evaluated in float32: agreement to float32 precision)

@@ -14,8 +14,9 @@ from jaxinit import testing
 
 FIRST = {name: examples[0] for name, (examples, _, _) in CASES.items()}
 # matrix-only initializers (orthogonal, identity, ...) cannot draw a 1-D bias
-BIAS = {name: init if "vector" in CASES[name][1] else jaxinit.zeros()
-        for name, init in FIRST.items()}
+BIAS = {
+  name: init if "vector" in CASES[name][1] else jaxinit.zeros() for name, init in FIRST.items()
+}
 
 
 @pytest.mark.parametrize("name", sorted(FIRST))
@@ -35,8 +36,9 @@ def test_linen_dense_and_conv(name):
 def test_nnx_linear_and_conv(name):
   init = FIRST[name]
   # the same shapes and dtypes as the linen test: the compiled draws are shared
-  lin = nnx.Linear(7, 6, kernel_init=init, bias_init=BIAS[name], param_dtype=jnp.bfloat16,
-                   rngs=nnx.Rngs(0))
+  lin = nnx.Linear(
+    7, 6, kernel_init=init, bias_init=BIAS[name], param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0)
+  )
   assert lin.kernel[...].shape == (7, 6) and lin.kernel[...].dtype == jnp.bfloat16
   assert lin(jnp.ones((2, 7), jnp.bfloat16)).shape == (2, 6)
   conv = nnx.Conv(3, 4, (3, 3), kernel_init=init, rngs=nnx.Rngs(1))
@@ -55,7 +57,8 @@ def test_flax_kernel_gets_the_initializer_draw():
 def test_flax_layouts_give_the_right_variance():
   """He normal through Flax's own layers: Var = 2 / fan_in with HWIO fans."""
   v = nn.Conv(512, (3, 3), kernel_init=jaxinit.he_normal()).init(
-      jax.random.key(0), jnp.ones((1, 8, 8, 96)))
+    jax.random.key(0), jnp.ones((1, 8, 8, 96))
+  )
   testing.assert_moments(v["params"]["kernel"], mean=0.0, var=2 / (9 * 96), name="linen conv")
   conv = nnx.Conv(96, 512, (3, 3), kernel_init=jaxinit.glorot_uniform(), rngs=nnx.Rngs(0))
   testing.assert_moments(conv.kernel[...], mean=0.0, var=2 / (9 * 96 + 9 * 512), name="nnx conv")
@@ -67,9 +70,13 @@ def test_flax_layouts_give_the_right_variance():
 
 
 def test_jit_init_equals_eager_init():
-  model = nn.Sequential([nn.Dense(32, kernel_init=jaxinit.he_normal()), nn.relu,
-                         nn.Dense(8, kernel_init=jaxinit.glorot_normal(),
-                                  bias_init=jaxinit.normal(0.1))])
+  model = nn.Sequential(
+    [
+      nn.Dense(32, kernel_init=jaxinit.he_normal()),
+      nn.relu,
+      nn.Dense(8, kernel_init=jaxinit.glorot_normal(), bias_init=jaxinit.normal(0.1)),
+    ]
+  )
   x = jnp.ones((4, 16))
   eager = model.init(jax.random.key(0), x)
   jitted = jax.jit(model.init)(jax.random.key(0), x)

@@ -115,11 +115,14 @@ def test_linen_mlp_every_layer_on_target_eager_and_jit():
   np.testing.assert_allclose(report.scale, report_jit.scale, rtol=1e-6)
   # only kernels change, each by the reported scale
   for i in range(4):
-    np.testing.assert_array_equal(new["params"][f"Dense_{i}"]["bias"],
-                                  variables["params"][f"Dense_{i}"]["bias"])
-    np.testing.assert_allclose(new["params"][f"Dense_{i}"]["kernel"],
-                               variables["params"][f"Dense_{i}"]["kernel"] * report.scale[i],
-                               rtol=1e-6)
+    np.testing.assert_array_equal(
+      new["params"][f"Dense_{i}"]["bias"], variables["params"][f"Dense_{i}"]["bias"]
+    )
+    np.testing.assert_allclose(
+      new["params"][f"Dense_{i}"]["kernel"],
+      variables["params"][f"Dense_{i}"]["kernel"] * report.scale[i],
+      rtol=1e-6,
+    )
 
 
 def test_nnx_mlp_updates_in_place():
@@ -166,11 +169,12 @@ def test_linen_resnet_with_batchnorm_keeps_batch_stats():
   assert len(report) == 7
   _assert_on_target(linen_layer_outputs(model, new, x, train=False))
   _assert_same(new["batch_stats"], variables["batch_stats"])
-  for name in ("BatchNorm_0", ):
+  for name in ("BatchNorm_0",):
     _assert_same(new["params"][name], variables["params"][name])  # BN scales: not layers
   # In training mode BatchNorm mutates its statistics: LSUV discards the mutation.
-  new_t, _ = jaxinit.lsuv(model, variables, x,
-                          model_kwargs={"train": True, "mutable": ["batch_stats"]})
+  new_t, _ = jaxinit.lsuv(
+    model, variables, x, model_kwargs={"train": True, "mutable": ["batch_stats"]}
+  )
   _assert_same(new_t["batch_stats"], variables["batch_stats"])
   _assert_on_target(linen_layer_outputs(model, new_t, x, train=True, mutable=["batch_stats"]))
 
@@ -191,8 +195,15 @@ def test_nnx_transformer_block():
   tokens = _tokens((64, 12), 40)
   embed, ln = np.array(model.embed.embedding[...]), np.array(model.ln1.scale[...])
   report = jaxinit.lsuv(model, tokens)
-  assert report.paths == ("attn/query/kernel", "attn/key/kernel", "attn/value/kernel",
-                          "attn/out/kernel", "up/kernel", "down/kernel", "head/kernel")
+  assert report.paths == (
+    "attn/query/kernel",
+    "attn/key/kernel",
+    "attn/value/kernel",
+    "attn/out/kernel",
+    "up/kernel",
+    "down/kernel",
+    "head/kernel",
+  )
   _assert_on_target(_nnx_taps(model, tokens))
   np.testing.assert_array_equal(model.embed.embedding[...], embed)  # embeddings: not layers
   np.testing.assert_array_equal(model.ln1.scale[...], ln)  # norm scales: not layers
@@ -279,8 +290,7 @@ def test_exact_mode_hits_the_target_with_biases():
   new, report = jaxinit.lsuv(model, _init(model, x), x, target_var=2.0, tol=1e-3)
   v = _assert_on_target(linen_layer_outputs(model, new, x), target=2.0, tol=1e-3)
   assert np.all(np.asarray(report.iters) == 1)
-  new_it, report_it = jaxinit.lsuv(model, _init(model, x), x, target_var=2.0, tol=0.05,
-                                   exact=False)
+  new_it, report_it = jaxinit.lsuv(model, _init(model, x), x, target_var=2.0, tol=0.05, exact=False)
   _assert_on_target(linen_layer_outputs(model, new_it, x), target=2.0, tol=0.05)
   assert np.max(np.asarray(report_it.iters)) > 1  # the paper's update needs several steps
   del v
@@ -315,10 +325,13 @@ def test_layer_selection():
 
 
 def test_bfloat16_model():
-  model = nn.Sequential([nn.Dense(32, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16,
-                                  kernel_init=np_init()), nn.relu,
-                         nn.Dense(32, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16,
-                                  kernel_init=np_init())])
+  model = nn.Sequential(
+    [
+      nn.Dense(32, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, kernel_init=np_init()),
+      nn.relu,
+      nn.Dense(32, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, kernel_init=np_init()),
+    ]
+  )
   x = _batch((128, 16)).astype(jnp.bfloat16)
   new, report = jaxinit.lsuv(model, _init(model, x), x, key=jax.random.key(1))
   assert new["params"]["layers_0"]["kernel"].dtype == jnp.bfloat16
@@ -347,8 +360,9 @@ def test_compute_does_not_grow_with_depth_times_tries(depth):
   variables = _init(model, x)
   fwd = jax.make_jaxpr(model.apply)(variables, x)
   for exact in (True, False):
-    ls = jax.make_jaxpr(lambda v, x, exact=exact: jaxinit.lsuv(
-        model, v, x, exact=exact, max_iters=10, tol=1e-3))(variables, x)
+    ls = jax.make_jaxpr(
+      lambda v, x, exact=exact: jaxinit.lsuv(model, v, x, exact=exact, max_iters=10, tol=1e-3)
+    )(variables, x)
     # every matmul of the model once: tries never re-run a layer, let alone the model
     assert _count(ls.jaxpr) == _count(fwd.jaxpr) == depth
     assert _count(ls.jaxpr, ("while",)) == (0 if exact else depth)
@@ -367,17 +381,17 @@ def test_eager_pieces_and_jit_agree(case):
   """Eagerly, LSUV runs one compiled piece per layer (residual values cross pieces);
   under jit, one graph. Both compute the same thing."""
   model, kwargs, x = {
-      "resnet": (ResNet(), {"model_kwargs": {"train": False}}, _batch((64, 8, 8, 3))),
-      "tied": (Tied(), {}, _tokens((64, 8), 50)),
-      "scan": (ScanMLP(), {"key": jax.random.key(3)}, _batch((64, 16))),
-      "center+iterate": (LinenMLP(), {"center": True, "exact": False, "tol": 0.01},
-                         _batch((64, 16))),
+    "resnet": (ResNet(), {"model_kwargs": {"train": False}}, _batch((64, 8, 8, 3))),
+    "tied": (Tied(), {}, _tokens((64, 8), 50)),
+    "scan": (ScanMLP(), {"key": jax.random.key(3)}, _batch((64, 16))),
+    "center+iterate": (LinenMLP(), {"center": True, "exact": False, "tol": 0.01}, _batch((64, 16))),
   }[case]
   variables = _init(model, x)
   eager, r1 = jaxinit.lsuv(model, variables, x, **kwargs)
   jitted, r2 = jax.jit(lambda v, x: jaxinit.lsuv(model, v, x, **kwargs))(variables, x)
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
-                         eager, jitted)
+  jax.tree_util.tree_map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6), eager, jitted
+  )
   np.testing.assert_array_equal(r1.status, r2.status)
   np.testing.assert_array_equal(r1.iters, r2.iters)
   np.testing.assert_allclose(r1.var_after, r2.var_after, rtol=1e-5)
@@ -437,9 +451,11 @@ def test_repeated_layers_compile_once_and_never_mix_up_models():
     # LSUV scaled the orthonormal draw by one factor
     np.testing.assert_allclose(gram / gram[0, 0], np.eye(min(w.shape)), atol=1e-5)
   ks = [np.asarray(new["params"][f"Dense_{i}"]["kernel"]) for i in range(1, 9)]
-  dots = [abs(np.sum(a * b)) / np.sqrt(np.sum(a * a) * np.sum(b * b))
-          for a, b in itertools.pairwise(ks)]
+  dots = [
+    abs(np.sum(a * b)) / np.sqrt(np.sum(a * a) * np.sum(b * b)) for a, b in itertools.pairwise(ks)
+  ]
   assert max(dots) < 0.2  # each layer its own matrix: independent draws give sd 1/24
+
   # Same shapes, another activation: other pieces, and each model ends on target.
   class TanhMLP(nn.Module):
     @nn.compact
@@ -465,8 +481,11 @@ def test_zero_variance_layer_is_skipped_not_blown_up():
   variables = _init(model, x)
   # ReLU after a bias of -100 is zero for every example: the next layer sees zeros.
   variables["params"]["Dense_0"]["bias"] = jnp.full((32,), -100.0)
-  with pytest.warns(UserWarning, match=r"skipped 1 layer\(s\) whose output variance is ~0.*"
-                                       r"#1 Dense_1/kernel"):
+  with pytest.warns(
+    UserWarning,
+    match=r"skipped 1 layer\(s\) whose output variance is ~0.*"
+    r"#1 Dense_1/kernel",
+  ):
     new, report = jaxinit.lsuv(model, variables, x)
   assert STATUS[int(report.status[1])] == "skipped: variance ~0"
   _assert_same(new["params"]["Dense_1"], variables["params"]["Dense_1"])
@@ -488,8 +507,11 @@ def test_nan_in_batch_leaves_parameters_untouched():
   variables = _init(model, x)
   before = _copy(variables)
   bad = x.at[3, 2].set(jnp.nan)
-  with pytest.raises(FloatingPointError, match=r"jaxinit\.lsuv: the batch contains NaN or inf; "
-                                               r"the parameters were left unchanged"):
+  with pytest.raises(
+    FloatingPointError,
+    match=r"jaxinit\.lsuv: the batch contains NaN or inf; "
+    r"the parameters were left unchanged",
+  ):
     jaxinit.lsuv(model, variables, bad)
   _assert_same(variables, before)
   nnx_model = NnxMLP(rngs=nnx.Rngs(0))
@@ -518,7 +540,8 @@ def test_nan_under_jit_returns_the_original_parameters():
   model, x = LinenMLP(), _batch((64, 16))
   variables = _init(model, x)
   new, report = jax.jit(lambda v, x: jaxinit.lsuv(model, v, x, key=jax.random.key(1)))(
-      variables, x.at[0, 0].set(jnp.inf))
+    variables, x.at[0, 0].set(jnp.inf)
+  )
   assert not bool(report.ok)
   _assert_same(new, variables)
   with pytest.raises(FloatingPointError, match="the batch contains NaN or inf"):
@@ -544,19 +567,23 @@ def test_argument_errors():
   model, x = LinenMLP(), _batch((32, 16))
   v = _init(model, x)
   cases = [
-      (dict(tol=0.0), ValueError, r"`tol` must be > 0, got 0.0"),
-      (dict(max_iters=0), ValueError, r"`max_iters` must be >= 1, got 0"),
-      (dict(target_var=-1), ValueError, r"`target_var` must be > 0"),
-      (dict(exact="yes"), TypeError, r"`exact` must be True or False"),
-      (dict(center=1), TypeError, r"`center` must be True or False"),
-      (dict(layers=3), TypeError, r"`layers` must be a regular expression"),
-      (dict(exclude="Dense_(("), ValueError, r"`exclude` pattern 'Dense_\(\(' is not a valid"),
-      (dict(key=3), TypeError, r"`key` must be a jax.random.key"),
-      (dict(model_kwargs=["train"]), TypeError, r"`model_kwargs` must be a dict"),
-      # a selection that matches no layer is a typo, not a silent no-op
-      (dict(layers="Dnese"), ValueError, r"`layers`='Dnese' matches no layer; the layers' "
-       r"weight paths are: Dense_0/kernel, "),
-      (dict(exclude=["nothing", "here"]), ValueError, r"`exclude`=\['nothing', 'here'\] matches"),
+    (dict(tol=0.0), ValueError, r"`tol` must be > 0, got 0.0"),
+    (dict(max_iters=0), ValueError, r"`max_iters` must be >= 1, got 0"),
+    (dict(target_var=-1), ValueError, r"`target_var` must be > 0"),
+    (dict(exact="yes"), TypeError, r"`exact` must be True or False"),
+    (dict(center=1), TypeError, r"`center` must be True or False"),
+    (dict(layers=3), TypeError, r"`layers` must be a regular expression"),
+    (dict(exclude="Dense_(("), ValueError, r"`exclude` pattern 'Dense_\(\(' is not a valid"),
+    (dict(key=3), TypeError, r"`key` must be a jax.random.key"),
+    (dict(model_kwargs=["train"]), TypeError, r"`model_kwargs` must be a dict"),
+    # a selection that matches no layer is a typo, not a silent no-op
+    (
+      dict(layers="Dnese"),
+      ValueError,
+      r"`layers`='Dnese' matches no layer; the layers' "
+      r"weight paths are: Dense_0/kernel, ",
+    ),
+    (dict(exclude=["nothing", "here"]), ValueError, r"`exclude`=\['nothing', 'here'\] matches"),
   ]
   for kwargs, exc, msg in cases:
     with pytest.raises(exc, match=r"jaxinit\.lsuv: " + msg):
@@ -565,8 +592,11 @@ def test_argument_errors():
     jaxinit.lsuv(model, x)
   with pytest.raises(TypeError, match=r"must be the variables dict returned by module\.init"):
     jaxinit.lsuv(model, v["params"], x)
-  with pytest.raises(TypeError, match=r"got an array of shape \(32, 16\) \(did you pass the "
-                     r"batch before the variables\?\)"):
+  with pytest.raises(
+    TypeError,
+    match=r"got an array of shape \(32, 16\) \(did you pass the "
+    r"batch before the variables\?\)",
+  ):
     jaxinit.lsuv(model, x, v)
   with pytest.raises(TypeError, match=r"nnx module is called as jaxinit\.lsuv\(model, batch"):
     jaxinit.lsuv(NnxMLP(rngs=nnx.Rngs(0)), v, x)

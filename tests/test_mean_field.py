@@ -23,8 +23,7 @@ def erf_length(q, sw, sb):
 
 
 def erf_q_star(sw, sb):
-  return optimize.brentq(lambda q: erf_length(q, sw, sb) - q, 1e-12, 1e6, xtol=1e-15,
-                         rtol=1e-15)
+  return optimize.brentq(lambda q: erf_length(q, sw, sb) - q, 1e-12, 1e6, xtol=1e-15, rtol=1e-15)
 
 
 def erf_chi(q, c, sw):
@@ -44,8 +43,10 @@ def tanh_expect(f, q):
   """E[f(sqrt(q) z)] by scipy's adaptive quadrature (independent of ours)."""
   s = math.sqrt(q)
   g = lambda z: f(s * z) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
-  return sum(integrate.quad(g, a, b, epsabs=1e-15, epsrel=1e-13, limit=200)[0]
-             for a, b in [(-40, -1), (-1, 0), (0, 1), (1, 40)])
+  return sum(
+    integrate.quad(g, a, b, epsabs=1e-15, epsrel=1e-13, limit=200)[0]
+    for a, b in [(-40, -1), (-1, 0), (0, 1), (1, 40)]
+  )
 
 
 # --- known points ------------------------------------------------------------------------
@@ -66,8 +67,9 @@ def test_relu_is_critical_at_sigma_w2_2_without_bias():
   np.testing.assert_allclose(line.sigma_w**2, 2.0, rtol=1e-12)
   np.testing.assert_allclose(line.sigma_b, 0.0, atol=1e-6)
   # chi_1 = sigma_w^2 / 2 for every sigma_w, sigma_b (relu' is 0/1)
-  np.testing.assert_allclose(mf.chi1("relu", np.array([0.5, 1.0, 2.0]), 0.3),
-                             np.array([0.125, 0.5, 2.0]), rtol=1e-13)
+  np.testing.assert_allclose(
+    mf.chi1("relu", np.array([0.5, 1.0, 2.0]), 0.3), np.array([0.125, 0.5, 2.0]), rtol=1e-13
+  )
 
 
 def test_relu_length_map_is_q_over_2():
@@ -100,7 +102,8 @@ def test_erf_critical_sigma_w_closed_form():
 def test_tanh_expectations_match_adaptive_quadrature(q):
   dtanh2 = lambda x: (1 - math.tanh(x) ** 2) ** 2
   assert mf.length_map("tanh", q, 1.0) == pytest.approx(
-      tanh_expect(lambda x: math.tanh(x) ** 2, q), rel=1e-11)
+    tanh_expect(lambda x: math.tanh(x) ** 2, q), rel=1e-11
+  )
   line = mf.critical_line("tanh", q)
   assert line.sigma_w**2 == pytest.approx(1 / tanh_expect(dtanh2, q), rel=1e-11)
 
@@ -111,20 +114,24 @@ def test_critical_line_is_where_chi1_is_1():
     line = mf.critical_line(act, qs)
     ok = np.isfinite(line.sigma_b)
     assert ok.sum() >= 4, act
-    np.testing.assert_allclose(mf.chi1(act, line.sigma_w[ok], line.sigma_b[ok], q0=qs[ok]), 1.0,
-                               rtol=1e-9, err_msg=act)
-    np.testing.assert_allclose(mf.q_star(act, line.sigma_w[ok], line.sigma_b[ok], q0=qs[ok]),
-                               qs[ok], rtol=1e-9, err_msg=act)
+    np.testing.assert_allclose(
+      mf.chi1(act, line.sigma_w[ok], line.sigma_b[ok], q0=qs[ok]), 1.0, rtol=1e-9, err_msg=act
+    )
+    np.testing.assert_allclose(
+      mf.q_star(act, line.sigma_w[ok], line.sigma_b[ok], q0=qs[ok]), qs[ok], rtol=1e-9, err_msg=act
+    )
 
 
 def test_correlation_maps_match_kernels():
   c = np.array([-0.9, -0.3, 0.0, 0.4, 0.95, 1.0])
-  np.testing.assert_allclose(mf.correlation_map("relu", c, math.sqrt(2)),
-                             [relu_cmap(x) for x in c], atol=1e-13)
+  np.testing.assert_allclose(
+    mf.correlation_map("relu", c, math.sqrt(2)), [relu_cmap(x) for x in c], atol=1e-13
+  )
   sw, sb = 2.0, 0.3
   q = erf_q_star(sw, sb)
-  np.testing.assert_allclose(mf.correlation_map("erf", c, sw, sb),
-                             [erf_cmap(x, q, sw, sb) for x in c], rtol=1e-11)
+  np.testing.assert_allclose(
+    mf.correlation_map("erf", c, sw, sb), [erf_cmap(x, q, sw, sb) for x in c], rtol=1e-11
+  )
 
 
 def test_depth_scales_match_closed_forms():
@@ -169,14 +176,17 @@ def test_phase_diagram_plot_draws_the_critical_line():
   plt.close("all")
 
 
-@pytest.mark.parametrize("call,match", [
+@pytest.mark.parametrize(
+  "call,match",
+  [
     (lambda: mf.chi1("tanhh", 1.0), "Did you mean 'tanh'"),
     (lambda: mf.chi1("tanh", -1.0), "`sigma_w` must be > 0"),
     (lambda: mf.q_star("relu", 1.0, [0.1, -0.2]), "`sigma_b` must be finite and >= 0"),
     (lambda: mf.activation("relu", 0.1), "`param` applies only to 'leaky_relu'"),
     (lambda: mf.correlation_map("relu", 1.5, 1.0), r"`c` must be finite and in \[-1.0, 1.0\]"),
     (lambda: mf.critical_line("tanh", 0.0), "`q_star` must be > 0"),
-])
+  ],
+)
 def test_errors(call, match):
   with pytest.raises((ValueError, TypeError), match=match):
     call()

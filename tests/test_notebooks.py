@@ -21,8 +21,13 @@ def _code(nb):
 
 
 def _images(nb):
-  return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-          if "image/png" in o.get("data", {})]
+  return [
+    o
+    for c in nb.cells
+    if c.cell_type == "code"
+    for o in c.get("outputs", [])
+    if "image/png" in o.get("data", {})
+  ]
 
 
 def test_there_are_five_notebooks():
@@ -47,7 +52,8 @@ def test_committed_notebook_is_the_executed_source(path):
   assert ipynb.exists(), f"{ipynb.name} is missing: run python notebooks/run.py {path.name[:2]}"
   committed = nbformat.read(ipynb, as_version=4)
   assert _code(committed) == _code(jupytext.read(path)), (
-      f"{ipynb.name} is stale: run python notebooks/run.py {path.name[:2]}")
+    f"{ipynb.name} is stale: run python notebooks/run.py {path.name[:2]}"
+  )
   cells = [c for c in committed.cells if c.cell_type == "code"]
   assert all(c.execution_count for c in cells), f"{ipynb.name} has unexecuted cells"
   errors = [o for c in cells for o in c.outputs if o.output_type == "error"]

@@ -18,10 +18,10 @@ import jaxinit
 from jaxinit._src import registry
 
 EXAMPLES = [init for examples, _, _ in CASES.values() for init in examples] + [
-    jaxinit.constant(np.arange(6.0).reshape(2, 3)),
-    jaxinit.constant(np.array([1 + 2j, 3 - 1j], np.complex64)),
-    jaxinit.constant(1 + 2j),
-    jaxinit.he_normal(in_axis=(0, 1), out_axis=-1, batch_axis=2),
+  jaxinit.constant(np.arange(6.0).reshape(2, 3)),
+  jaxinit.constant(np.array([1 + 2j, 3 - 1j], np.complex64)),
+  jaxinit.constant(1 + 2j),
+  jaxinit.he_normal(in_axis=(0, 1), out_axis=-1, batch_axis=2),
 ]
 IDS = [repr(i)[:50] for i in EXAMPLES]
 
@@ -30,8 +30,16 @@ IDS = [repr(i)[:50] for i in EXAMPLES]
 def test_repr_reads_like_the_factory_call(init):
   text = repr(init)
   assert text.startswith(f"{init.name}(")
-  rebuilt = eval(text, {**vars(jaxinit), "array": array, "float32": float32,
-                        "float64": float64, "complex64": np.complex64})
+  rebuilt = eval(
+    text,
+    {
+      **vars(jaxinit),
+      "array": array,
+      "float32": float32,
+      "float64": float64,
+      "complex64": np.complex64,
+    },
+  )
   assert rebuilt == init
   assert hash(rebuilt) == hash(init)
 
@@ -40,11 +48,13 @@ def test_repr_examples():
   assert repr(jaxinit.he_normal(mode="fan_out")) == "he_normal(mode='fan_out')"
   assert repr(jaxinit.he_normal()) == "he_normal()"
   assert repr(jaxinit.kaiming_uniform(negative_slope=5**0.5)) == (
-      "he_uniform(negative_slope=2.23606797749979)")
+    "he_uniform(negative_slope=2.23606797749979)"
+  )
   assert repr(jaxinit.normal(0.02)) == "normal(stddev=0.02)"
   assert repr(jaxinit.constant(-7)) == "constant(value=-7)"
   assert repr(jaxinit.variance_scaling(2.0, "fan_avg", "uniform", batch_axis=0)) == (
-      "variance_scaling(scale=2.0, mode='fan_avg', distribution='uniform', batch_axis=(0,))")
+    "variance_scaling(scale=2.0, mode='fan_avg', distribution='uniform', batch_axis=(0,))"
+  )
 
 
 @pytest.mark.parametrize("init", EXAMPLES, ids=IDS)
@@ -131,8 +141,10 @@ def test_get_forms():
   assert jaxinit.get({"name": "normal"}, stddev=0.1) == jaxinit.normal(0.1)
   assert jaxinit.get(he) is he
   assert jaxinit.get(he, mode="fan_avg") == jaxinit.he_normal(mode="fan_avg")
-  keras = {"class_name": "VarianceScaling",
-           "config": {"scale": 2.0, "mode": "fan_in", "distribution": "uniform", "seed": None}}
+  keras = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 2.0, "mode": "fan_in", "distribution": "uniform", "seed": None},
+  }
   assert jaxinit.get(keras) == jaxinit.variance_scaling(2.0, "fan_in", "uniform")
   closure = jax.nn.initializers.lecun_normal()
   assert jaxinit.get(closure) is closure
@@ -140,11 +152,20 @@ def test_get_forms():
 
 def test_serialize_format():
   d = jaxinit.serialize(jaxinit.he_normal(mode="fan_out", batch_axis=0))
-  assert d == {"name": "he_normal", "negative_slope": 0.0, "mode": "fan_out",
-               "nonlinearity": "leaky_relu", "truncated": True, "in_axis": -2, "out_axis": -1,
-               "batch_axis": [0]}
-  assert jaxinit.serialize(jaxinit.constant(1 - 2j)) == {"name": "constant",
-                                                         "value": {"complex": [1.0, -2.0]}}
+  assert d == {
+    "name": "he_normal",
+    "negative_slope": 0.0,
+    "mode": "fan_out",
+    "nonlinearity": "leaky_relu",
+    "truncated": True,
+    "in_axis": -2,
+    "out_axis": -1,
+    "batch_axis": [0],
+  }
+  assert jaxinit.serialize(jaxinit.constant(1 - 2j)) == {
+    "name": "constant",
+    "value": {"complex": [1.0, -2.0]},
+  }
 
 
 def test_serialize_rejects_callables_in_arguments():

@@ -62,9 +62,11 @@ def haar_failures(q: np.ndarray) -> list[str]:
   if rows == cols:
     tr = np.trace(q, axis1=1, axis2=2)
     det = np.linalg.det(q)
-    for label, x, want in [("E[tr Q] = 0", tr if cplx else tr.real, 0.0),
-                           ("E[|tr Q|^2] = 1", np.abs(tr) ** 2, 1.0),
-                           ("E[det Q] = 0", det if cplx else det.real, 0.0)]:
+    for label, x, want in [
+      ("E[tr Q] = 0", tr if cplx else tr.real, 0.0),
+      ("E[|tr Q|^2] = 1", np.abs(tr) ** 2, 1.0),
+      ("E[det Q] = 0", det if cplx else det.real, 0.0),
+    ]:
       z = _mean_z(x, want)
       if not abs(z) <= 6:
         bad.append(f"{label}: z = {z:.1f}")
@@ -105,8 +107,11 @@ def test_haar_checks_reject_non_haar_matrices():
   one_reflector = np.eye(3) - 2 * u[:, :, None] * u[:, None, :]
   q = np.asarray(jaxinit.orthogonal(batch_axis=0)(jax.random.key(5502), (N_HAAR, 3, 3)))
   first_row_positive = q * np.sign(q[:, :1, :])
-  for name, bad in [("qr without sign fix", no_sign_fix), ("one reflector", one_reflector),
-                    ("first row made positive", first_row_positive)]:
+  for name, bad in [
+    ("qr without sign fix", no_sign_fix),
+    ("one reflector", one_reflector),
+    ("first row made positive", first_row_positive),
+  ]:
     testing.assert_orthonormal(bad, batch_axis=(0,), atol=1e-5, name=name)
     assert haar_failures(bad), f"{name} passed the Haar checks"
 
@@ -115,13 +120,16 @@ def test_stewart_first_column_is_the_normalized_first_gaussian():
   """The sign convention, exactly: Q e_1 = x_1 / ||x_1|| (beta = +||x||, i.e. R_11 > 0)."""
   key = jax.random.key(1)
   real = np.dtype(np.float32)
-  both = jax.jit(lambda k, *a: (orth_lib.gaussian_rows(k, *a), orth_lib.stewart(k, *a)),
-                 static_argnums=(1, 2, 3, 4, 5))
+  both = jax.jit(
+    lambda k, *a: (orth_lib.gaussian_rows(k, *a), orth_lib.stewart(k, *a)),
+    static_argnums=(1, 2, 3, 4, 5),
+  )
   for m, n, cplx in [(7, 4, False), (5, 5, True)]:
     xt, q = (np.asarray(a) for a in both(key, 2, m, n, real, cplx))
     x0 = xt[:, 0, :]  # reflector 1 is row 1
-    np.testing.assert_allclose(q[:, :, 0], x0 / np.linalg.norm(x0, axis=-1, keepdims=True),
-                               atol=2e-6)
+    np.testing.assert_allclose(
+      q[:, :, 0], x0 / np.linalg.norm(x0, axis=-1, keepdims=True), atol=2e-6
+    )
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 8])
@@ -148,13 +156,13 @@ def test_qr_method_matches_jax_layout():
 # ---------------------------------------------------------------------------
 
 SHAPES = [  # square: test_haar_square, test_large_square_float32_precision
-    ((96, 40), -1, ()),            # tall
-    ((40, 96), -1, ()),            # wide
-    ((2, 3, 3, 4, 8), -1, ()),     # 3-D conv: 72 x 8
-    ((3, 3, 16, 32), -2, ()),      # conv, columns = inputs: 288 x 16
-    ((3, 3, 1, 24), -1, ()),       # depthwise: 9 x 24, orthonormal rows
-    ((4, 24, 24), -1, (0,)),       # a stack of layers
-    ((2, 6, 3, 5), 1, (0, 2)),     # two batch axes, columns in the middle
+  ((96, 40), -1, ()),  # tall
+  ((40, 96), -1, ()),  # wide
+  ((2, 3, 3, 4, 8), -1, ()),  # 3-D conv: 72 x 8
+  ((3, 3, 16, 32), -2, ()),  # conv, columns = inputs: 288 x 16
+  ((3, 3, 1, 24), -1, ()),  # depthwise: 9 x 24, orthonormal rows
+  ((4, 24, 24), -1, (0,)),  # a stack of layers
+  ((2, 6, 3, 5), 1, (0, 2)),  # two batch axes, columns in the middle
 ]
 
 
@@ -162,8 +170,9 @@ SHAPES = [  # square: test_haar_square, test_large_square_float32_precision
 CASES = [(s, "stewart") for s in SHAPES] + [(SHAPES[i], "qr") for i in (1, 5)]
 
 
-@pytest.mark.parametrize("shape,col,batch,method", [(*s, m) for s, m in CASES],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize(
+  "shape,col,batch,method", [(*s, m) for s, m in CASES], ids=lambda v: str(v)
+)
 def test_orthonormal(shape, col, batch, method):
   init = jaxinit.orthogonal(1.5, column_axis=col, batch_axis=batch, method=method)
   w = init(jax.random.key(4), shape)
@@ -213,9 +222,11 @@ def test_float64_under_x64_is_computed_in_float64():
 
 def test_zero_size_shapes():
   plain = [(0, 5), (5, 0), (3, 3, 0, 8), (4, 4, 0)]
-  for init, shapes in [(jaxinit.orthogonal(), plain), (jaxinit.delta_orthogonal(), plain),
-                       (jaxinit.orthogonal(batch_axis=0, method="qr"),
-                        [(0, 4, 4), (4, 0, 4), (2, 3, 0)])]:
+  for init, shapes in [
+    (jaxinit.orthogonal(), plain),
+    (jaxinit.delta_orthogonal(), plain),
+    (jaxinit.orthogonal(batch_axis=0, method="qr"), [(0, 4, 4), (4, 0, 4), (2, 3, 0)]),
+  ]:
     for shape in shapes:
       w = init(jax.random.key(0), shape, jnp.bfloat16)
       assert w.shape == shape and w.dtype == jnp.bfloat16
@@ -235,8 +246,9 @@ def _sharded_equals_unsharded(init, shape, spec, key):
 
 def test_out_sharding():
   """Each device computes the whole draw and keeps its shard (here: one matrix per device)."""
-  w = _sharded_equals_unsharded(jaxinit.orthogonal(batch_axis=0), (8, 16, 16), P(("a", "b")),
-                                jax.random.key(12))
+  w = _sharded_equals_unsharded(
+    jaxinit.orthogonal(batch_axis=0), (8, 16, 16), P(("a", "b")), jax.random.key(12)
+  )
   testing.assert_orthonormal(w, batch_axis=(0,))
   with jax.set_mesh(_mesh()):
     w = jaxinit.orthogonal()(jax.random.key(13), (32, 32), None, P(None, "b"))
@@ -249,8 +261,9 @@ def test_stored_gaussian_path_is_bit_exact_under_vmap_and_sharding(monkeypatch):
   monkeypatch.setattr(orth_lib, "_STORE_ABOVE", 0)
   init = jaxinit.orthogonal(0.75)  # a configuration no other test compiles
   shape, keys = (24, 16), jax.random.split(jax.random.key(19), 3)
-  np.testing.assert_array_equal(jax.vmap(lambda k: init(k, shape))(keys),
-                                jnp.stack([init(k, shape) for k in keys]))
+  np.testing.assert_array_equal(
+    jax.vmap(lambda k: init(k, shape))(keys), jnp.stack([init(k, shape) for k in keys])
+  )
   w = _sharded_equals_unsharded(init, shape, P("a", "b"), keys[0])
   testing.assert_orthonormal(w, scale=0.75)
 
@@ -283,9 +296,11 @@ def test_one_compilation_per_shape_dtype_method(monkeypatch):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [(3, 16, 32), (4, 4, 8, 8), (2, 3, 3, 8, 8), (3, 3, 32, 16),
-                                   (8, 16)],
-                         ids=["1d", "2d-even", "3d", "2d-fan_in>fan_out", "no-spatial"])
+@pytest.mark.parametrize(
+  "shape",
+  [(3, 16, 32), (4, 4, 8, 8), (2, 3, 3, 8, 8), (3, 3, 32, 16), (8, 16)],
+  ids=["1d", "2d-even", "3d", "2d-fan_in>fan_out", "no-spatial"],
+)
 def test_delta_orthogonal(shape):
   key = jax.random.key(15)
   w = np.asarray(jaxinit.delta_orthogonal(2.0)(key, shape))
@@ -319,7 +334,9 @@ def test_registry_and_serialization():
   assert hash(jaxinit.orthogonal()) == hash(jaxinit.orthogonal())
 
 
-@pytest.mark.parametrize("kwargs,exc,match", [
+@pytest.mark.parametrize(
+  "kwargs,exc,match",
+  [
     ({"scale": "2"}, TypeError, r"`scale` must be a real number, got '2'"),
     ({"scale": 0.0}, ValueError, r"`scale` must be > 0, got 0.0"),
     ({"scale": math.inf}, ValueError, r"`scale` must be finite"),
@@ -327,22 +344,29 @@ def test_registry_and_serialization():
     ({"batch_axis": "0"}, TypeError, r"`batch_axis` must be an int or a sequence of ints"),
     ({"batch_axis": (0, 0)}, ValueError, r"`batch_axis` has a repeated axis"),
     ({"column_axis": 0, "batch_axis": 0}, ValueError, r"`column_axis`=0 is also in `batch_axis`"),
-    ({"method": "householder"}, ValueError,
-     r"`method` must be one of 'stewart', 'qr', got 'householder'"),
-])
+    (
+      {"method": "householder"},
+      ValueError,
+      r"`method` must be one of 'stewart', 'qr', got 'householder'",
+    ),
+  ],
+)
 def test_orthogonal_factory_errors(kwargs, exc, match):
   with pytest.raises(exc, match=r"^jaxinit\.orthogonal: .*" + match):
     jaxinit.orthogonal(**kwargs)
 
 
-@pytest.mark.parametrize("init,shape,match", [
+@pytest.mark.parametrize(
+  "init,shape,match",
+  [
     (jaxinit.orthogonal(), (5,), r"at least 2 dimensions .* got \(5,\)"),
     (jaxinit.orthogonal(column_axis=2), (4, 4), r"`column_axis`=2 is out of range"),
     (jaxinit.orthogonal(batch_axis=0), (4, 4), r"has no row axis"),
     (jaxinit.orthogonal(column_axis=-1, batch_axis=1), (4, 4), r"`column_axis`=-1 is also in"),
     (jaxinit.delta_orthogonal(), (5,), r"at least 2 dimensions"),
     (jaxinit.delta_orthogonal(column_axis=0), (3, 3, 4, 4), r"`column_axis`=0 is a spatial"),
-])
+  ],
+)
 def test_call_time_errors(init, shape, match):
   with pytest.raises(ValueError, match=rf"^jaxinit\.{init.name}: .*{match}"):
     init(jax.random.key(0), shape)
@@ -353,6 +377,9 @@ def test_delta_orthogonal_factory_errors():
     jaxinit.delta_orthogonal(-1.0)
   with pytest.raises(TypeError, match=r"^jaxinit\.delta_orthogonal: `column_axis` must be an"):
     jaxinit.delta_orthogonal(column_axis=(0, 1))
-  with pytest.raises(ValueError, match=r"^jaxinit\.delta_orthogonal: `column_axis` must be the "
-                     r"kernel's input axis \(-2\) or output axis \(-1\).*got -3"):
+  with pytest.raises(
+    ValueError,
+    match=r"^jaxinit\.delta_orthogonal: `column_axis` must be the "
+    r"kernel's input axis \(-2\) or output axis \(-1\).*got -3",
+  ):
     jaxinit.delta_orthogonal(column_axis=-3)

@@ -21,10 +21,10 @@ KEY = jax.random.key(7)
 
 def _tree():
   return {
-      "Dense_0": {"kernel": jnp.zeros((16, 32)), "bias": jnp.zeros((32,))},
-      "Dense_1": {"kernel": jnp.zeros((32, 8)), "bias": jnp.zeros((8,))},
-      "layers": [{"w": jnp.zeros((8, 8))}, {"w": jnp.zeros((8, 8))}],
-      "step": jnp.zeros((), jnp.int32),
+    "Dense_0": {"kernel": jnp.zeros((16, 32)), "bias": jnp.zeros((32,))},
+    "Dense_1": {"kernel": jnp.zeros((32, 8)), "bias": jnp.zeros((8,))},
+    "layers": [{"w": jnp.zeros((8, 8))}, {"w": jnp.zeros((8, 8))}],
+    "step": jnp.zeros((), jnp.int32),
   }
 
 
@@ -35,13 +35,21 @@ def _equal(a, b):
 def test_paths_rules_and_untouched_leaves():
   tree = _tree()
   assert jaxinit.leaf_paths(tree) == [
-      "Dense_0/bias", "Dense_0/kernel", "Dense_1/bias", "Dense_1/kernel",
-      "layers/0/w", "layers/1/w", "step"]
+    "Dense_0/bias",
+    "Dense_0/kernel",
+    "Dense_1/bias",
+    "Dense_1/kernel",
+    "layers/0/w",
+    "layers/1/w",
+    "step",
+  ]
   he, const = jaxinit.he_normal(), jaxinit.constant(0.5)
-  rules = {"Dense_1/.*": None,        # first match wins: Dense_1 is kept
-           ".*kernel": he,
-           "(.*/)?bias": const,
-           r"layers/\d+/w": "lecun_normal"}  # a registry name
+  rules = {
+    "Dense_1/.*": None,  # first match wins: Dense_1 is kept
+    ".*kernel": he,
+    "(.*/)?bias": const,
+    r"layers/\d+/w": "lecun_normal",
+  }  # a registry name
   new = jaxinit.reinit(tree, rules, KEY)
   for path in ("Dense_1/kernel", "Dense_1/bias", "step"):
     a, b = tree, new
@@ -63,9 +71,11 @@ def test_paths_rules_and_untouched_leaves():
 def test_keys_are_path_stable():
   rules = {".*kernel": jaxinit.he_normal(), ".*bias": jaxinit.normal()}
   small = {"Dense_0": {"kernel": jnp.zeros((16, 32)), "bias": jnp.zeros((32,))}}
-  big = {"Conv_9": {"kernel": jnp.zeros((3, 3, 4, 8)), "bias": jnp.zeros((8,))},
-         "Dense_0": {"kernel": jnp.zeros((16, 32)), "bias": jnp.zeros((32,))},
-         "A": {"kernel": jnp.zeros((16, 32))}}
+  big = {
+    "Conv_9": {"kernel": jnp.zeros((3, 3, 4, 8)), "bias": jnp.zeros((8,))},
+    "Dense_0": {"kernel": jnp.zeros((16, 32)), "bias": jnp.zeros((32,))},
+    "A": {"kernel": jnp.zeros((16, 32))},
+  }
   a = jaxinit.reinit(small, rules, KEY)
   b = jaxinit.reinit(big, rules, KEY)
   assert _equal(a["Dense_0"]["kernel"], b["Dense_0"]["kernel"])
@@ -92,8 +102,9 @@ def test_under_jit_equals_eager():
 
 def test_foreign_initializer_and_dtypes():
   tree = {"a": jnp.zeros((16, 32), jnp.bfloat16), "b": jnp.zeros((16, 32))}
-  new = jaxinit.reinit(tree, {"a": jaxinit.he_normal(), "b": jax.nn.initializers.lecun_normal()},
-                       KEY)
+  new = jaxinit.reinit(
+    tree, {"a": jaxinit.he_normal(), "b": jax.nn.initializers.lecun_normal()}, KEY
+  )
   assert new["a"].dtype == jnp.bfloat16 and new["a"].shape == (16, 32)
   ref = jax.nn.initializers.lecun_normal()(jaxinit.leaf_key(KEY, "b"), (16, 32), jnp.float32)
   assert _equal(new["b"], ref)
@@ -112,13 +123,18 @@ def test_layout_presets_and_with_layout():
   assert jaxinit.normal().with_layout("torch") == jaxinit.normal()  # no fans: unchanged
   lay = jaxinit.LAYOUTS
   # (out, in, kh, kw) = (64, 32, 3, 3): fan_in = 32 * 9, fan_out = 64 * 9
-  assert jaxinit.compute_fans((64, 32, 3, 3), lay["torch"].in_axis,
-                              lay["torch"].out_axis) == (288, 576)
+  assert jaxinit.compute_fans((64, 32, 3, 3), lay["torch"].in_axis, lay["torch"].out_axis) == (
+    288,
+    576,
+  )
   # torch ConvTranspose (in, out, kh, kw) = (32, 64, 3, 3): true fans
-  assert jaxinit.compute_fans((32, 64, 3, 3), lay["torch_transpose"].in_axis,
-                              lay["torch_transpose"].out_axis) == (288, 576)
-  assert jaxinit.compute_fans((3, 3, 32, 64), lay["flax"].in_axis,
-                              lay["flax"].out_axis) == (288, 576)
+  assert jaxinit.compute_fans(
+    (32, 64, 3, 3), lay["torch_transpose"].in_axis, lay["torch_transpose"].out_axis
+  ) == (288, 576)
+  assert jaxinit.compute_fans((3, 3, 32, 64), lay["flax"].in_axis, lay["flax"].out_axis) == (
+    288,
+    576,
+  )
   with pytest.raises(ValueError, match=r"jaxinit.he_normal: unknown layout 'troch'.*'torch'"):
     jaxinit.he_normal().with_layout("troch")
 
@@ -126,8 +142,9 @@ def test_layout_presets_and_with_layout():
 def test_reinit_layout_rewrites_default_axes_only():
   tree = {"w": jnp.zeros((64, 32, 3, 3)), "v": jnp.zeros((64, 32, 3, 3)), "b": jnp.zeros((64,))}
   explicit = jaxinit.he_normal(in_axis=0, out_axis=1)
-  new = jaxinit.reinit(tree, {"w": jaxinit.he_normal(), "v": explicit, "b": jaxinit.he_normal()},
-                       KEY, layout="torch")
+  new = jaxinit.reinit(
+    tree, {"w": jaxinit.he_normal(), "v": explicit, "b": jaxinit.he_normal()}, KEY, layout="torch"
+  )
   torch_he = jaxinit.he_normal(in_axis=1, out_axis=0)
   assert _equal(new["w"], torch_he(jaxinit.leaf_key(KEY, "w"), (64, 32, 3, 3)))
   assert _equal(new["v"], explicit(jaxinit.leaf_key(KEY, "v"), (64, 32, 3, 3)))
@@ -159,7 +176,7 @@ def test_reinit_layout_calls_an_initializers_own_with_layout():
   tree = {"w": jnp.zeros((3, 5)), "b": jnp.zeros((3,))}
   new = jaxinit.reinit(tree, {".*": _ColumnMarker()}, KEY, layout="torch")
   assert _equal(new["w"], jnp.zeros((3, 5)).at[0, :].set(1))  # column axis 0 (out)
-  assert _equal(new["b"], jnp.zeros((3,)).at[0].set(1))       # rank 1: untouched
+  assert _equal(new["b"], jnp.zeros((3,)).at[0].set(1))  # rank 1: untouched
   flax = jaxinit.reinit(tree, {"w": _ColumnMarker()}, KEY)
   assert _equal(flax["w"], jnp.zeros((3, 5)).at[:, 0].set(1))
 
@@ -187,8 +204,9 @@ def test_torch_bias_takes_fan_in_from_sibling():
   bound = 2.0 / (4 * 9) ** 0.5
   ref = jaxinit.uniform(-bound, bound)(jaxinit.leaf_key(KEY, "bias"), (8, 1, 1))
   assert _equal(new_conv.bias, ref)
-  with pytest.raises(TypeError,
-                     match=r"^jaxinit\.torch_bias: .*only be used as a rule of jaxinit\.reinit"):
+  with pytest.raises(
+    TypeError, match=r"^jaxinit\.torch_bias: .*only be used as a rule of jaxinit\.reinit"
+  ):
     jaxinit.torch_bias()(KEY, (3,))
 
 
@@ -200,8 +218,9 @@ def test_torch_bias_takes_fan_in_from_sibling():
 class _Linen(nn.Module):
   @nn.compact
   def __call__(self, x):
-    x = nn.Dense(32, kernel_init=nn.with_partitioning(nn.initializers.lecun_normal(),
-                                                      (None, "model")))(x)
+    x = nn.Dense(
+      32, kernel_init=nn.with_partitioning(nn.initializers.lecun_normal(), (None, "model"))
+    )(x)
     return nn.Dense(8)(x)
 
 
@@ -216,8 +235,10 @@ def test_linen_variables_keep_partitioning_boxes():
   # the unboxed params tree gives paths without the "params/" prefix
   params = nn.unbox(variables)["params"]
   new_params = jaxinit.reinit(params, rules, KEY)
-  assert _equal(new_params["Dense_1"]["kernel"],
-                jaxinit.he_normal()(jaxinit.leaf_key(KEY, "Dense_1/kernel"), (32, 8)))
+  assert _equal(
+    new_params["Dense_1"]["kernel"],
+    jaxinit.he_normal()(jaxinit.leaf_key(KEY, "Dense_1/kernel"), (32, 8)),
+  )
   bound = 1 / 32**0.5
   assert float(jnp.abs(new_params["Dense_1"]["bias"]).max()) <= bound
 
@@ -241,8 +262,12 @@ def test_nnx_state_and_update_one_liner():
   assert _equal(model.layers[0].kernel[...], ref)
   assert _equal(model.linear.bias[...], jnp.full((32,), 0.25))
   assert isinstance(new["linear"]["kernel"], nnx.Param)
-  assert jaxinit.leaf_paths(before) == ["layers/0/bias", "layers/0/kernel", "linear/bias",
-                                        "linear/kernel"]
+  assert jaxinit.leaf_paths(before) == [
+    "layers/0/bias",
+    "layers/0/kernel",
+    "linear/bias",
+    "linear/kernel",
+  ]
   # the full state also holds the RNG key and counter: matching them is an error
   with pytest.raises(TypeError, match=r"matched 'drop/rngs/count' of shape \(\) uint32"):
     jaxinit.reinit(nnx.state(model), {".*": jaxinit.normal()}, KEY)
@@ -267,8 +292,9 @@ def test_haiku_initializer_and_params():
   assert jaxinit.haiku_initializer("he_normal") == jaxinit.haiku_initializer(init)
   # haiku params are plain dicts: "linear/w"
   new = jaxinit.reinit(params, {"linear/w": jaxinit.lecun_normal(), "linear/b": None}, KEY)
-  assert _equal(new["linear"]["w"],
-                jaxinit.lecun_normal()(jaxinit.leaf_key(KEY, "linear/w"), (16, 32)))
+  assert _equal(
+    new["linear"]["w"], jaxinit.lecun_normal()(jaxinit.leaf_key(KEY, "linear/w"), (16, 32))
+  )
   assert new["linear"]["b"] is params["linear"]["b"]
 
 
@@ -277,25 +303,49 @@ def test_haiku_initializer_and_params():
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rules,exc,pattern", [
-    ({"Dense_0/kernal": jaxinit.normal()}, ValueError,
-     r"the rule 'Dense_0/kernal' matches no parameter path.*Close paths: 'Dense_0/kernel'"),
-    ({"kernel": jaxinit.normal()}, ValueError,
-     r"the rule 'kernel' matches no parameter path \(patterns must match the whole path"),
-    ({"Dense_[0-": jaxinit.normal()}, ValueError,
-     r"the rule pattern 'Dense_\[0-' is not a valid regular expression"),
-    ({"step": jaxinit.normal()}, TypeError,
-     r"the rule 'step' \(normal\(\)\) matched 'step' of shape \(\) int32, which it cannot "
-     r"initialize: jaxinit.normal: `dtype` must be a floating-point"),
-    ({"Dense_1/kernel": jaxinit.normal(), ".*": jaxinit.he_normal()}, TypeError,
-     r"the rule '\.\*' \(he_normal\(\)\) matched 'step' of shape \(\) int32"),
+@pytest.mark.parametrize(
+  "rules,exc,pattern",
+  [
+    (
+      {"Dense_0/kernal": jaxinit.normal()},
+      ValueError,
+      r"the rule 'Dense_0/kernal' matches no parameter path.*Close paths: 'Dense_0/kernel'",
+    ),
+    (
+      {"kernel": jaxinit.normal()},
+      ValueError,
+      r"the rule 'kernel' matches no parameter path \(patterns must match the whole path",
+    ),
+    (
+      {"Dense_[0-": jaxinit.normal()},
+      ValueError,
+      r"the rule pattern 'Dense_\[0-' is not a valid regular expression",
+    ),
+    (
+      {"step": jaxinit.normal()},
+      TypeError,
+      r"the rule 'step' \(normal\(\)\) matched 'step' of shape \(\) int32, which it cannot "
+      r"initialize: jaxinit.normal: `dtype` must be a floating-point",
+    ),
+    (
+      {"Dense_1/kernel": jaxinit.normal(), ".*": jaxinit.he_normal()},
+      TypeError,
+      r"the rule '\.\*' \(he_normal\(\)\) matched 'step' of shape \(\) int32",
+    ),
     ({"Dense_0/kernel": 3.0}, TypeError, r"maps to 3.0, which is not an initializer"),
-    ({"Dense_0/bias": jaxinit.torch_bias(sibling="weight")}, ValueError,
-     r"none of its sibling kernels exists: tried 'Dense_0/weight'"),
-    ({"Dense_0/kernel": jaxinit.he_normal(in_axis=3)}, ValueError,
-     r"matched 'Dense_0/kernel' of shape \(16, 32\).*`in_axis`=3 is out of range"),
+    (
+      {"Dense_0/bias": jaxinit.torch_bias(sibling="weight")},
+      ValueError,
+      r"none of its sibling kernels exists: tried 'Dense_0/weight'",
+    ),
+    (
+      {"Dense_0/kernel": jaxinit.he_normal(in_axis=3)},
+      ValueError,
+      r"matched 'Dense_0/kernel' of shape \(16, 32\).*`in_axis`=3 is out of range",
+    ),
     ({}, ValueError, r"`rules` is empty"),
-])
+  ],
+)
 def test_errors_leave_input_untouched(rules, exc, pattern):
   tree = _tree()
   snapshot = copy.deepcopy(jax.tree.map(np.asarray, tree))

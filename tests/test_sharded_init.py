@@ -19,16 +19,18 @@ KEY = jax.random.key(5)
 
 # few distinct shapes: every (initializer, shape, dtype, sharding) compiles once
 TREE = {
-    "conv": {"kernel": jnp.zeros((3, 3, 4, 16)), "bias": jnp.zeros((16,))},
-    "dense": {"kernel": jnp.zeros((16, 64), jnp.bfloat16)},
+  "conv": {"kernel": jnp.zeros((3, 3, 4, 16)), "bias": jnp.zeros((16,))},
+  "dense": {"kernel": jnp.zeros((16, 64), jnp.bfloat16)},
 }
 SPECS = {
-    "conv": {"kernel": P(None, None, None, "x"), "bias": P("x")},
-    "dense": {"kernel": P("x", None)},
+  "conv": {"kernel": P(None, None, None, "x"), "bias": P("x")},
+  "dense": {"kernel": P("x", None)},
 }
-RULES = {"conv/kernel": jaxinit.he_normal(),
-         ".*bias": jaxinit.torch_bias(),
-         "dense/kernel": jaxinit.glorot_uniform()}
+RULES = {
+  "conv/kernel": jaxinit.he_normal(),
+  ".*bias": jaxinit.torch_bias(),
+  "dense/kernel": jaxinit.glorot_uniform(),
+}
 
 
 def _mesh(n, names=("x",)):
@@ -37,8 +39,9 @@ def _mesh(n, names=("x",)):
 
 
 def _assert_same_values(a, b):
-  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b),
-                          strict=True):
+  for (path, x), y in zip(
+    jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b), strict=True
+  ):
     if not np.array_equal(np.asarray(x), np.asarray(y)):
       raise AssertionError(f"{jax.tree_util.keystr(path)} differs")
 
@@ -96,8 +99,10 @@ def test_per_device_memory_is_an_eighth():
   """The compiled SPMD program's per-device output and temporaries are 1/8 of the
   unsharded program's: no device materializes a whole leaf."""
   mesh = _mesh(8)
-  tree = {"w": jax.ShapeDtypeStruct((512, 256), jnp.float32),
-          "v": jax.ShapeDtypeStruct((4, 64, 256), jnp.float32)}
+  tree = {
+    "w": jax.ShapeDtypeStruct((512, 256), jnp.float32),
+    "v": jax.ShapeDtypeStruct((4, 64, 256), jnp.float32),
+  }
   specs = {"w": P(None, "x"), "v": P(None, "x", None)}
   rules = {"w": jaxinit.he_normal(), "v": jaxinit.glorot_uniform()}
   full = sum(4 * np.prod(s.shape) for s in jax.tree.leaves(tree))
@@ -117,13 +122,19 @@ def test_per_device_memory_is_an_eighth():
 def test_sharding_errors():
   mesh = _mesh(8)
   tree = {"w": jnp.zeros((12, 16))}
-  with pytest.raises(ValueError, match=r"jaxinit.reinit: the rule 'w' .* matched 'w' of shape "
-                     r"\(12, 16\) float32: `out_sharding` .* cannot shard the shape \(12, 16\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"jaxinit.reinit: the rule 'w' .* matched 'w' of shape "
+    r"\(12, 16\) float32: `out_sharding` .* cannot shard the shape \(12, 16\)",
+  ):
     jaxinit.reinit(tree, {"w": jaxinit.normal()}, KEY, shardings={"w": P("x")}, mesh=mesh)
   with pytest.raises(ValueError, match=r"`shardings` has no entry for the leaf 'w'"):
     jaxinit.reinit(tree, {"w": jaxinit.normal()}, KEY, shardings={"v": P("x")}, mesh=mesh)
-  with pytest.raises(ValueError, match=r"the leaf 'w' is to be sharded as P\(None, 'x'\) but "
-                     r"no mesh is known"):
+  with pytest.raises(
+    ValueError,
+    match=r"the leaf 'w' is to be sharded as P\(None, 'x'\) but "
+    r"no mesh is known",
+  ):
     jaxinit.reinit(tree, {"w": jaxinit.normal()}, KEY, shardings={"w": P(None, "x")})
   with pytest.raises(ValueError, match=r"`out_sharding` P\(None, None, 'x'\) has 3 entries"):
     jaxinit.normal()(KEY, (12, 16), None, P(None, None, "x"))
@@ -137,10 +148,12 @@ def test_sharding_errors():
 class _Linen(nn.Module):
   @nn.compact
   def __call__(self, x):
-    x = nn.Dense(64, kernel_init=nn.with_partitioning(nn.initializers.lecun_normal(),
-                                                      (None, "model")))(x)
-    x = nn.Dense(16, kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                                              ("mlp", "embed")))(x)
+    x = nn.Dense(
+      64, kernel_init=nn.with_partitioning(nn.initializers.lecun_normal(), (None, "model"))
+    )(x)
+    x = nn.Dense(
+      16, kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("mlp", "embed"))
+    )(x)
     return nn.LayerNorm()(x)
 
 
@@ -153,8 +166,12 @@ def test_init_linen_born_sharded():
   params = v["params"]
   assert isinstance(params["Dense_0"]["kernel"], nn.Partitioned)
   assert isinstance(params["Dense_1"]["kernel"], nn.LogicallyPartitioned)
-  want = {"Dense_0/kernel": P(None, "model"), "Dense_1/kernel": P("model", "data"),
-          "Dense_0/bias": P(), "LayerNorm_0/scale": P()}
+  want = {
+    "Dense_0/kernel": P(None, "model"),
+    "Dense_1/kernel": P("model", "data"),
+    "Dense_0/bias": P(),
+    "LayerNorm_0/scale": P(),
+  }
   for path, spec in want.items():
     a, b = path.split("/")
     leaf = nn.unbox(params[a][b])
@@ -166,8 +183,12 @@ def test_init_linen_born_sharded():
 
 class _Nnx(nnx.Module):
   def __init__(self, rngs):
-    self.up = nnx.Linear(16, 64, rngs=rngs, kernel_init=nnx.with_partitioning(
-        nnx.initializers.lecun_normal(), (None, "model")))
+    self.up = nnx.Linear(
+      16,
+      64,
+      rngs=rngs,
+      kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), (None, "model")),
+    )
     self.down = nnx.Linear(64, 16, rngs=rngs)
 
 

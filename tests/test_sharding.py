@@ -11,9 +11,14 @@ from jax.sharding import PartitionSpec as P
 import jaxinit
 from jaxinit import testing
 
-INITS = [jaxinit.he_normal(), jaxinit.truncated_normal(0.02, exact_std=True),
-         jaxinit.glorot_uniform(), jaxinit.normal(0.3, 1.0), jaxinit.constant(0.5),
-         jaxinit.zeros()]
+INITS = [
+  jaxinit.he_normal(),
+  jaxinit.truncated_normal(0.02, exact_std=True),
+  jaxinit.glorot_uniform(),
+  jaxinit.normal(0.3, 1.0),
+  jaxinit.constant(0.5),
+  jaxinit.zeros(),
+]
 
 
 def test_eight_devices():
@@ -34,8 +39,9 @@ def test_named_sharding_values_and_placement(init):
 
 def test_conforms_with_sharding_and_bf16():
   mesh = jax.make_mesh((8,), ("x",))
-  testing.assert_conforms(jaxinit.he_uniform(), (16, 8), jnp.bfloat16,
-                          out_sharding=NamedSharding(mesh, P("x", None)))
+  testing.assert_conforms(
+    jaxinit.he_uniform(), (16, 8), jnp.bfloat16, out_sharding=NamedSharding(mesh, P("x", None))
+  )
 
 
 def test_values_do_not_depend_on_the_mesh():
@@ -76,12 +82,14 @@ def test_values_are_the_same_in_every_compilation_context():
   key = jax.random.key(21)
   inits = [examples[0] for examples, _, _ in CASES.values()]
   plain = [np.asarray(i(key, (64, 64))) for i in inits]
-  plain_c = [np.asarray(i(key, (64, 64), jnp.complex64)) if i._supports_complex() else None
-             for i in inits]
+  plain_c = [
+    np.asarray(i(key, (64, 64), jnp.complex64)) if i._supports_complex() else None for i in inits
+  ]
   mesh = jax.make_mesh((4,), ("x",), devices=jax.devices()[:4])
   with jax.set_mesh(mesh):
     for init, want, want_c in zip(inits, plain, plain_c, strict=True):
       np.testing.assert_array_equal(init(key, (64, 64)), want, err_msg=repr(init))
       if want_c is not None:
-        np.testing.assert_array_equal(init(key, (64, 64), jnp.complex64), want_c,
-                                      err_msg=repr(init))
+        np.testing.assert_array_equal(
+          init(key, (64, 64), jnp.complex64), want_c, err_msg=repr(init)
+        )

@@ -40,49 +40,129 @@ def _real_cases():
   out.append(("uniform", jaxinit.uniform(), sh, 0.0, 0.1**2 / 12, "uniform", (-0.05, 0.1)))
   out.append(("uniform_ab", jaxinit.uniform(1.0, 4.0), sh, 2.5, 9 / 12, "uniform", (1.0, 3.0)))
   tn = stats.truncnorm(-2, 2, 0, 0.05)
-  out.append(("truncated_normal", jaxinit.truncated_normal(), sh, 0.0, tn.var(), "truncnorm",
-              (-2, 2, 0, 0.05)))
+  out.append(
+    (
+      "truncated_normal",
+      jaxinit.truncated_normal(),
+      sh,
+      0.0,
+      tn.var(),
+      "truncnorm",
+      (-2, 2, 0, 0.05),
+    )
+  )
   s = 0.02 / TRUNC2_STD
-  out.append(("truncated_exact", jaxinit.truncated_normal(0.02, exact_std=True), sh, 0.0,
-              0.02**2, "truncnorm", (-2, 2, 0, s)))
+  out.append(
+    (
+      "truncated_exact",
+      jaxinit.truncated_normal(0.02, exact_std=True),
+      sh,
+      0.0,
+      0.02**2,
+      "truncnorm",
+      (-2, 2, 0, s),
+    )
+  )
   asym = stats.truncnorm(-1, 3, 0.5, 0.3)
-  out.append(("truncated_asym", jaxinit.truncated_normal(0.3, 0.5, -1.0, 3.0), sh, asym.mean(),
-              asym.var(), "truncnorm", (-1, 3, 0.5, 0.3)))
+  out.append(
+    (
+      "truncated_asym",
+      jaxinit.truncated_normal(0.3, 0.5, -1.0, 3.0),
+      sh,
+      asym.mean(),
+      asym.var(),
+      "truncnorm",
+      (-1, 3, 0.5, 0.3),
+    )
+  )
   s = 1.0 / math.sqrt(stats.truncnorm.var(0.5, 2.5))
   tail = stats.truncnorm(0.5, 2.5, 0, s)
-  out.append(("truncated_tail_exact", jaxinit.truncated_normal(1.0, 0.0, 0.5, 2.5, True), sh,
-              tail.mean(), 1.0, "truncnorm", (0.5, 2.5, 0, s)))
-  for mode, n in [("fan_in", 1000), ("fan_out", 25000), ("fan_avg", 13000),
-                  ("fan_geo_avg", math.sqrt(1000 * 25000))]:
+  out.append(
+    (
+      "truncated_tail_exact",
+      jaxinit.truncated_normal(1.0, 0.0, 0.5, 2.5, True),
+      sh,
+      tail.mean(),
+      1.0,
+      "truncnorm",
+      (0.5, 2.5, 0, s),
+    )
+  )
+  for mode, n in [
+    ("fan_in", 1000),
+    ("fan_out", 25000),
+    ("fan_avg", 13000),
+    ("fan_geo_avg", math.sqrt(1000 * 25000)),
+  ]:
     for dist in ["truncated_normal", "normal", "uniform"]:
       var = 2.0 / n
       std = math.sqrt(var)
-      ks = {"truncated_normal": ("truncnorm", (-2, 2, 0, std / TRUNC2_STD)),
-            "normal": ("norm", (0, std)),
-            "uniform": ("uniform", (-std * math.sqrt(3), 2 * std * math.sqrt(3)))}[dist]
-      out.append((f"vs_{mode}_{dist}", jaxinit.variance_scaling(2.0, mode, dist), conv, 0.0, var,
-                  *ks))
+      ks = {
+        "truncated_normal": ("truncnorm", (-2, 2, 0, std / TRUNC2_STD)),
+        "normal": ("norm", (0, std)),
+        "uniform": ("uniform", (-std * math.sqrt(3), 2 * std * math.sqrt(3))),
+      }[dist]
+      out.append(
+        (f"vs_{mode}_{dist}", jaxinit.variance_scaling(2.0, mode, dist), conv, 0.0, var, *ks)
+      )
   g = 1.7
-  out.append(("glorot_normal", jaxinit.glorot_normal(gain=g), sh, 0.0, g * g * 2 / 2000,
-              "truncnorm", (-2, 2, 0, g * math.sqrt(1 / 1000) / TRUNC2_STD)))
+  out.append(
+    (
+      "glorot_normal",
+      jaxinit.glorot_normal(gain=g),
+      sh,
+      0.0,
+      g * g * 2 / 2000,
+      "truncnorm",
+      (-2, 2, 0, g * math.sqrt(1 / 1000) / TRUNC2_STD),
+    )
+  )
   a = math.sqrt(6 / 2000)
-  out.append(("glorot_uniform", jaxinit.glorot_uniform(), sh, 0.0, a * a / 3, "uniform",
-              (-a, 2 * a)))
+  out.append(
+    ("glorot_uniform", jaxinit.glorot_uniform(), sh, 0.0, a * a / 3, "uniform", (-a, 2 * a))
+  )
   slope = 0.2
   var = 2 / (1 + slope**2) / 1000
-  out.append(("he_normal_leaky", jaxinit.he_normal(negative_slope=slope), sh, 0.0, var,
-              "truncnorm", (-2, 2, 0, math.sqrt(var) / TRUNC2_STD)))
+  out.append(
+    (
+      "he_normal_leaky",
+      jaxinit.he_normal(negative_slope=slope),
+      sh,
+      0.0,
+      var,
+      "truncnorm",
+      (-2, 2, 0, math.sqrt(var) / TRUNC2_STD),
+    )
+  )
   var = (5 / 3) ** 2 / 25000
-  out.append(("he_normal_tanh_fan_out_untruncated",
-              jaxinit.he_normal(mode="fan_out", nonlinearity="tanh", truncated=False), conv, 0.0,
-              var, "norm", (0, math.sqrt(var))))
+  out.append(
+    (
+      "he_normal_tanh_fan_out_untruncated",
+      jaxinit.he_normal(mode="fan_out", nonlinearity="tanh", truncated=False),
+      conv,
+      0.0,
+      var,
+      "norm",
+      (0, math.sqrt(var)),
+    )
+  )
   a = math.sqrt(2) * math.sqrt(3 / 1000)
   out.append(("he_uniform", jaxinit.he_uniform(), sh, 0.0, a * a / 3, "uniform", (-a, 2 * a)))
-  out.append(("lecun_normal", jaxinit.lecun_normal(), conv, 0.0, 1 / 1000, "truncnorm",
-              (-2, 2, 0, math.sqrt(1 / 1000) / TRUNC2_STD)))
+  out.append(
+    (
+      "lecun_normal",
+      jaxinit.lecun_normal(),
+      conv,
+      0.0,
+      1 / 1000,
+      "truncnorm",
+      (-2, 2, 0, math.sqrt(1 / 1000) / TRUNC2_STD),
+    )
+  )
   a = math.sqrt(3 / 1000)
-  out.append(("lecun_uniform", jaxinit.lecun_uniform(), conv, 0.0, 1 / 1000, "uniform",
-              (-a, 2 * a)))
+  out.append(
+    ("lecun_uniform", jaxinit.lecun_uniform(), conv, 0.0, 1 / 1000, "uniform", (-a, 2 * a))
+  )
   return out
 
 
@@ -100,14 +180,17 @@ def test_real_moments_and_shape(label, init, shape, mean, var, dist, args):
 
 
 COMPLEX = [
-    ("normal", jaxinit.normal(0.3), 0.09),
-    ("truncated_exact", jaxinit.truncated_normal(0.3, exact_std=True), 0.09),
-    ("truncated_plain", jaxinit.truncated_normal(0.3, lower=-1.5, upper=1.5),
-     0.09 * sampling.complex_truncated_std(1.5) ** 2),
-    ("vs_truncated", jaxinit.variance_scaling(1.0, "fan_in", "truncated_normal"), 1 / 1000),
-    ("vs_normal", jaxinit.variance_scaling(3.0, "fan_avg", "normal"), 3 / 1000),
-    ("vs_uniform", jaxinit.variance_scaling(0.5, "fan_out", "uniform"), 0.5 / 1000),
-    ("he_normal", jaxinit.he_normal(), 2 / 1000),
+  ("normal", jaxinit.normal(0.3), 0.09),
+  ("truncated_exact", jaxinit.truncated_normal(0.3, exact_std=True), 0.09),
+  (
+    "truncated_plain",
+    jaxinit.truncated_normal(0.3, lower=-1.5, upper=1.5),
+    0.09 * sampling.complex_truncated_std(1.5) ** 2,
+  ),
+  ("vs_truncated", jaxinit.variance_scaling(1.0, "fan_in", "truncated_normal"), 1 / 1000),
+  ("vs_normal", jaxinit.variance_scaling(3.0, "fan_avg", "normal"), 3 / 1000),
+  ("vs_uniform", jaxinit.variance_scaling(0.5, "fan_out", "uniform"), 0.5 / 1000),
+  ("he_normal", jaxinit.he_normal(), 2 / 1000),
 ]
 
 
@@ -139,8 +222,11 @@ def test_complex_uniform_is_uniform_on_a_disk():
   w = draw(jaxinit.variance_scaling(1.0, "fan_in", "uniform"), (1000, 1000), jnp.complex64)
   radius = math.sqrt(2 * var)
   assert np.abs(w).max() <= radius * (1 + 1e-6)
-  testing.assert_ks((np.abs(w.astype(np.complex128)) / radius).ravel()[: 2 * 10**5],
-                    lambda r: np.clip(r, 0, 1) ** 2, name="disk radius")
+  testing.assert_ks(
+    (np.abs(w.astype(np.complex128)) / radius).ravel()[: 2 * 10**5],
+    lambda r: np.clip(r, 0, 1) ** 2,
+    name="disk radius",
+  )
 
 
 def test_variance_scaling_constants_are_the_exact_ones():
@@ -158,15 +244,23 @@ def test_bfloat16_keeps_float32_resolution():
   init = jaxinit.normal(1.0)
   w = init(jax.random.key(5), (2048, 2048), jnp.bfloat16)
   ours = np.unique(np.asarray(w.astype(jnp.float32))).size
-  native = np.unique(np.asarray(
-      jax.random.normal(jax.random.key(5), (2048, 2048), jnp.bfloat16).astype(jnp.float32))).size
+  native = np.unique(
+    np.asarray(jax.random.normal(jax.random.key(5), (2048, 2048), jnp.bfloat16).astype(jnp.float32))
+  ).size
   assert ours > 3000, ours
   assert ours > 10 * native, (ours, native)
 
 
-@pytest.mark.parametrize("init", [jaxinit.he_normal(), jaxinit.glorot_uniform(gain=1.3),
-                                  jaxinit.truncated_normal(0.02, 0.1, exact_std=True),
-                                  jaxinit.normal(0.5, 0.25)], ids=repr)
+@pytest.mark.parametrize(
+  "init",
+  [
+    jaxinit.he_normal(),
+    jaxinit.glorot_uniform(gain=1.3),
+    jaxinit.truncated_normal(0.02, 0.1, exact_std=True),
+    jaxinit.normal(0.5, 0.25),
+  ],
+  ids=repr,
+)
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_16_bit_is_float32_draw_rounded_once(init, dtype):
   """A 16-bit draw is the float32 draw (scaled in float32) cast once: the scale
@@ -201,8 +295,9 @@ def test_checks_catch_a_wrong_constant(monkeypatch):
 
   # jax's complex truncation constant (0.95311) instead of the exact 0.96196
   monkeypatch.setattr(vs_mod, "_COMPLEX_TRUNC2_STD", 0.95311164380491208)
-  bad = draw(jaxinit.variance_scaling(1.0 + 4e-12, "fan_in", "truncated_normal"), (1000, 1000),
-             jnp.complex64)
+  bad = draw(
+    jaxinit.variance_scaling(1.0 + 4e-12, "fan_in", "truncated_normal"), (1000, 1000), jnp.complex64
+  )
   with pytest.raises(AssertionError, match="variance"):
     testing.assert_moments(bad, var=1 / 1000)
 

@@ -32,8 +32,9 @@ def test_identity_values():
   np.testing.assert_array_equal(jaxinit.identity()(k, (5, 3)), np.eye(5, 3))
   stack = jaxinit.identity(-1.0)(k, (2, 4, 3, 3), jnp.bfloat16)
   assert stack.dtype == jnp.bfloat16
-  np.testing.assert_array_equal(stack.astype(jnp.float32),
-                                np.broadcast_to(-np.eye(3), (2, 4, 3, 3)))
+  np.testing.assert_array_equal(
+    stack.astype(jnp.float32), np.broadcast_to(-np.eye(3), (2, 4, 3, 3))
+  )
   np.testing.assert_array_equal(jaxinit.identity()(k, (2, 2), jnp.complex64), np.eye(2))
 
 
@@ -55,8 +56,9 @@ def test_identity_through_flax_dense(features):
 def test_dirac_preserves_inputs_through_flax_linen_conv():
   """An even 4x4 kernel (centre (1, 1) under padding="SAME") with 4 groups."""
   x = jax.random.normal(jax.random.key(3), (2, 5, 5, 8))
-  conv = nn.Conv(8, (4, 4), padding="SAME", feature_group_count=4,
-                 kernel_init=jaxinit.dirac(groups=4, scale=0.5))
+  conv = nn.Conv(
+    8, (4, 4), padding="SAME", feature_group_count=4, kernel_init=jaxinit.dirac(groups=4, scale=0.5)
+  )
   y, params = conv.init_with_output(jax.random.key(4), x)
   assert params["params"]["kernel"].shape == (4, 4, 2, 8)
   np.testing.assert_allclose(y, 0.5 * x, rtol=1e-6, atol=1e-6)
@@ -64,8 +66,15 @@ def test_dirac_preserves_inputs_through_flax_linen_conv():
 
 def test_dirac_preserves_inputs_through_nnx_conv():
   """A 3-D kernel (3, 2, 3), the even axis included, with 2 groups."""
-  conv = nnx.Conv(6, 6, (3, 2, 3), padding="SAME", feature_group_count=2,
-                  kernel_init=jaxinit.dirac(groups=2), rngs=nnx.Rngs(0))
+  conv = nnx.Conv(
+    6,
+    6,
+    (3, 2, 3),
+    padding="SAME",
+    feature_group_count=2,
+    kernel_init=jaxinit.dirac(groups=2),
+    rngs=nnx.Rngs(0),
+  )
   x = jax.random.normal(jax.random.key(5), (2, 4, 4, 4, 6))
   np.testing.assert_allclose(conv(x), x, rtol=1e-6, atol=1e-6)
 
@@ -92,7 +101,7 @@ def test_sparse_exact_counts_per_unit():
   k = jax.random.key(6)
   w = np.asarray(jaxinit.sparse(num_nonzero=5)(k, (3, 3, 16, 32)))
   assert np.all((w != 0).reshape(-1, 32).sum(axis=0) == 5)
-  w = np.asarray(jaxinit.sparse(num_nonzero=4, out_axis=0)(k, (10, 6, 3)))   # torch (out, in, k)
+  w = np.asarray(jaxinit.sparse(num_nonzero=4, out_axis=0)(k, (10, 6, 3)))  # torch (out, in, k)
   assert np.all((w != 0).reshape(10, -1).sum(axis=1) == 4)
   w = np.asarray(jaxinit.sparse(num_nonzero=2, batch_axis=0)(k, (3, 7, 5)))  # stacked layers
   assert np.all((w != 0).sum(axis=1) == 2)
@@ -108,8 +117,9 @@ def test_sparse_fraction_of_zeros(sparsity, fan_in, zeros):
 
 def test_sparse_mask_is_uniform_and_values_follow_the_distribution():
   units, fan_in, k = 4000, 20, 5
-  w = np.asarray(jaxinit.sparse(num_nonzero=k, values=jaxinit.normal(0.1))(
-      jax.random.key(8), (fan_in, units)))
+  w = np.asarray(
+    jaxinit.sparse(num_nonzero=k, values=jaxinit.normal(0.1))(jax.random.key(8), (fan_in, units))
+  )
   hits = (w != 0).sum(axis=1)  # per input position, Binomial(units, k / fan_in)
   p = k / fan_in
   z = (hits - units * p) / math.sqrt(units * p * (1 - p))
@@ -165,12 +175,16 @@ def test_normalized_direction_is_uniform():
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("init,shape,spec", [
+@pytest.mark.parametrize(
+  "init,shape,spec",
+  [
     (jaxinit.identity(), (16, 8), P("a", "b")),
     (jaxinit.dirac(groups=2), (3, 3, 4, 8), P(None, None, "a", "b")),
     (jaxinit.sparse(num_nonzero=3), (3, 3, 4, 8), P(None, None, "a", "b")),
     (jaxinit.normalized(), (16, 8), P("a", "b")),
-], ids=lambda v: getattr(v, "name", ""))
+  ],
+  ids=lambda v: getattr(v, "name", ""),
+)
 def test_out_sharding(init, shape, spec):
   """(The conformance sweep checks these without sharding; here: layout and same values.)"""
   key = jax.random.key(14)
@@ -180,34 +194,76 @@ def test_out_sharding(init, shape, spec):
 
 
 def test_registry_round_trips():
-  for init in (jaxinit.identity(0.5), jaxinit.dirac(2, 0.5),
-               jaxinit.sparse(sparsity=0.5, values=jaxinit.he_normal(mode="fan_out")),
-               jaxinit.normalized(3.0, 0, (1,))):
+  for init in (
+    jaxinit.identity(0.5),
+    jaxinit.dirac(2, 0.5),
+    jaxinit.sparse(sparsity=0.5, values=jaxinit.he_normal(mode="fan_out")),
+    jaxinit.normalized(3.0, 0, (1,)),
+  ):
     assert jaxinit.deserialize(jaxinit.serialize(init)) == init
     assert jaxinit.get(init.name, **init.config()) == init
   assert jaxinit.get("sparse", num_nonzero=4) == jaxinit.sparse(num_nonzero=4)
 
 
-@pytest.mark.parametrize("factory,kwargs,exc,match", [
-    (jaxinit.identity, {"scale": "1"}, TypeError, r"jaxinit\.identity: .*`scale` must be a real number"),
+@pytest.mark.parametrize(
+  "factory,kwargs,exc,match",
+  [
+    (
+      jaxinit.identity,
+      {"scale": "1"},
+      TypeError,
+      r"jaxinit\.identity: .*`scale` must be a real number",
+    ),
     (jaxinit.dirac, {"groups": 0}, ValueError, r"jaxinit\.dirac: .*`groups` must be >= 1, got 0"),
     (jaxinit.dirac, {"groups": 1.5}, TypeError, r"jaxinit\.dirac: .*`groups` must be an integer"),
-    (jaxinit.sparse, {"num_nonzero": 3, "sparsity": 0.5}, ValueError, r"jaxinit\.sparse: .*not both"),
-    (jaxinit.sparse, {"num_nonzero": 0}, ValueError, r"jaxinit\.sparse: .*`num_nonzero` must be >= 1"),
-    (jaxinit.sparse, {"sparsity": 1.0}, ValueError, r"jaxinit\.sparse: .*must be in \[0, 1\), got 1.0"),
+    (
+      jaxinit.sparse,
+      {"num_nonzero": 3, "sparsity": 0.5},
+      ValueError,
+      r"jaxinit\.sparse: .*not both",
+    ),
+    (
+      jaxinit.sparse,
+      {"num_nonzero": 0},
+      ValueError,
+      r"jaxinit\.sparse: .*`num_nonzero` must be >= 1",
+    ),
+    (
+      jaxinit.sparse,
+      {"sparsity": 1.0},
+      ValueError,
+      r"jaxinit\.sparse: .*must be in \[0, 1\), got 1.0",
+    ),
     (jaxinit.sparse, {"sparsity": -0.1}, ValueError, r"jaxinit\.sparse: .*`sparsity` must be >= 0"),
-    (jaxinit.sparse, {"values": lambda k, s, d=None: k}, TypeError,
-     r"jaxinit\.sparse: .*`values` must be a jaxinit initializer"),
-    (jaxinit.sparse, {"values": "nromal"}, ValueError, r"jaxinit\.sparse: .*unknown initializer 'nromal'"),
+    (
+      jaxinit.sparse,
+      {"values": lambda k, s, d=None: k},
+      TypeError,
+      r"jaxinit\.sparse: .*`values` must be a jaxinit initializer",
+    ),
+    (
+      jaxinit.sparse,
+      {"values": "nromal"},
+      ValueError,
+      r"jaxinit\.sparse: .*unknown initializer 'nromal'",
+    ),
     (jaxinit.normalized, {"scale": 0}, ValueError, r"jaxinit\.normalized: .*`scale` must be > 0"),
-    (jaxinit.normalized, {"out_axis": "x"}, TypeError, r"jaxinit\.normalized: .*`out_axis` must be an int"),
-])
+    (
+      jaxinit.normalized,
+      {"out_axis": "x"},
+      TypeError,
+      r"jaxinit\.normalized: .*`out_axis` must be an int",
+    ),
+  ],
+)
 def test_factory_errors(factory, kwargs, exc, match):
   with pytest.raises(exc, match=r"^" + match):
     factory(**kwargs)
 
 
-@pytest.mark.parametrize("init,shape,match", [
+@pytest.mark.parametrize(
+  "init,shape,match",
+  [
     (jaxinit.identity(), (4,), r"at least 2 dimensions"),
     (jaxinit.dirac(), (4,), r"at least 2 dimensions"),
     (jaxinit.dirac(groups=3), (3, 3, 4, 8), r"output channels \(8.*not divisible by `groups`=3"),
@@ -217,7 +273,8 @@ def test_factory_errors(factory, kwargs, exc, match):
     (jaxinit.sparse(num_nonzero=1, out_axis=0, batch_axis=0), (4, 4), r"share axis \[0\]"),
     (jaxinit.normalized(), (8,), r"no fan-in axis"),
     (jaxinit.normalized(out_axis=2), (8, 4), r"`out_axis`=2 is out of range"),
-])
+  ],
+)
 def test_call_time_errors(init, shape, match):
   with pytest.raises(ValueError, match=rf"^jaxinit\.{init.name}: .*{match}"):
     init(jax.random.key(0), shape)

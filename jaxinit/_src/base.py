@@ -35,13 +35,12 @@ class InitializerProtocol(Protocol):
   """What Flax and ``jax.nn.initializers`` call: ``init(key, shape, dtype, out_sharding)``."""
 
   def __call__(
-      self,
-      key: Array,
-      shape: Shape,
-      dtype: DTypeLike | None = None,
-      out_sharding: Sharding = None,
-  ) -> Array:
-    ...
+    self,
+    key: Array,
+    shape: Shape,
+    dtype: DTypeLike | None = None,
+    out_sharding: Sharding = None,
+  ) -> Array: ...
 
 
 # ---------------------------------------------------------------------------
@@ -56,20 +55,20 @@ def fail(fn: str, message: str, exc: type[Exception] = ValueError) -> Exception:
 
 
 def check_real(
-    fn: str,
-    arg: str,
-    value: Any,
-    *,
-    positive: bool = False,
-    nonnegative: bool = False,
+  fn: str,
+  arg: str,
+  value: Any,
+  *,
+  positive: bool = False,
+  nonnegative: bool = False,
 ) -> float:
   """Returns ``value`` as a finite Python float, or raises a clear error."""
   if isinstance(value, jax.core.Tracer):
     raise fail(
-        fn,
-        f"`{arg}` must be a concrete number known when the initializer is "
-        "built, got a traced value; build initializers outside jit.",
-        TypeError,
+      fn,
+      f"`{arg}` must be a concrete number known when the initializer is "
+      "built, got a traced value; build initializers outside jit.",
+      TypeError,
     )
   if isinstance(value, (bool, np.bool_)) or not _is_real_scalar(value):
     raise fail(fn, f"`{arg}` must be a real number, got {value!r}.", TypeError)
@@ -131,7 +130,7 @@ def as_tuple(axes: int | tuple[int, ...]) -> tuple[int, ...]:
 
 
 def normalize_axes(
-    fn: str, arg: str, axes: int | tuple[int, ...], shape: tuple[int, ...]
+  fn: str, arg: str, axes: int | tuple[int, ...], shape: tuple[int, ...]
 ) -> tuple[int, ...]:
   """Axes as non-negative ints for ``shape``; out-of-range axes are an error."""
   ndim = len(shape)
@@ -139,9 +138,9 @@ def normalize_axes(
   for a in as_tuple(axes):
     if not -ndim <= a < ndim:
       raise fail(
-          fn,
-          f"`{arg}`={axes!r} is out of range for the {ndim}-D shape {shape}; "
-          f"axes must lie in [{-ndim}, {ndim - 1}].",
+        fn,
+        f"`{arg}`={axes!r} is out of range for the {ndim}-D shape {shape}; "
+        f"axes must lie in [{-ndim}, {ndim - 1}].",
       )
     out.append(a % ndim)
   if len(set(out)) != len(out):
@@ -169,9 +168,9 @@ def canonical_key(fn: str, key: Any) -> Array:
   if is_array and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     if key.shape != ():
       raise fail(
-          fn,
-          f"`key` must be a single PRNG key, got a key array of shape {key.shape}; "
-          "use jax.vmap over keys to draw several.",
+        fn,
+        f"`key` must be a single PRNG key, got a key array of shape {key.shape}; "
+        "use jax.vmap over keys to draw several.",
       )
     return key
   if is_array and key.dtype == np.uint32:
@@ -179,16 +178,16 @@ def canonical_key(fn: str, key: Any) -> Array:
       return jax.random.wrap_key_data(key)
     except Exception:  # wrong trailing shape for the default PRNG implementation
       raise fail(
-          fn,
-          "`key` must be a jax.random.key(...) or a jax.random.PRNGKey(...) array, "
-          f"got a uint32 array of shape {key.shape}; a single legacy key has shape (2,).",
-          TypeError,
+        fn,
+        "`key` must be a jax.random.key(...) or a jax.random.PRNGKey(...) array, "
+        f"got a uint32 array of shape {key.shape}; a single legacy key has shape (2,).",
+        TypeError,
       ) from None
   raise fail(
-      fn,
-      "`key` must be a jax.random.key(...) or a jax.random.PRNGKey(...) array, "
-      f"got {type(key).__name__} {key!r:.60}.",
-      TypeError,
+    fn,
+    "`key` must be a jax.random.key(...) or a jax.random.PRNGKey(...) array, "
+    f"got {type(key).__name__} {key!r:.60}.",
+    TypeError,
   )
 
 
@@ -223,18 +222,18 @@ def canonical_dtype(fn: str, dtype: Any, *, allow_complex: bool) -> np.dtype:
   if jnp.issubdtype(d, jnp.complexfloating):
     if not allow_complex:
       raise fail(
-          fn,
-          f"`dtype` {d.name} is complex, which this initializer does not support; "
-          "use a real floating-point dtype.",
-          TypeError,
+        fn,
+        f"`dtype` {d.name} is complex, which this initializer does not support; "
+        "use a real floating-point dtype.",
+        TypeError,
       )
   elif not jnp.issubdtype(d, jnp.floating):
     kinds = "a floating-point or complex" if allow_complex else "a floating-point"
     raise fail(
-        fn,
-        f"`dtype` must be {kinds} dtype (float32, bfloat16, ...), got {d.name}; "
-        "integer and bool parameters cannot be initialized this way.",
-        TypeError,
+      fn,
+      f"`dtype` must be {kinds} dtype (float32, bfloat16, ...), got {d.name}; "
+      "integer and bool parameters cannot be initialized this way.",
+      TypeError,
     )
   return np.dtype(jax.dtypes.canonicalize_dtype(d))
 
@@ -290,11 +289,11 @@ class Initializer:
   # -- the protocol --------------------------------------------------------
 
   def __call__(
-      self,
-      key: Array,
-      shape: Shape,
-      dtype: DTypeLike | None = None,
-      out_sharding: Sharding = None,
+    self,
+    key: Array,
+    shape: Shape,
+    dtype: DTypeLike | None = None,
+    out_sharding: Sharding = None,
   ) -> Array:
     """Draws an array of ``shape`` and ``dtype`` from ``key``.
 
@@ -480,12 +479,12 @@ def _groups(sharded: Sequence[Any]) -> list[list[int]]:
 
 
 def _draw(
-    init: Initializer,
-    key: Array,
-    shape: tuple[int, ...],
-    dtype: np.dtype,
-    sharded: tuple[Any, ...] | None,
-    fold: Array | None = None,
+  init: Initializer,
+  key: Array,
+  shape: tuple[int, ...],
+  dtype: np.dtype,
+  sharded: tuple[Any, ...] | None,
+  fold: Array | None = None,
 ) -> Array:
   if math.prod(shape) == 0:
     return jnp.zeros(shape, dtype)
@@ -499,7 +498,7 @@ def _draw(
     _KEEP_SHAPE.reset(token)
   if out.shape != shape or out.dtype != dtype:  # an internal contract, never user input
     raise AssertionError(
-        f"jaxinit.{init.name} produced {out.shape} {out.dtype}, expected {shape} {dtype}"
+      f"jaxinit.{init.name} produced {out.shape} {out.dtype}, expected {shape} {dtype}"
     )
   return out
 
@@ -513,27 +512,28 @@ def _draw_jit_sharded(sharding: Any):
 
 
 def _run(
-    init: Initializer,
-    key: Array,
-    shape: tuple[int, ...],
-    dtype: np.dtype,
-    out_sharding: Sharding,
-    fold: Array | None = None,
+  init: Initializer,
+  key: Array,
+  shape: tuple[int, ...],
+  dtype: np.dtype,
+  out_sharding: Sharding,
+  fold: Array | None = None,
 ) -> Array:
   """The compiled draw; ``fold`` (two uint32 words) is folded into ``key`` first."""
   if out_sharding is None:
     return _draw_jit(init, key, shape, dtype, None, fold)
   if not isinstance(out_sharding, (jax.sharding.Sharding, jax.sharding.PartitionSpec)):
     raise fail(
-        init.name,
-        "`out_sharding` must be a jax.sharding.Sharding (e.g. NamedSharding) or a "
-        f"PartitionSpec inside a mesh context, got {out_sharding!r}.",
-        TypeError,
+      init.name,
+      "`out_sharding` must be a jax.sharding.Sharding (e.g. NamedSharding) or a "
+      f"PartitionSpec inside a mesh context, got {out_sharding!r}.",
+      TypeError,
     )
   check_sharding(init.name, out_sharding, shape)
   explicit = _explicit_context()
   if explicit is not None and isinstance(
-      out_sharding, jax.sharding.NamedSharding | jax.sharding.PartitionSpec):
+    out_sharding, jax.sharding.NamedSharding | jax.sharding.PartitionSpec
+  ):
     return _run_explicit(init, key, shape, dtype, out_sharding, explicit, fold)
   sharded = sharded_axes(shape, out_sharding)
   return _draw_jit_sharded(out_sharding)(init, key, shape, dtype, sharded, fold)
@@ -583,12 +583,18 @@ def check_sharding(fn: str, sharding: Sharding, shape: tuple[int, ...]) -> None:
   """Raises a clear error when ``sharding`` cannot hold an array of ``shape``."""
   spec = getattr(sharding, "spec", sharding)
   if isinstance(spec, jax.sharding.PartitionSpec) and len(spec) > len(shape):
-    raise fail(fn, f"`out_sharding` {spec} has {len(spec)} entries, more than the "
-               f"{len(shape)} axes of the shape {shape}.")
+    raise fail(
+      fn,
+      f"`out_sharding` {spec} has {len(spec)} entries, more than the "
+      f"{len(shape)} axes of the shape {shape}.",
+    )
   if isinstance(sharding, jax.sharding.PartitionSpec):
     if len(sharding) > len(shape):
-      raise fail(fn, f"`out_sharding` {sharding} has {len(sharding)} entries, more than the "
-                 f"{len(shape)} axes of the shape {shape}.")
+      raise fail(
+        fn,
+        f"`out_sharding` {sharding} has {len(sharding)} entries, more than the "
+        f"{len(shape)} axes of the shape {shape}.",
+      )
     return
   try:
     sharding.shard_shape(shape)

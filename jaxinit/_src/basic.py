@@ -14,12 +14,12 @@ import numpy as np
 
 from jaxinit._src import sampling
 from jaxinit._src.base import (
-    Initializer,
-    check_bool,
-    check_real,
-    compute_dtype,
-    fail,
-    is_complex,
+  Initializer,
+  check_bool,
+  check_real,
+  compute_dtype,
+  fail,
+  is_complex,
 )
 from jaxinit._src.registry import register
 
@@ -83,9 +83,9 @@ class FrozenArray:
     if not isinstance(other, FrozenArray):
       return NotImplemented
     return (
-        self._a.dtype == other._a.dtype
-        and self._a.shape == other._a.shape
-        and bool(np.array_equal(self._a, other._a))
+      self._a.dtype == other._a.dtype
+      and self._a.shape == other._a.shape
+      and bool(np.array_equal(self._a, other._a))
     )
 
   def __hash__(self) -> int:
@@ -101,8 +101,9 @@ class FrozenArray:
 def _constant_value(value: Any) -> int | float | complex | FrozenArray:
   fn = "constant"
   if isinstance(value, jax.core.Tracer):
-    raise fail(fn, "`value` must be concrete when the initializer is built, got a traced value.",
-               TypeError)
+    raise fail(
+      fn, "`value` must be concrete when the initializer is built, got a traced value.", TypeError
+    )
   if isinstance(value, FrozenArray):
     value = value.array
   if isinstance(value, (bool, np.bool_)):
@@ -122,13 +123,17 @@ def _constant_value(value: Any) -> int | float | complex | FrozenArray:
   try:
     arr = np.asarray(value)
   except Exception:
-    raise fail(fn, f"`value` must be a number or an array of numbers, got {value!r}.",
-               TypeError) from None
-  if arr.dtype == object or not (
-      np.issubdtype(arr.dtype, np.number) or arr.dtype == jnp.bfloat16
-  ) or arr.dtype == np.bool_:
-    raise fail(fn, f"`value` must be a number or an array of numbers, got dtype {arr.dtype}.",
-               TypeError)
+    raise fail(
+      fn, f"`value` must be a number or an array of numbers, got {value!r}.", TypeError
+    ) from None
+  if (
+    arr.dtype == object
+    or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == jnp.bfloat16)
+    or arr.dtype == np.bool_
+  ):
+    raise fail(
+      fn, f"`value` must be a number or an array of numbers, got dtype {arr.dtype}.", TypeError
+    )
   if not np.all(np.isfinite(arr.astype(np.complex128))):
     raise fail(fn, "`value` must hold only finite numbers.")
   if arr.ndim == 0:
@@ -151,10 +156,15 @@ class _Constant(Initializer):
   def _check(self, fn, shape, dtype):
     v = self.value
     complex_value = isinstance(v, complex) or (
-        isinstance(v, FrozenArray) and np.iscomplexobj(v.array))
+      isinstance(v, FrozenArray) and np.iscomplexobj(v.array)
+    )
     if complex_value and not is_complex(dtype):
-      raise fail(fn, f"`value` is complex but the requested dtype is {dtype.name}; "
-                 "pass a complex dtype (complex64 or complex128).", TypeError)
+      raise fail(
+        fn,
+        f"`value` is complex but the requested dtype is {dtype.name}; "
+        "pass a complex dtype (complex64 or complex128).",
+        TypeError,
+      )
     if isinstance(v, FrozenArray):
       try:
         out = np.broadcast_shapes(v.shape, shape)
@@ -244,8 +254,9 @@ class _Normal(Initializer):
   formula = "w ~ N(mean, stddev^2); complex: mean + stddev * z, E|z|^2 = 1"
 
   def __post_init__(self):
-    object.__setattr__(self, "stddev", check_real(self.name, "stddev", self.stddev,
-                                                  nonnegative=True))
+    object.__setattr__(
+      self, "stddev", check_real(self.name, "stddev", self.stddev, nonnegative=True)
+    )
     object.__setattr__(self, "mean", check_real(self.name, "mean", self.mean))
 
   def _sample(self, key, shape, dtype):
@@ -296,8 +307,10 @@ class _TruncatedNormal(Initializer):
   exact_std: bool = False
 
   name = "truncated_normal"
-  formula = ("w = mean + s * z, z ~ N(0,1) cut to [lower, upper]; s = stddev, or "
-             "stddev / std(z) with exact_std=True")
+  formula = (
+    "w = mean + s * z, z ~ N(0,1) cut to [lower, upper]; s = stddev, or "
+    "stddev / std(z) with exact_std=True"
+  )
 
   def __post_init__(self):
     fn = self.name
@@ -308,17 +321,23 @@ class _TruncatedNormal(Initializer):
     if not lo < hi:
       raise fail(fn, f"`lower` must be < `upper`, got lower={lo!r}, upper={hi!r}.")
     if not sampling.truncated_mass(lo, hi) > 1e-30:
-      raise fail(fn, f"the interval [{lo!r}, {hi!r}] (in standard deviations) holds no "
-                 "probability mass in floating point; choose bounds within about 10.")
+      raise fail(
+        fn,
+        f"the interval [{lo!r}, {hi!r}] (in standard deviations) holds no "
+        "probability mass in floating point; choose bounds within about 10.",
+      )
     object.__setattr__(self, "lower", lo)
     object.__setattr__(self, "upper", hi)
     object.__setattr__(self, "exact_std", check_bool(fn, "exact_std", self.exact_std))
 
   def _check(self, fn, shape, dtype):
     if is_complex(dtype) and self.lower != -self.upper:
-      raise fail(fn, "complex draws are truncated in modulus, |z - mean| <= upper * scale, and "
-                 f"need symmetric bounds (lower == -upper); got lower={self.lower!r}, "
-                 f"upper={self.upper!r}.")
+      raise fail(
+        fn,
+        "complex draws are truncated in modulus, |z - mean| <= upper * scale, and "
+        f"need symmetric bounds (lower == -upper); got lower={self.lower!r}, "
+        f"upper={self.upper!r}.",
+      )
 
   def scale(self, complex_: bool = False) -> float:
     """The factor applied to the truncated standard draw."""
@@ -397,11 +416,11 @@ def uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
 
 
 def truncated_normal(
-    stddev: float = 0.05,
-    mean: float = 0.0,
-    lower: float = -2.0,
-    upper: float = 2.0,
-    exact_std: bool = False,
+  stddev: float = 0.05,
+  mean: float = 0.0,
+  lower: float = -2.0,
+  upper: float = 2.0,
+  exact_std: bool = False,
 ) -> Initializer:
   r"""Builds an initializer drawing from a truncated normal distribution.
 

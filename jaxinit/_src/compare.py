@@ -46,25 +46,25 @@ from jaxinit._src.base import fail
 THRESHOLD = 1000.0
 
 DEFAULT_INITS = (
-    "normal(stddev=0.01)",
-    "normal(stddev=0.1)",
-    "glorot_normal",
-    "he_normal",
-    "orthogonal",
-    "orthogonal(scale=sqrt(2))",
+  "normal(stddev=0.01)",
+  "normal(stddev=0.1)",
+  "glorot_normal",
+  "he_normal",
+  "orthogonal",
+  "orthogonal(scale=sqrt(2))",
 )
 DEFAULT_LSUV = ("orthogonal",)
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": jax.nn.relu,
-    "tanh": jnp.tanh,
-    "linear": lambda x: x,
-    "gelu": jax.nn.gelu,
-    "silu": jax.nn.silu,
-    "elu": jax.nn.elu,
-    "selu": jax.nn.selu,
-    "sigmoid": jax.nn.sigmoid,
-    "leaky_relu": jax.nn.leaky_relu,
+  "relu": jax.nn.relu,
+  "tanh": jnp.tanh,
+  "linear": lambda x: x,
+  "gelu": jax.nn.gelu,
+  "silu": jax.nn.silu,
+  "elu": jax.nn.elu,
+  "selu": jax.nn.selu,
+  "sigmoid": jax.nn.sigmoid,
+  "leaky_relu": jax.nn.leaky_relu,
 }
 
 
@@ -85,8 +85,13 @@ class MLP:
 # Initializer specs: "he_normal", "normal(0.01)", "orthogonal(scale=sqrt(2))".
 # ---------------------------------------------------------------------------
 
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.Pow: operator.pow}
+_BINOPS = {
+  ast.Add: operator.add,
+  ast.Sub: operator.sub,
+  ast.Mult: operator.mul,
+  ast.Div: operator.truediv,
+  ast.Pow: operator.pow,
+}
 
 
 def _value(node: ast.AST, spec: str) -> Any:
@@ -97,13 +102,21 @@ def _value(node: ast.AST, spec: str) -> Any:
     return -v if isinstance(node.op, ast.USub) else v
   if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
     return _BINOPS[type(node.op)](_value(node.left, spec), _value(node.right, spec))
-  if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "sqrt"
-      and len(node.args) == 1 and not node.keywords):
+  if (
+    isinstance(node, ast.Call)
+    and isinstance(node.func, ast.Name)
+    and node.func.id == "sqrt"
+    and len(node.args) == 1
+    and not node.keywords
+  ):
     return math.sqrt(_value(node.args[0], spec))
   if isinstance(node, (ast.Tuple, ast.List)):
     return tuple(_value(e, spec) for e in node.elts)
-  raise fail("compare", f"cannot read the initializer {spec!r}: arguments must be numbers, "
-             "strings, sqrt(...) or arithmetic on them.")
+  raise fail(
+    "compare",
+    f"cannot read the initializer {spec!r}: arguments must be numbers, "
+    "strings, sqrt(...) or arithmetic on them.",
+  )
 
 
 def parse_init(spec: str) -> Any:
@@ -119,24 +132,32 @@ def parse_init(spec: str) -> Any:
   try:
     tree = ast.parse(spec.strip(), mode="eval").body
   except SyntaxError:
-    raise fail("compare", f"cannot read the initializer {spec!r}; write a name such as "
-               "'he_normal' or a call such as 'normal(stddev=0.01)'.") from None
+    raise fail(
+      "compare",
+      f"cannot read the initializer {spec!r}; write a name such as "
+      "'he_normal' or a call such as 'normal(stddev=0.01)'.",
+    ) from None
   if isinstance(tree, ast.Name):
     return registry.get(tree.id)
   if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name):
     cls = registry.lookup(tree.func.id, "compare")
     fields = [f.name for f in dataclasses.fields(cls)]
     if len(tree.args) > len(fields):
-      raise fail("compare", f"{spec!r}: {cls.name} takes at most {len(fields)} arguments "
-                 f"({', '.join(fields)}).")
+      raise fail(
+        "compare",
+        f"{spec!r}: {cls.name} takes at most {len(fields)} arguments ({', '.join(fields)}).",
+      )
     kwargs = {fields[i]: _value(a, spec) for i, a in enumerate(tree.args)}
     for kw in tree.keywords:
       if kw.arg is None or kw.arg in kwargs:
         raise fail("compare", f"{spec!r}: repeated or unpacked argument.")
       kwargs[kw.arg] = _value(kw.value, spec)
     return registry.get(tree.func.id, **kwargs)
-  raise fail("compare", f"cannot read the initializer {spec!r}; write a name such as "
-             "'he_normal' or a call such as 'normal(stddev=0.01)'.")
+  raise fail(
+    "compare",
+    f"cannot read the initializer {spec!r}; write a name such as "
+    "'he_normal' or a call such as 'normal(stddev=0.01)'.",
+  )
 
 
 def split_specs(text: str) -> list[str]:
@@ -223,8 +244,7 @@ class _Progress:
     width = 24
     filled = int(width * self.done / max(self.total, 1))
     bar = "#" * filled + "-" * (width - filled)
-    line = (f"[{bar}] {self.done}/{self.total}  {time.perf_counter() - self.start:5.1f}s  "
-            f"{label}")
+    line = f"[{bar}] {self.done}/{self.total}  {time.perf_counter() - self.start:5.1f}s  {label}"
     if self.tty:
       self.stream.write("\r" + line[:100].ljust(100))
     else:
@@ -242,9 +262,17 @@ class _Progress:
       self.stream.flush()
 
 
-def run(inits: Sequence[str] = DEFAULT_INITS, *, activations: Sequence[str] = ("relu",),
-        lsuv: Sequence[str] = DEFAULT_LSUV, depth: int = 50, width: int = 256, batch: int = 256,
-        seed: int = 0, progress: TextIO | None = None) -> list[Row]:
+def run(
+  inits: Sequence[str] = DEFAULT_INITS,
+  *,
+  activations: Sequence[str] = ("relu",),
+  lsuv: Sequence[str] = DEFAULT_LSUV,
+  depth: int = 50,
+  width: int = 256,
+  batch: int = 256,
+  seed: int = 0,
+  progress: TextIO | None = None,
+) -> list[Row]:
   """Measures every initializer (and LSUV on top of the ``lsuv`` ones) for each activation.
 
   Returns:
@@ -294,8 +322,17 @@ def _fmt(x: float) -> str:
 def table(rows: Sequence[Row], depth: int) -> str:
   """The printed table, one block per activation."""
   mid = depth // 2
-  head = ["initializer", "var[1]", f"var[{mid + 1}]", f"var[{depth}]", "last/first",
-          "grad 1/L", "J mean s^2", "J cond", "verdict"]
+  head = [
+    "initializer",
+    "var[1]",
+    f"var[{mid + 1}]",
+    f"var[{depth}]",
+    "last/first",
+    "grad 1/L",
+    "J mean s^2",
+    "J cond",
+    "verdict",
+  ]
   blocks = []
   for act in dict.fromkeys(r.activation for r in rows):
     body = []
@@ -303,13 +340,26 @@ def table(rows: Sequence[Row], depth: int) -> str:
       cond = _fmt(r.jacobian.condition)
       if r.jacobian.method == "lanczos" and math.isfinite(r.jacobian.condition):
         cond = ">=" + cond
-      body.append([r.label, _fmt(r.var[0]), _fmt(r.var[mid]), _fmt(r.var[-1]), _fmt(r.var_ratio),
-                   _fmt(r.grad_ratio), _fmt(r.jacobian.mean_squared), cond, r.verdict])
+      body.append(
+        [
+          r.label,
+          _fmt(r.var[0]),
+          _fmt(r.var[mid]),
+          _fmt(r.var[-1]),
+          _fmt(r.var_ratio),
+          _fmt(r.grad_ratio),
+          _fmt(r.jacobian.mean_squared),
+          cond,
+          r.verdict,
+        ]
+      )
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
 
     def fmt(cells, widths=widths):
-      return "  ".join(c.ljust(w) if i in (0, len(cells) - 1) else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+      return "  ".join(
+        c.ljust(w) if i in (0, len(cells) - 1) else c.rjust(w)
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+      )
 
     lines = [f"activation: {act}", fmt(head), "-" * len(fmt(head))]
     lines += [fmt(b) for b in body]
@@ -325,8 +375,10 @@ def plot(rows: Sequence[Row], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
   except ImportError:
-    raise ImportError("jaxinit compare --plot needs matplotlib: pip install matplotlib "
-                      "(or pip install 'jaxinit[notebooks]').") from None
+    raise ImportError(
+      "jaxinit compare --plot needs matplotlib: pip install matplotlib "
+      "(or pip install 'jaxinit[notebooks]')."
+    ) from None
   acts = list(dict.fromkeys(r.activation for r in rows))
   fig, axes = plt.subplots(len(acts), 3, figsize=(15, 4 * len(acts)), squeeze=False)
   for ax_row, act in zip(axes, acts, strict=True):
@@ -334,21 +386,24 @@ def plot(rows: Sequence[Row], path: str) -> None:
     for r in sel:
       layers = np.arange(1, len(r.var) + 1)
       with np.errstate(divide="ignore"):
-        (line,) = ax_row[0].semilogy(layers, np.where(r.var > 0, r.var, np.nan),
-                                     label=f"{r.label} ({r.verdict})")
+        (line,) = ax_row[0].semilogy(
+          layers, np.where(r.var > 0, r.var, np.nan), label=f"{r.label} ({r.verdict})"
+        )
         color = line.get_color()  # the same colour in every panel, even where one is empty
-        ax_row[1].semilogy(layers, np.where(r.grad > 0, r.grad, np.nan), color=color,
-                           label=r.label)
+        ax_row[1].semilogy(layers, np.where(r.grad > 0, r.grad, np.nan), color=color, label=r.label)
       s = r.jacobian.singular_values
       s = np.sort(s[s > 0])[::-1]
       if s.size:
         ax_row[2].loglog(np.arange(1, s.size + 1), s, color=color, label=r.label)
-    ax_row[0].set(title=f"{act}: variance of layer outputs", xlabel="layer",
-                  ylabel="variance")
-    ax_row[1].set(title=f"{act}: gradient norm per layer", xlabel="layer",
-                  ylabel=r"$\|\partial L / \partial W_l\|$")
-    ax_row[2].set(title=f"{act}: input-output Jacobian (one example)", xlabel="rank",
-                  ylabel="singular value")
+    ax_row[0].set(title=f"{act}: variance of layer outputs", xlabel="layer", ylabel="variance")
+    ax_row[1].set(
+      title=f"{act}: gradient norm per layer",
+      xlabel="layer",
+      ylabel=r"$\|\partial L / \partial W_l\|$",
+    )
+    ax_row[2].set(
+      title=f"{act}: input-output Jacobian (one example)", xlabel="rank", ylabel="singular value"
+    )
     ax_row[0].legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=90)
@@ -363,14 +418,28 @@ def main(args: Any, out: TextIO | None = None, err: TextIO | None = None) -> int
   lsuv = [] if args.lsuv.strip().lower() in ("", "none") else split_specs(args.lsuv)
   acts = split_specs(args.activation)
   t0 = time.perf_counter()
-  rows = run(inits, activations=acts, lsuv=lsuv, depth=args.depth, width=args.width,
-             batch=args.batch, seed=args.seed, progress=None if args.quiet else err)
-  print(f"{args.depth}-layer MLP, width {args.width}, batch {args.batch} of N(0, 1) inputs, "
-        f"zero biases; seed {args.seed}", file=out)
+  rows = run(
+    inits,
+    activations=acts,
+    lsuv=lsuv,
+    depth=args.depth,
+    width=args.width,
+    batch=args.batch,
+    seed=args.seed,
+    progress=None if args.quiet else err,
+  )
+  print(
+    f"{args.depth}-layer MLP, width {args.width}, batch {args.batch} of N(0, 1) inputs, "
+    f"zero biases; seed {args.seed}",
+    file=out,
+  )
   print(table(rows, args.depth), file=out)
-  print(f"\nverdict: vanishing / exploding when var[{args.depth}]/var[1] or the Jacobian's mean "
-        f"squared singular value\nis below 1/{THRESHOLD:g} / above {THRESHOLD:g}; "
-        f"stable otherwise. ({time.perf_counter() - t0:.1f}s)", file=out)
+  print(
+    f"\nverdict: vanishing / exploding when var[{args.depth}]/var[1] or the Jacobian's mean "
+    f"squared singular value\nis below 1/{THRESHOLD:g} / above {THRESHOLD:g}; "
+    f"stable otherwise. ({time.perf_counter() - t0:.1f}s)",
+    file=out,
+  )
   if args.plot:
     plot(rows, args.plot)
     print(f"plot saved to {args.plot}", file=out)

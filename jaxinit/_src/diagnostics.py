@@ -61,15 +61,20 @@ def _bind(fn: str, model: Any, args: tuple, model_kwargs: Mapping[str, Any] | No
 
 def _check_concrete(fn: str, *trees: Any) -> None:
   if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(trees)):
-    raise fail(fn, "diagnostics return host-side reports; call them outside jax.jit / "
-               "jax.grad (on concrete parameters and batch).", TypeError)
+    raise fail(
+      fn,
+      "diagnostics return host-side reports; call them outside jax.jit / "
+      "jax.grad (on concrete parameters and batch).",
+      TypeError,
+    )
 
 
 def _batch_size(fn: str, batch: Any) -> int:
   leaves = [x for x in jax.tree_util.tree_leaves(batch) if hasattr(x, "shape")]
   if not leaves or any(len(x.shape) == 0 for x in leaves):
-    raise fail(fn, "the batch must be an array (or a pytree of arrays) with a leading batch "
-               "axis.", TypeError)
+    raise fail(
+      fn, "the batch must be an array (or a pytree of arrays) with a leading batch axis.", TypeError
+    )
   return int(leaves[0].shape[0])
 
 
@@ -110,14 +115,19 @@ def _fmt(x: float) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-  widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-            for i, h in enumerate(header)]
-  line = "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths,
-                                                                                strict=True)))
+  widths = [
+    max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+  ]
+  line = "  ".join(
+    h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))
+  )
   out = [line, "-" * len(line)]
   for r in rows:
-    out.append("  ".join(c.rjust(w) if i else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    out.append(
+      "  ".join(
+        c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+      )
+    )
   return "\n".join(out)
 
 
@@ -163,19 +173,54 @@ class SignalReport:
     return float(self.var[-1] / self.var[0]) if len(self) else math.nan
 
   def rows(self) -> list[dict[str, Any]]:
-    return [{"layer": i, "path": p, "kind": k, "fan_in": fi, "fan_out": fo,
-             "mean": float(m), "var": float(v), "post_mean": float(pm), "post_var": float(pv)}
-            for i, (p, k, fi, fo, m, v, pm, pv) in enumerate(zip(
-                self.paths, self.kinds, self.fan_in, self.fan_out, self.mean, self.var,
-                self.post_mean, self.post_var, strict=True))]
+    return [
+      {
+        "layer": i,
+        "path": p,
+        "kind": k,
+        "fan_in": fi,
+        "fan_out": fo,
+        "mean": float(m),
+        "var": float(v),
+        "post_mean": float(pm),
+        "post_var": float(pv),
+      }
+      for i, (p, k, fi, fo, m, v, pm, pv) in enumerate(
+        zip(
+          self.paths,
+          self.kinds,
+          self.fan_in,
+          self.fan_out,
+          self.mean,
+          self.var,
+          self.post_mean,
+          self.post_var,
+          strict=True,
+        )
+      )
+    ]
 
   def __str__(self) -> str:
-    rows = [[str(r["layer"]), r["path"], r["kind"], str(r["fan_in"]), _fmt(r["mean"]),
-             _fmt(r["var"]), _fmt(r["post_mean"]), _fmt(r["post_var"])] for r in self.rows()]
-    head = (f"input: mean {_fmt(self.input_mean)}, var {_fmt(self.input_var)}; "
-            f"var last/first layer output: {_fmt(self.ratio)}\n")
-    return head + _table(["#", "layer", "kind", "fan_in", "mean", "var", "post mean",
-                          "post var"], rows)
+    rows = [
+      [
+        str(r["layer"]),
+        r["path"],
+        r["kind"],
+        str(r["fan_in"]),
+        _fmt(r["mean"]),
+        _fmt(r["var"]),
+        _fmt(r["post_mean"]),
+        _fmt(r["post_var"]),
+      ]
+      for r in self.rows()
+    ]
+    head = (
+      f"input: mean {_fmt(self.input_mean)}, var {_fmt(self.input_var)}; "
+      f"var last/first layer output: {_fmt(self.ratio)}\n"
+    )
+    return head + _table(
+      ["#", "layer", "kind", "fan_in", "mean", "var", "post mean", "post var"], rows
+    )
 
 
 def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -187,8 +232,9 @@ def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 @_register_jit(2)
 def _signal_impl(apply, batch_pos, params, args):
   """One forward pass through LSUV's interpreter, recording moments at every layer."""
-  prog = layers_lib.trace("signal_propagation", apply, params, args,
-                          models.param_paths(apply, params))
+  prog = layers_lib.trace(
+    "signal_propagation", apply, params, args, models.param_paths(apply, params)
+  )
   out: dict[int, tuple] = {}
   post: dict[int, tuple] = {}
 
@@ -198,18 +244,28 @@ def _signal_impl(apply, batch_pos, params, args):
   def on_post(layer, value):
     post[layer.index] = _moments(value)
 
-  prog.evaluate(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(tuple(args)),
-                hook=hook, on_post=on_post)
+  prog.evaluate(
+    jax.tree_util.tree_leaves(params),
+    jax.tree_util.tree_leaves(tuple(args)),
+    hook=hook,
+    on_post=on_post,
+  )
   n = len(prog.layers)
   column = lambda d, k: jnp.stack([d[i][k] for i in range(n)])
-  floats = [x.astype(jnp.float32).reshape(-1) for x in jax.tree_util.tree_leaves(args[batch_pos])
-            if jnp.issubdtype(x.dtype, jnp.floating)]
+  floats = [
+    x.astype(jnp.float32).reshape(-1)
+    for x in jax.tree_util.tree_leaves(args[batch_pos])
+    if jnp.issubdtype(x.dtype, jnp.floating)
+  ]
   in_m, in_v = _moments(jnp.concatenate(floats)) if floats else (jnp.float32(jnp.nan),) * 2
   return column(out, 0), column(out, 1), column(post, 0), column(post, 1), in_m, in_v
 
 
-def signal_propagation(model: Any, *args: Any, model_kwargs: dict[str, Any] | None = None,
-                       ) -> SignalReport:
+def signal_propagation(
+  model: Any,
+  *args: Any,
+  model_kwargs: dict[str, Any] | None = None,
+) -> SignalReport:
   """Mean and variance of every linear/conv layer's output and activation, in execution order.
 
   The layers are those :func:`jaxinit.find_layers` (LSUV's discovery) finds:
@@ -262,19 +318,24 @@ def signal_propagation(model: Any, *args: Any, model_kwargs: dict[str, Any] | No
   _batch_size(fn, m.args[m.batch_pos])
   prog = layers_lib.trace(fn, m.apply, m.params, m.args, m.paths)
   if not prog.layers:
-    raise fail(fn, "found no linear layers (dot_general or convolution reading a parameter) "
-               "in the model.")
+    raise fail(
+      fn, "found no linear layers (dot_general or convolution reading a parameter) in the model."
+    )
   out = _cached_jit(_signal_impl, (m.apply, m.batch_pos))(m.params, m.args)
   mean, var, pmean, pvar, in_m, in_v = jax.device_get(out)
   lays = prog.layers
   return SignalReport(
-      paths=tuple(lay.path for lay in lays),
-      kinds=tuple(lay.kind for lay in lays),
-      fan_in=tuple(lay.fan_in for lay in lays),
-      fan_out=tuple(lay.fan_out for lay in lays),
-      mean=np.asarray(mean, np.float64), var=np.asarray(var, np.float64),
-      post_mean=np.asarray(pmean, np.float64), post_var=np.asarray(pvar, np.float64),
-      input_mean=float(in_m), input_var=float(in_v))
+    paths=tuple(lay.path for lay in lays),
+    kinds=tuple(lay.kind for lay in lays),
+    fan_in=tuple(lay.fan_in for lay in lays),
+    fan_out=tuple(lay.fan_out for lay in lays),
+    mean=np.asarray(mean, np.float64),
+    var=np.asarray(var, np.float64),
+    post_mean=np.asarray(pmean, np.float64),
+    post_var=np.asarray(pvar, np.float64),
+    input_mean=float(in_m),
+    input_var=float(in_v),
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -311,20 +372,36 @@ class GradientReport:
   def select(self, paths: Sequence[str]) -> GradientReport:
     """The rows for ``paths``, in that order (e.g. the weights in execution order)."""
     idx = [self.paths.index(p) for p in paths]
-    return GradientReport(tuple(self.paths[i] for i in idx), tuple(self.shapes[i] for i in idx),
-                          self.grad_norm[idx], self.param_norm[idx], self.loss)
+    return GradientReport(
+      tuple(self.paths[i] for i in idx),
+      tuple(self.shapes[i] for i in idx),
+      self.grad_norm[idx],
+      self.param_norm[idx],
+      self.loss,
+    )
 
   def rows(self) -> list[dict[str, Any]]:
-    return [{"path": p, "shape": s, "grad_norm": float(g), "param_norm": float(n),
-             "ratio": float(r)}
-            for p, s, g, n, r in zip(self.paths, self.shapes, self.grad_norm, self.param_norm,
-                                     self.ratio, strict=True)]
+    return [
+      {"path": p, "shape": s, "grad_norm": float(g), "param_norm": float(n), "ratio": float(r)}
+      for p, s, g, n, r in zip(
+        self.paths, self.shapes, self.grad_norm, self.param_norm, self.ratio, strict=True
+      )
+    ]
 
   def __str__(self) -> str:
-    rows = [[r["path"], "x".join(map(str, r["shape"])) or "()", _fmt(r["grad_norm"]),
-             _fmt(r["param_norm"]), _fmt(r["ratio"])] for r in self.rows()]
+    rows = [
+      [
+        r["path"],
+        "x".join(map(str, r["shape"])) or "()",
+        _fmt(r["grad_norm"]),
+        _fmt(r["param_norm"]),
+        _fmt(r["ratio"]),
+      ]
+      for r in self.rows()
+    ]
     return f"loss {_fmt(self.loss)}\n" + _table(
-        ["parameter", "shape", "|grad|", "|param|", "|grad|/|param|"], rows)
+      ["parameter", "shape", "|grad|", "|param|", "|grad|/|param|"], rows
+    )
 
 
 def default_loss(output: Any) -> jax.Array:
@@ -353,8 +430,9 @@ def _norm(x: jax.Array) -> jax.Array:
 
 @_register_jit(2)
 def _grad_impl(apply, loss, params, args):
-  floats = lambda t: [x for x in jax.tree_util.tree_leaves(t)
-                      if jnp.issubdtype(x.dtype, jnp.inexact)]
+  floats = lambda t: [
+    x for x in jax.tree_util.tree_leaves(t) if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
 
   def total(p):
     return jnp.asarray(loss(apply(p, *args)), jnp.float32)
@@ -365,8 +443,12 @@ def _grad_impl(apply, loss, params, args):
   return value, g, w
 
 
-def gradient_norms(model: Any, *args: Any, loss: Callable[[Any], Any] | None = None,
-                   model_kwargs: dict[str, Any] | None = None) -> GradientReport:
+def gradient_norms(
+  model: Any,
+  *args: Any,
+  loss: Callable[[Any], Any] | None = None,
+  model_kwargs: dict[str, Any] | None = None,
+) -> GradientReport:
   r"""Per-parameter gradient norm ``||dL/dp||`` and ``||dL/dp|| / ||p||`` at the current parameters.
 
   At initialization the ratio ``||grad W|| / ||W||`` is the relative size of
@@ -406,18 +488,19 @@ def gradient_norms(model: Any, *args: Any, loss: Callable[[Any], Any] | None = N
   if loss is None:
     loss = default_loss
   elif not callable(loss):
-    raise fail(fn, f"`loss` must be a function of the model's output, got {loss!r:.60}.",
-               TypeError)
+    raise fail(fn, f"`loss` must be a function of the model's output, got {loss!r:.60}.", TypeError)
   leaves = jax.tree_util.tree_flatten_with_path(m.params)[0]
   keep = [i for i, (_, x) in enumerate(leaves) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
   if not keep:
     raise fail(fn, "the model has no floating-point parameters.")
   value, g, w = jax.device_get(_cached_jit(_grad_impl, (m.apply, loss))(m.params, m.args))
   return GradientReport(
-      paths=tuple(m.paths[i] for i in keep),
-      shapes=tuple(tuple(jnp.shape(leaves[i][1])) for i in keep),
-      grad_norm=np.asarray(g, np.float64), param_norm=np.asarray(w, np.float64),
-      loss=float(value))
+    paths=tuple(m.paths[i] for i in keep),
+    shapes=tuple(tuple(jnp.shape(leaves[i][1])) for i in keep),
+    grad_norm=np.asarray(g, np.float64),
+    param_norm=np.asarray(w, np.float64),
+    loss=float(value),
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -460,9 +543,11 @@ class JacobianSpectrum:
 
   def __str__(self) -> str:
     bound = ">= " if self.method == "lanczos" else ""
-    return (f"Jacobian {self.shape[0]}x{self.shape[1]} ({self.method}): sigma_max "
-            f"{_fmt(self.max)}, sigma_min {_fmt(self.min)}, mean sigma^2 "
-            f"{_fmt(self.mean_squared)}, condition {bound}{_fmt(self.condition)}")
+    return (
+      f"Jacobian {self.shape[0]}x{self.shape[1]} ({self.method}): sigma_max "
+      f"{_fmt(self.max)}, sigma_min {_fmt(self.min)}, mean sigma^2 "
+      f"{_fmt(self.mean_squared)}, condition {bound}{_fmt(self.condition)}"
+    )
 
 
 def _example_fn(apply, params, args, batch_pos, example):
@@ -477,21 +562,29 @@ def _example_fn(apply, params, args, batch_pos, example):
   leaves, treedef = jax.tree_util.tree_flatten(one)
   is_float = [jnp.issubdtype(x.dtype, jnp.floating) for x in leaves]
   sizes = [x.size for x, f in zip(leaves, is_float, strict=True) if f]
-  x0 = jnp.concatenate([x.astype(jnp.float32).reshape(-1)
-                        for x, f in zip(leaves, is_float, strict=True) if f])
+  x0 = jnp.concatenate(
+    [x.astype(jnp.float32).reshape(-1) for x, f in zip(leaves, is_float, strict=True) if f]
+  )
 
   def f(xf):
     parts = jnp.split(xf, np.cumsum(sizes)[:-1]) if len(sizes) > 1 else [xf]
     it = iter(parts)
-    new = [jnp.concatenate([next(it).reshape(x.shape).astype(x.dtype), x]) if fl else
-           jnp.concatenate([x, x]) for x, fl in zip(leaves, is_float, strict=True)]
+    new = [
+      jnp.concatenate([next(it).reshape(x.shape).astype(x.dtype), x])
+      if fl
+      else jnp.concatenate([x, x])
+      for x, fl in zip(leaves, is_float, strict=True)
+    ]
     b = jax.tree_util.tree_unflatten(treedef, new)
-    out = apply(params, *args[:batch_pos], b, *args[batch_pos + 1:])
+    out = apply(params, *args[:batch_pos], b, *args[batch_pos + 1 :])
     ys = [y for y in jax.tree_util.tree_leaves(out) if jnp.issubdtype(y.dtype, jnp.floating)]
     if any(y.ndim == 0 or y.shape[0] != 2 for y in ys):
-      raise fail("jacobian_spectrum", "every floating output of the model must have a leading "
-                 f"batch axis (got output shapes {[tuple(y.shape) for y in ys]} for a batch of "
-                 "2); the Jacobian is that of one example's outputs.")
+      raise fail(
+        "jacobian_spectrum",
+        "every floating output of the model must have a leading "
+        f"batch axis (got output shapes {[tuple(y.shape) for y in ys]} for a batch of "
+        "2); the Jacobian is that of one example's outputs.",
+      )
     return jnp.concatenate([y[0].astype(jnp.float32).reshape(-1) for y in ys])
 
   return f, x0
@@ -520,8 +613,12 @@ def _orthogonalize(v: np.ndarray, basis: np.ndarray) -> np.ndarray:
   return v
 
 
-def lanczos(matvec: Callable[[np.ndarray], np.ndarray], v0: np.ndarray, num_iters: int,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def lanczos(
+  matvec: Callable[[np.ndarray], np.ndarray],
+  v0: np.ndarray,
+  num_iters: int,
+  rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Lanczos tridiagonalization with full reorthogonalization, on the host in float64.
 
   Returns the diagonal ``alpha`` (num_iters) and off-diagonal ``beta``
@@ -542,22 +639,29 @@ def lanczos(matvec: Callable[[np.ndarray], np.ndarray], v0: np.ndarray, num_iter
     basis[j] = v
     w = np.asarray(matvec(v), np.float64)
     alpha[j] = v @ w
-    w = _orthogonalize(w, basis[:j + 1])
+    w = _orthogonalize(w, basis[: j + 1])
     b = float(np.linalg.norm(w))
     scale = max(scale, abs(alpha[j]) + (beta[j - 1] if j else 0.0) + b)
     if j == num_iters - 1:
       break
     if b <= 1e-5 * scale or b == 0.0:
-      r = _orthogonalize(rng.standard_normal(d), basis[:j + 1])
+      r = _orthogonalize(rng.standard_normal(d), basis[: j + 1])
       v, beta[j] = r / np.linalg.norm(r), 0.0
     else:
       v, beta[j] = w / b, b
   return alpha, beta, basis
 
 
-def jacobian_spectrum(model: Any, *args: Any, method: str = "auto", num_iters: int = 32,
-                      num_probes: int = 16, example: int = 0, key: jax.Array | None = None,
-                      model_kwargs: dict[str, Any] | None = None) -> JacobianSpectrum:
+def jacobian_spectrum(
+  model: Any,
+  *args: Any,
+  method: str = "auto",
+  num_iters: int = 32,
+  num_probes: int = 16,
+  example: int = 0,
+  key: jax.Array | None = None,
+  model_kwargs: dict[str, Any] | None = None,
+) -> JacobianSpectrum:
   r"""Singular values of the input–output Jacobian of one example.
 
   ``J = d output / d input`` for example ``example`` of the batch, evaluated
@@ -624,6 +728,7 @@ def jacobian_spectrum(model: Any, *args: Any, method: str = "auto", num_iters: i
   size = _batch_size(fn, m_.args[m_.batch_pos])
   if example >= size:
     raise fail(fn, f"`example`={example} is out of range for a batch of {size}.")
+
   def sizes(params, args):
     f, x0 = _example_fn(m_.apply, params, args, m_.batch_pos, example)
     return f(x0), x0
@@ -631,21 +736,22 @@ def jacobian_spectrum(model: Any, *args: Any, method: str = "auto", num_iters: i
   y_shape, x_shape = jax.eval_shape(sizes, m_.params, m_.args)
   m, n = y_shape.shape[0], x_shape.shape[0]
   if m == 0 or n == 0:
-    raise fail(fn, f"the Jacobian of one example is {m}x{n}; the model needs floating inputs "
-               "and outputs.")
+    raise fail(
+      fn, f"the Jacobian of one example is {m}x{n}; the model needs floating inputs and outputs."
+    )
   if method == "auto":
     method = "exact" if min(m, n) <= 1024 else "lanczos"
   if method == "exact":
-    jac = jax.device_get(_cached_jit(_jacobian_impl, (m_.apply, m_.batch_pos))(
-        example, m_.params, m_.args))
+    jac = jax.device_get(
+      _cached_jit(_jacobian_impl, (m_.apply, m_.batch_pos))(example, m_.params, m_.args)
+    )
     s = np.linalg.svd(np.asarray(jac, np.float64), compute_uv=False)
     mean_sq = float(np.mean(s**2))
   else:
     k = min(num_iters, min(m, n))
     side, d = ("in", n) if n <= m else ("out", m)
     run = _cached_jit(_matvec_impl, (m_.apply, m_.batch_pos, side))
-    matvec = lambda v: jax.device_get(run(example, m_.params, m_.args,
-                                          jnp.asarray(v, jnp.float32)))
+    matvec = lambda v: jax.device_get(run(example, m_.params, m_.args, jnp.asarray(v, jnp.float32)))
     seed = np.asarray(jax.random.key_data(key)).astype(np.uint64).tolist()
     rng = np.random.default_rng(seed)
     alpha, beta, basis = lanczos(matvec, rng.standard_normal(d), k, rng)
@@ -677,8 +783,10 @@ def _pyplot(fn: str):
   try:
     import matplotlib.pyplot as plt
   except ImportError:
-    raise ImportError(f"jaxinit.diagnostics.{fn} needs matplotlib: pip install matplotlib "
-                      "(or pip install 'jaxinit[notebooks]').") from None
+    raise ImportError(
+      f"jaxinit.diagnostics.{fn} needs matplotlib: pip install matplotlib "
+      "(or pip install 'jaxinit[notebooks]')."
+    ) from None
   return plt
 
 
@@ -688,12 +796,18 @@ def _labelled(fn: str, reports: Any, cls: type) -> list[tuple[str | None, Any]]:
   if isinstance(reports, Mapping):
     items = list(reports.items())
   else:
-    raise fail(f"diagnostics.{fn}", f"expected a {cls.__name__} or a dict label -> "
-               f"{cls.__name__}, got {type(reports).__name__}.", TypeError)
+    raise fail(
+      f"diagnostics.{fn}",
+      f"expected a {cls.__name__} or a dict label -> {cls.__name__}, got {type(reports).__name__}.",
+      TypeError,
+    )
   for label, r in items:
     if not isinstance(r, cls):
-      raise fail(f"diagnostics.{fn}", f"{label!r} maps to {type(r).__name__}, not a "
-                 f"{cls.__name__}.", TypeError)
+      raise fail(
+        f"diagnostics.{fn}",
+        f"{label!r} maps to {type(r).__name__}, not a {cls.__name__}.",
+        TypeError,
+      )
   return [(str(k), v) for k, v in items]
 
 
@@ -703,8 +817,9 @@ def _axes(plt, ax):
   return ax
 
 
-def plot_signal_propagation(reports: Any, *, quantity: str = "var", ax: Any = None,
-                            logy: bool = True) -> Any:
+def plot_signal_propagation(
+  reports: Any, *, quantity: str = "var", ax: Any = None, logy: bool = True
+) -> Any:
   """Draws a per-layer statistic of one or several :class:`SignalReport` against depth.
 
   Args:
@@ -729,8 +844,9 @@ def plot_signal_propagation(reports: Any, *, quantity: str = "var", ax: Any = No
     [1.0, 0.5]
   """
   fn = "plot_signal_propagation"
-  quantity = check_choice(f"diagnostics.{fn}", "quantity", quantity,
-                          ("var", "post_var", "mean", "post_mean"))
+  quantity = check_choice(
+    f"diagnostics.{fn}", "quantity", quantity, ("var", "post_var", "mean", "post_mean")
+  )
   plt = _pyplot(fn)
   ax = _axes(plt, ax)
   for label, r in _labelled(fn, reports, SignalReport):
@@ -739,16 +855,26 @@ def plot_signal_propagation(reports: Any, *, quantity: str = "var", ax: Any = No
   if logy and quantity.endswith("var"):
     ax.set_yscale("log")
   ax.set_xlabel("layer (execution order)")
-  names = {"var": "variance of layer output", "post_var": "variance after activation",
-           "mean": "mean of layer output", "post_mean": "mean after activation"}
+  names = {
+    "var": "variance of layer output",
+    "post_var": "variance after activation",
+    "mean": "mean of layer output",
+    "post_mean": "mean after activation",
+  }
   ax.set_ylabel(names[quantity])
   if any(label is not None for label, _ in _labelled(fn, reports, SignalReport)):
     ax.legend(fontsize=8)
   return ax
 
 
-def plot_gradient_norms(reports: Any, *, quantity: str = "grad_norm", paths: Sequence[str] | None
-                        = None, ax: Any = None, logy: bool = True) -> Any:
+def plot_gradient_norms(
+  reports: Any,
+  *,
+  quantity: str = "grad_norm",
+  paths: Sequence[str] | None = None,
+  ax: Any = None,
+  logy: bool = True,
+) -> Any:
   """Draws per-parameter gradient norms of one or several :class:`GradientReport`.
 
   Args:
@@ -779,8 +905,11 @@ def plot_gradient_norms(reports: Any, *, quantity: str = "grad_norm", paths: Seq
   ax = _axes(plt, ax)
   items = _labelled(fn, reports, GradientReport)
   for label, r in items:
-    sel = r.select(paths if paths is not None else
-                   [p for p, s in zip(r.paths, r.shapes, strict=True) if len(s) >= 2])
+    sel = r.select(
+      paths
+      if paths is not None
+      else [p for p, s in zip(r.paths, r.shapes, strict=True) if len(s) >= 2]
+    )
     y = sel.grad_norm if quantity == "grad_norm" else sel.ratio
     ax.plot(np.arange(len(y)), y, marker="." if len(y) < 60 else None, label=label)
   if logy:
@@ -792,8 +921,9 @@ def plot_gradient_norms(reports: Any, *, quantity: str = "grad_norm", paths: Seq
   return ax
 
 
-def plot_jacobian_spectrum(spectra: Any, *, ax: Any = None, bins: int = 40,
-                           log: bool = True) -> Any:
+def plot_jacobian_spectrum(
+  spectra: Any, *, ax: Any = None, bins: int = 40, log: bool = True
+) -> Any:
   """Histograms the singular values of one or several :class:`JacobianSpectrum`.
 
   Args:

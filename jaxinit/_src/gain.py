@@ -15,18 +15,18 @@ from jaxinit._src.quadrature import gaussian_expectation
 
 # torch.nn.init.calculate_gain's table, value for value.
 _TORCH_FIXED = {
-    "linear": 1.0,
-    "identity": 1.0,
-    "conv1d": 1.0,
-    "conv2d": 1.0,
-    "conv3d": 1.0,
-    "conv_transpose1d": 1.0,
-    "conv_transpose2d": 1.0,
-    "conv_transpose3d": 1.0,
-    "sigmoid": 1.0,
-    "tanh": 5.0 / 3.0,
-    "relu": math.sqrt(2.0),
-    "selu": 3.0 / 4.0,
+  "linear": 1.0,
+  "identity": 1.0,
+  "conv1d": 1.0,
+  "conv2d": 1.0,
+  "conv3d": 1.0,
+  "conv_transpose1d": 1.0,
+  "conv_transpose2d": 1.0,
+  "conv_transpose3d": 1.0,
+  "sigmoid": 1.0,
+  "tanh": 5.0 / 3.0,
+  "relu": math.sqrt(2.0),
+  "selu": 3.0 / 4.0,
 }
 
 
@@ -40,34 +40,41 @@ def _softplus(z: np.ndarray) -> np.ndarray:
 
 # Activations whose gain is computed, in float64, as 1 / sqrt(E[phi(z)^2]).
 _QUADRATURE: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
-    "gelu": lambda z, _: z * special.ndtr(z),
-    "gelu_tanh": lambda z, _: 0.5 * z * (1.0 + np.tanh(math.sqrt(2.0 / math.pi)
-                                                       * (z + 0.044715 * z**3))),
-    "silu": lambda z, _: z * special.expit(z),
-    "swish": lambda z, _: z * special.expit(z),
-    "elu": _elu,
-    "softplus": lambda z, _: _softplus(z),
-    "mish": lambda z, _: z * np.tanh(_softplus(z)),
+  "gelu": lambda z, _: z * special.ndtr(z),
+  "gelu_tanh": lambda z, _: (
+    0.5 * z * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z**3)))
+  ),
+  "silu": lambda z, _: z * special.expit(z),
+  "swish": lambda z, _: z * special.expit(z),
+  "elu": _elu,
+  "softplus": lambda z, _: _softplus(z),
+  "mish": lambda z, _: z * np.tanh(_softplus(z)),
 }
 
 _PARAM_DEFAULT = {"leaky_relu": 0.01, "elu": 1.0}
 
-NONLINEARITIES: tuple[str, ...] = tuple(
-    sorted([*_TORCH_FIXED, "leaky_relu", *_QUADRATURE])
-)
+NONLINEARITIES: tuple[str, ...] = tuple(sorted([*_TORCH_FIXED, "leaky_relu", *_QUADRATURE]))
 
 
-def variance_preserving_gain(phi: Callable[[np.ndarray], object], fn: str = "calculate_gain",
-                             ) -> float:
+def variance_preserving_gain(
+  phi: Callable[[np.ndarray], object],
+  fn: str = "calculate_gain",
+) -> float:
   """1 / sqrt(E[phi(z)^2]), z ~ N(0, 1), by half-range Gauss–Hermite quadrature."""
   try:
     second_moment = gaussian_expectation(lambda z: np.asarray(phi(z), np.float64) ** 2)
   except Exception as e:
-    raise fail(fn, f"could not evaluate the nonlinearity {phi!r} elementwise on a float64 "
-               f"numpy array: {e}", TypeError) from None
+    raise fail(
+      fn,
+      f"could not evaluate the nonlinearity {phi!r} elementwise on a float64 numpy array: {e}",
+      TypeError,
+    ) from None
   if not (math.isfinite(second_moment) and second_moment > 0):
-    raise fail(fn, f"E[phi(z)^2] of {phi!r} is {second_moment!r}; the gain 1/sqrt(E[phi(z)^2]) "
-               "needs a finite positive value.")
+    raise fail(
+      fn,
+      f"E[phi(z)^2] of {phi!r} is {second_moment!r}; the gain 1/sqrt(E[phi(z)^2]) "
+      "needs a finite positive value.",
+    )
   return 1.0 / math.sqrt(second_moment)
 
 
@@ -75,17 +82,26 @@ def gain(fn: str, nonlinearity: str | Callable, param: float | None) -> float:
   """calculate_gain, with errors naming ``jaxinit.<fn>``."""
   if callable(nonlinearity):
     if param is not None:
-      raise fail(fn, "`param` applies only to 'leaky_relu' and 'elu'; bind parameters of a "
-                 "callable nonlinearity with functools.partial.")
+      raise fail(
+        fn,
+        "`param` applies only to 'leaky_relu' and 'elu'; bind parameters of a "
+        "callable nonlinearity with functools.partial.",
+      )
     return variance_preserving_gain(nonlinearity, fn)
   if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:
     close = difflib.get_close_matches(str(nonlinearity), NONLINEARITIES, n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise fail(fn, f"`nonlinearity` must be a callable or one of "
-               f"{', '.join(map(repr, NONLINEARITIES))}, got {nonlinearity!r}.{hint}")
+    raise fail(
+      fn,
+      f"`nonlinearity` must be a callable or one of "
+      f"{', '.join(map(repr, NONLINEARITIES))}, got {nonlinearity!r}.{hint}",
+    )
   if param is not None and nonlinearity not in _PARAM_DEFAULT:
-    raise fail(fn, f"`param` applies only to 'leaky_relu' (negative slope) and 'elu' (alpha), "
-               f"got param={param!r} for {nonlinearity!r}.")
+    raise fail(
+      fn,
+      f"`param` applies only to 'leaky_relu' (negative slope) and 'elu' (alpha), "
+      f"got param={param!r} for {nonlinearity!r}.",
+    )
   if nonlinearity in _TORCH_FIXED:
     return _TORCH_FIXED[nonlinearity]
   p = _PARAM_DEFAULT.get(nonlinearity) if param is None else check_real(fn, "param", param)

@@ -75,28 +75,74 @@ Index = tuple  # per leaf dimension: an int (dimension dropped) or a (start, sto
 
 # Calls whose sub-jaxpr takes exactly the equation's inputs: inlined.
 _INLINE = {
-    "jit": "jaxpr",
-    "pjit": "jaxpr",
-    "closed_call": "call_jaxpr",
-    "core_call": "call_jaxpr",
-    "call": "call_jaxpr",
-    "custom_jvp_call": "call_jaxpr",
-    "custom_vjp_call": "call_jaxpr",
-    "custom_vjp_call_jaxpr": "fun_jaxpr",
-    "remat2": "jaxpr",
-    "checkpoint": "jaxpr",
-    "remat": "jaxpr",
+  "jit": "jaxpr",
+  "pjit": "jaxpr",
+  "closed_call": "call_jaxpr",
+  "core_call": "call_jaxpr",
+  "call": "call_jaxpr",
+  "custom_jvp_call": "call_jaxpr",
+  "custom_vjp_call": "call_jaxpr",
+  "custom_vjp_call_jaxpr": "fun_jaxpr",
+  "remat2": "jaxpr",
+  "checkpoint": "jaxpr",
+  "remat": "jaxpr",
 }
 _LAYER_PRIMS = ("dot_general", "conv_general_dilated")
 # Single-input layout operations that may sit between a layer's dot/conv and its bias add.
 _OUT_LAYOUT = {"reshape", "transpose", "squeeze", "convert_element_type", "copy", "copy_p"}
 # Shape-preserving elementwise operations that make up an activation after a layer.
 _ELEMENTWISE = {
-    "abs", "add", "and", "atan2", "cbrt", "clamp", "convert_element_type", "copy", "copy_p",
-    "cos", "cosh", "div", "eq", "erf", "erf_inv", "erfc", "exp", "exp2", "expm1", "ge", "gt",
-    "integer_pow", "is_finite", "le", "log", "log1p", "logistic", "lt", "max", "min", "mul",
-    "ne", "neg", "nextafter", "not", "or", "pow", "rem", "round", "rsqrt", "select_n", "sign",
-    "sin", "sinh", "sqrt", "square", "stop_gradient", "sub", "tan", "tanh", "xor",
+  "abs",
+  "add",
+  "and",
+  "atan2",
+  "cbrt",
+  "clamp",
+  "convert_element_type",
+  "copy",
+  "copy_p",
+  "cos",
+  "cosh",
+  "div",
+  "eq",
+  "erf",
+  "erf_inv",
+  "erfc",
+  "exp",
+  "exp2",
+  "expm1",
+  "ge",
+  "gt",
+  "integer_pow",
+  "is_finite",
+  "le",
+  "log",
+  "log1p",
+  "logistic",
+  "lt",
+  "max",
+  "min",
+  "mul",
+  "ne",
+  "neg",
+  "nextafter",
+  "not",
+  "or",
+  "pow",
+  "rem",
+  "round",
+  "rsqrt",
+  "select_n",
+  "sign",
+  "sin",
+  "sinh",
+  "sqrt",
+  "square",
+  "stop_gradient",
+  "sub",
+  "tan",
+  "tanh",
+  "xor",
 }
 
 
@@ -446,8 +492,11 @@ class _Flattener:
         self.origin[outs[0]] = o
     if prim in _LAYER_PRIMS and len(ins) == 2 and _is_float(out_avals[0].dtype):
       derived = [p for p in (0, 1) if self.origin_of(ins[p]) is not None]
-      if (len(derived) == 1 and self.is_data(ins[1 - derived[0]])
-          and (prim == "dot_general" or derived[0] == 1)):
+      if (
+        len(derived) == 1
+        and self.is_data(ins[1 - derived[0]])
+        and (prim == "dot_general" or derived[0] == 1)
+      ):
         self.candidates.append((step, derived[0]))
     return list(outs)
 
@@ -456,8 +505,9 @@ class _Flattener:
     derived = [p for p, a in enumerate(ins) if self.origin_of(a) is not None]
     if len(derived) != 1 or any(self.is_data(a) for a in ins):
       return None
-    if any(not isinstance(a, _Const) and a in self.pdep for p, a in enumerate(ins)
-           if p != derived[0]):
+    if any(
+      not isinstance(a, _Const) and a in self.pdep for p, a in enumerate(ins) if p != derived[0]
+    ):
       return None  # e.g. w / norm(w): the other operand depends on a parameter too
     pos = derived[0]
     o = self.origin_of(ins[pos])
@@ -493,8 +543,9 @@ class _Flattener:
       if strides is not None and any(s != 1 for s in strides):
         return None
       index = list(o.index)
-      for d, (lo, hi) in enumerate(zip(params["start_indices"], params["limit_indices"],
-                                       strict=True)):
+      for d, (lo, hi) in enumerate(
+        zip(params["start_indices"], params["limit_indices"], strict=True)
+      ):
         k = _kept_dims(o.index)[d]
         base = index[k][0]
         index[k] = (base + lo, base + hi)
@@ -541,36 +592,39 @@ class _Flattener:
     elif name == "while":
       nc, nb = p["cond_nconsts"], p["body_nconsts"]
       body = p["body_jaxpr"]
-      found += self.trial(body.jaxpr, body.consts, ins[nc:nc + nb] + ins[nc + nb:])
+      found += self.trial(body.jaxpr, body.consts, ins[nc : nc + nb] + ins[nc + nb :])
     elif any(self.origin_of(a) is not None for a in ins):
       for sub in jax.extend.core.jaxprs_in_params(p):
         if any(e.primitive.name in _LAYER_PRIMS for e in _all_eqns(sub)):
-          found.append(f"a {name} that consumes "
-                       + ", ".join(sorted({self.describe(a) for a in ins
-                                           if self.origin_of(a) is not None})))
+          found.append(
+            f"a {name} that consumes "
+            + ", ".join(sorted({self.describe(a) for a in ins if self.origin_of(a) is not None}))
+          )
           break
     if found:
-      where = {"cond": "a lax.cond / lax.switch (which branch runs is only known at run time)",
-               "while": "a lax.while_loop / fori_loop with a dynamic trip count"}.get(
-                   name, f"a `{name}` primitive")
+      where = {
+        "cond": "a lax.cond / lax.switch (which branch runs is only known at run time)",
+        "while": "a lax.while_loop / fori_loop with a dynamic trip count",
+      }.get(name, f"a `{name}` primitive")
       raise NotImplementedError(
-          f"jaxinit.{self.fn}: the layer(s) {', '.join(found)} run inside {where}, which "
-          "layer discovery cannot unroll. Move the layer out of the control flow, use "
-          "lax.scan / nn.scan / nnx.scan with a static length, or exclude the layer.")
+        f"jaxinit.{self.fn}: the layer(s) {', '.join(found)} run inside {where}, which "
+        "layer discovery cannot unroll. Move the layer out of the control flow, use "
+        "lax.scan / nn.scan / nnx.scan with a static length, or exclude the layer."
+      )
 
   def scan(self, eqn, ins: list[Any]) -> list[Any]:
     p = eqn.params
     body, nconst, ncarry, length = p["jaxpr"], p["num_consts"], p["num_carry"], p["length"]
-    consts, carry, xs = ins[:nconst], ins[nconst:nconst + ncarry], ins[nconst + ncarry:]
+    consts, carry, xs = ins[:nconst], ins[nconst : nconst + ncarry], ins[nconst + ncarry :]
     # Does the body hold a layer, given the inputs of its first step?
     probe = [*consts, *carry]
     for a in xs:
-      probe.append(a if isinstance(a, _Const) else
-                   self.emit_index(a, 0, dry=True))
+      probe.append(a if isinstance(a, _Const) else self.emit_index(a, 0, dry=True))
     found = self.trial(body.jaxpr, body.consts, probe) if length > 0 else []
     if not found:
-      return self.emit("scan", p, ins, [v.aval for v in eqn.outvars],
-                       _bind_fn(eqn.primitive, p), _source(eqn))
+      return self.emit(
+        "scan", p, ins, [v.aval for v in eqn.outvars], _bind_fn(eqn.primitive, p), _source(eqn)
+      )
     order = list(range(length))[::-1] if p["reverse"] else list(range(length))
     ys_by_step: list[list[Any]] = []
     for t in order:
@@ -650,10 +704,13 @@ class Program:
           consumers.setdefault(a, []).append((si, p))
     outputs = {a for a in self.out_atoms if not isinstance(a, _Const)}
     weight_reads = set(flat.candidates)
-    reads = [(si, self.origin[a]) for si, s in enumerate(steps)
-             if not (len(s.outs) == 1 and s.outs[0] in self.origin)
-             for p, a in enumerate(s.ins)
-             if not isinstance(a, _Const) and a in self.origin and (si, p) not in weight_reads]
+    reads = [
+      (si, self.origin[a])
+      for si, s in enumerate(steps)
+      if not (len(s.outs) == 1 and s.outs[0] in self.origin)
+      for p, a in enumerate(s.ins)
+      if not isinstance(a, _Const) and a in self.origin and (si, p) not in weight_reads
+    ]
     all_reads = reads + [(ci, self.origin[steps[ci].ins[p]]) for ci, p in flat.candidates]
     layers: list[Layer] = []
     for si, wpos in flat.candidates:
@@ -665,16 +722,26 @@ class Program:
       fan_in = math.prod(w_aval.shape[a] for a in in_axes)
       fan_out = math.prod(w_aval.shape[a] for a in out_axes)
       bias, output, output_step, chain = self._bias(si, o.leaf, fan_out, consumers, outputs)
-      tied = next((lay.index for lay in layers
-                   if lay.leaf == o.leaf and _overlaps(lay.weight_index, o.index)), None)
-      earlier = any(ri < si and ro.leaf == o.leaf and _overlaps(ro.index, o.index)
-                    for ri, ro in reads)
-      later = any(ri > si and ro.leaf == o.leaf and _overlaps(ro.index, o.index)
-                  for ri, ro in all_reads)
+      tied = next(
+        (
+          lay.index for lay in layers if lay.leaf == o.leaf and _overlaps(lay.weight_index, o.index)
+        ),
+        None,
+      )
+      earlier = any(
+        ri < si and ro.leaf == o.leaf and _overlaps(ro.index, o.index) for ri, ro in reads
+      )
+      later = any(
+        ri > si and ro.leaf == o.leaf and _overlaps(ro.index, o.index) for ri, ro in all_reads
+      )
       shared = bias is not None and any(
-          lay.bias is not None and lay.bias.leaf == bias.leaf
-          and _overlaps(lay.bias.index, bias.index) for lay in layers)
-      layers.append(Layer(
+        lay.bias is not None
+        and lay.bias.leaf == bias.leaf
+        and _overlaps(lay.bias.index, bias.index)
+        for lay in layers
+      )
+      layers.append(
+        Layer(
           index=len(layers),
           path=self._path(o.leaf, o.index),
           kind="dot" if s.prim == "dot_general" else "conv",
@@ -700,7 +767,8 @@ class Program:
           post=self._post(output, output_step, consumers, outputs),
           bias=bias,
           bias_shared=shared,
-      ))
+        )
+      )
     return tuple(layers)
 
   def _path(self, leaf: int, index: Index) -> str:
@@ -720,9 +788,12 @@ class Program:
       if c.prim in ("add", "add_any") and len(c.ins) == 2:
         other = c.ins[1 - pos]
         o = None if isinstance(other, _Const) else self.origin.get(other)
-        if (o is not None and o.leaf != w_leaf
-            and math.prod(_index_shape(o.index)) == fan_out
-            and tuple(self.avals[c.outs[0]].shape) == tuple(self.avals[y].shape)):
+        if (
+          o is not None
+          and o.leaf != w_leaf
+          and math.prod(_index_shape(o.index)) == fan_out
+          and tuple(self.avals[c.outs[0]].shape) == tuple(self.avals[y].shape)
+        ):
           bias = Bias(self._path(o.leaf, o.index), o.leaf, o.index, other, ci, pos)
           return bias, c.outs[0], ci, (*chain, ci)
       break
@@ -739,9 +810,12 @@ class Program:
     while heap:
       ci = heapq.heappop(heap)
       c = self.steps[ci]
-      if (c.prim in _ELEMENTWISE and len(c.outs) == 1
-          and tuple(self.avals[c.outs[0]].shape) == shape
-          and all((a in members) for a in c.ins if not isinstance(a, _Const) and a in self.data)):
+      if (
+        c.prim in _ELEMENTWISE
+        and len(c.outs) == 1
+        and tuple(self.avals[c.outs[0]].shape) == shape
+        and all((a in members) for a in c.ins if not isinstance(a, _Const) and a in self.data)
+      ):
         members.add(c.outs[0])
         joined.append(c.outs[0])
         member_steps.add(ci)
@@ -749,8 +823,11 @@ class Program:
           if nxt not in seen:
             seen.add(nxt)
             heapq.heappush(heap, nxt)
-    escaping = [v for v in [output, *joined]
-                if v in outputs or any(ci not in member_steps for ci, _ in consumers.get(v, ()))]
+    escaping = [
+      v
+      for v in [output, *joined]
+      if v in outputs or any(ci not in member_steps for ci, _ in consumers.get(v, ()))
+    ]
     return escaping[0] if len(escaping) == 1 else output
 
   # -- evaluation --------------------------------------------------------------
@@ -774,19 +851,35 @@ class Program:
   def weight_key(self, layer: Layer) -> tuple:
     """A value-based description of how a layer reads its weight (see :meth:`segments`)."""
     o = self.origin[layer.weight_atom]
-    ops = tuple((self.steps[sj].prim, _value_key(self.steps[sj].params), pos,
-                 tuple(_value_key(b.value) if isinstance(b, _Const) else _Identity(b)
-                       for p, b in enumerate(self.steps[sj].ins) if p != pos))
-                for sj, pos in o.ops)
-    return (_aval_key(self.avals[layer.weight_atom]), layer.weight_shape, layer.in_axes,
-            layer.out_axes, layer.batch_axes, o.bijective, ops)
+    ops = tuple(
+      (
+        self.steps[sj].prim,
+        _value_key(self.steps[sj].params),
+        pos,
+        tuple(
+          _value_key(b.value) if isinstance(b, _Const) else _Identity(b)
+          for p, b in enumerate(self.steps[sj].ins)
+          if p != pos
+        ),
+      )
+      for sj, pos in o.ops
+    )
+    return (
+      _aval_key(self.avals[layer.weight_atom]),
+      layer.weight_shape,
+      layer.in_axes,
+      layer.out_axes,
+      layer.batch_axes,
+      o.bijective,
+      ops,
+    )
 
   def evaluate(
-      self,
-      params: Sequence[jax.Array],
-      args: Sequence[jax.Array],
-      hook: Callable[[LayerIO], LayerUpdate | None] | None = None,
-      on_post: Callable[[Layer, jax.Array], None] | None = None,
+    self,
+    params: Sequence[jax.Array],
+    args: Sequence[jax.Array],
+    hook: Callable[[LayerIO], LayerUpdate | None] | None = None,
+    on_post: Callable[[Layer, jax.Array], None] | None = None,
   ) -> tuple[list[jax.Array], list[jax.Array]]:
     """Runs the model on flat ``params`` and ``args`` leaves; traceable.
 
@@ -877,8 +970,9 @@ class Program:
       span = [si for si in range(lo, hi + 1) if si in reads]
       produced = [o for si in span for o in self.steps[si].outs]
       made = set(produced)
-      live_in = tuple(dict.fromkeys(i for si in span for i in sorted(reads[si][0])
-                                    if i not in made))
+      live_in = tuple(
+        dict.fromkeys(i for si in span for i in sorted(reads[si][0]) if i not in made)
+      )
       live_out = tuple(o for o in produced if last_use.get(o, -1) > hi)
       leaves = tuple(sorted({leaf for si in span for leaf in reads[si][1]}))
       sig = self._signature(span, lay, live_in, live_out, leaves)
@@ -886,12 +980,18 @@ class Program:
       lo = hi + 1
     return segs
 
-  def run_segment(self, seg: Segment, live_in: Sequence[Any], leaves: Sequence[Any],
-                  hook: Callable[[LayerIO], LayerUpdate | None]):
+  def run_segment(
+    self,
+    seg: Segment,
+    live_in: Sequence[Any],
+    leaves: Sequence[Any],
+    hook: Callable[[LayerIO], LayerUpdate | None],
+  ):
     """Evaluates one segment (traceable). Returns ``(live_out values, {position in
     seg.leaves: new value} for the leaves the hook rewrote)``."""
-    run = _Runner(self, dict(zip(seg.live_in, live_in, strict=True)),
-                  dict(zip(seg.leaves, leaves, strict=True)))
+    run = _Runner(
+      self, dict(zip(seg.live_in, live_in, strict=True)), dict(zip(seg.leaves, leaves, strict=True))
+    )
     run.steps(seg.lo, seg.hi, hook)
     written = {p: run.leaves[leaf] for p, leaf in enumerate(seg.leaves) if run.version[leaf]}
     return [run.env[i] for i in seg.live_out], written
@@ -911,23 +1011,50 @@ class Program:
       o = self.origin.get(a)
       if o is None:
         return local[a][:2]
-      ops = tuple((self.steps[sj].prim, _value_key(self.steps[sj].params), pos,
-                   tuple(ref(b) for p, b in enumerate(self.steps[sj].ins) if p != pos))
-                  for sj, pos in o.ops)
+      ops = tuple(
+        (
+          self.steps[sj].prim,
+          _value_key(self.steps[sj].params),
+          pos,
+          tuple(ref(b) for p, b in enumerate(self.steps[sj].ins) if p != pos),
+        )
+        for sj, pos in o.ops
+      )
       return ("d", leaf_pos[o.leaf], o.index, ops)
 
     body = []
     for si in span:
       s = self.steps[si]
-      body.append((s.prim, _value_key(s.params), tuple(ref(a) for a in s.ins),
-                   tuple(_aval_key(self.avals[o]) for o in s.outs)))
+      body.append(
+        (
+          s.prim,
+          _value_key(s.params),
+          tuple(ref(a) for a in s.ins),
+          tuple(_aval_key(self.avals[o]) for o in s.outs),
+        )
+      )
       for o in s.outs:
         local[o] = ("loc", len(local))
-    bias = None if lay.bias is None else (leaf_pos[lay.bias.leaf], lay.bias.index,
-                                          lay.bias.act_pos, ref(lay.bias.atom))
-    layer = (leaf_pos[lay.leaf], lay.weight_index, ref(lay.weight_atom), lay.in_axes,
-             lay.out_axes, lay.batch_axes, local[lay.output][:2], bias, lay.tied_to is None,
-             lay.read_earlier, lay.read_later, lay.bias_shared, span[-1] == lay.step)
+    bias = (
+      None
+      if lay.bias is None
+      else (leaf_pos[lay.bias.leaf], lay.bias.index, lay.bias.act_pos, ref(lay.bias.atom))
+    )
+    layer = (
+      leaf_pos[lay.leaf],
+      lay.weight_index,
+      ref(lay.weight_atom),
+      lay.in_axes,
+      lay.out_axes,
+      lay.batch_axes,
+      local[lay.output][:2],
+      bias,
+      lay.tied_to is None,
+      lay.read_earlier,
+      lay.read_later,
+      lay.bias_shared,
+      span[-1] == lay.step,
+    )
     ins = tuple(local[i][2] for i in live_in)
     leaf_avals = tuple(_aval_key(self.avals[self.param_ids[leaf]]) for leaf in leaves)
     return (tuple(body), layer, ins, leaf_avals, tuple(local[o][:2] for o in live_out))
@@ -1092,11 +1219,11 @@ def _weight_axes(step: Step, wpos: int, ndim: int) -> tuple[tuple[int, ...], ...
 
 
 def trace(
-    fn: str,
-    f: Callable[..., Any],
-    params: Any,
-    args: Sequence[Any],
-    leaf_paths: Sequence[str] | None = None,
+  fn: str,
+  f: Callable[..., Any],
+  params: Any,
+  args: Sequence[Any],
+  leaf_paths: Sequence[str] | None = None,
 ) -> Program:
   """Traces ``f(params, *args)`` once and returns its :class:`Program`.
 
@@ -1124,14 +1251,14 @@ def trace(
   shapes = [tuple(jnp.shape(x)) for x in p_leaves]
   flat = _Flattener(leaf_paths, shapes, fn)
   pids = []
-  for k, v in enumerate(closed.jaxpr.invars[:len(p_leaves)]):
+  for k, v in enumerate(closed.jaxpr.invars[: len(p_leaves)]):
     i = flat.new_id(v.aval)
     flat.pdep.add(i)
     if _is_float(v.aval.dtype):
       flat.origin[i] = Origin(k, full_index(v.aval.shape))
     pids.append(i)
   aids = []
-  for v in closed.jaxpr.invars[len(p_leaves):]:
+  for v in closed.jaxpr.invars[len(p_leaves) :]:
     i = flat.new_id(v.aval)
     flat.data.add(i)
     aids.append(i)

@@ -57,8 +57,10 @@ class Layout:
     object.__setattr__(self, "out_axis", check_axes(fn, "out_axis", self.out_axis))
     common = set(as_tuple(self.in_axis)) & set(as_tuple(self.out_axis))
     if common:
-      raise fail(fn, f"`in_axis`={self.in_axis!r} and `out_axis`={self.out_axis!r} share "
-                 f"axis {sorted(common)}.")
+      raise fail(
+        fn,
+        f"`in_axis`={self.in_axis!r} and `out_axis`={self.out_axis!r} share axis {sorted(common)}.",
+      )
 
 
 _FLAX = Layout("flax", -2, -1)
@@ -81,15 +83,15 @@ _TORCH = Layout("torch", 1, 0)
 #: ``"torch"`` layout (it takes axis 1 as the input), so to reproduce torch's
 #: numbers exactly, use ``"torch"`` on those weights.
 LAYOUTS: dict[str, Layout] = {
-    "flax": _FLAX,
-    "linen": _FLAX,
-    "nnx": _FLAX,
-    "haiku": _FLAX,
-    "keras": _FLAX,
-    "jax": _FLAX,
-    "torch": _TORCH,
-    "equinox": _TORCH,
-    "torch_transpose": Layout("torch_transpose", 0, 1),
+  "flax": _FLAX,
+  "linen": _FLAX,
+  "nnx": _FLAX,
+  "haiku": _FLAX,
+  "keras": _FLAX,
+  "jax": _FLAX,
+  "torch": _TORCH,
+  "equinox": _TORCH,
+  "torch_transpose": Layout("torch_transpose", 0, 1),
 }
 
 
@@ -102,10 +104,12 @@ def get_layout(fn: str, layout: Any) -> Layout:
       return LAYOUTS[layout]
     close = difflib.get_close_matches(layout, list(LAYOUTS), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise fail(fn, f"unknown layout {layout!r}.{hint} Presets: "
-               f"{', '.join(map(repr, LAYOUTS))}, or a jaxinit.Layout(...).")
-  raise fail(fn, f"`layout` must be a preset name or a jaxinit.Layout, got {layout!r}.",
-             TypeError)
+    raise fail(
+      fn,
+      f"unknown layout {layout!r}.{hint} Presets: "
+      f"{', '.join(map(repr, LAYOUTS))}, or a jaxinit.Layout(...).",
+    )
+  raise fail(fn, f"`layout` must be a preset name or a jaxinit.Layout, got {layout!r}.", TypeError)
 
 
 def _has_fan_axes(init: Initializer) -> bool:
@@ -166,10 +170,12 @@ class SiblingRule:
     raise NotImplementedError
 
   def __call__(self, *args, **kwargs):
-    raise fail(self.name,
-               "this rule takes its scale from a sibling kernel, so it can only be used "
-               "as a rule of jaxinit.reinit (which knows the sibling), not called directly.",
-               TypeError)
+    raise fail(
+      self.name,
+      "this rule takes its scale from a sibling kernel, so it can only be used "
+      "as a rule of jaxinit.reinit (which knows the sibling), not called directly.",
+      TypeError,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,13 +186,16 @@ class _TorchBias(SiblingRule):
 
   def __post_init__(self):
     sib = (self.sibling,) if isinstance(self.sibling, str) else self.sibling
-    if (not isinstance(sib, tuple | list) or not sib
-        or not all(isinstance(s, str) and s for s in sib)):
-      raise fail("torch_bias", f"`sibling` must be a name or a sequence of names, got "
-                 f"{self.sibling!r}.", TypeError)
+    if (
+      not isinstance(sib, tuple | list) or not sib or not all(isinstance(s, str) and s for s in sib)
+    ):
+      raise fail(
+        "torch_bias",
+        f"`sibling` must be a name or a sequence of names, got {self.sibling!r}.",
+        TypeError,
+      )
     object.__setattr__(self, "sibling", tuple(sib))
-    object.__setattr__(self, "scale", check_real("torch_bias", "scale", self.scale,
-                                                 positive=True))
+    object.__setattr__(self, "scale", check_real("torch_bias", "scale", self.scale, positive=True))
 
   def resolve(self, sibling_shape, layout):
     from jaxinit._src.basic import uniform
@@ -204,7 +213,7 @@ class _TorchBias(SiblingRule):
 
 
 def torch_bias(
-    sibling: str | tuple[str, ...] = ("weight", "kernel", "w"), scale: float = 1.0
+  sibling: str | tuple[str, ...] = ("weight", "kernel", "w"), scale: float = 1.0
 ) -> SiblingRule:
   r"""A ``reinit`` rule for torch's default bias: ``U(-b, b)``, ``b = scale / sqrt(fan_in)``.
 

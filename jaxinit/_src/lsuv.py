@@ -59,12 +59,12 @@ FN = "lsuv"
 
 #: Status codes of :class:`LSUVReport` rows.
 STATUS = (
-    "ok",                      # 0: within tol of the target
-    "not converged",           # 1: max_iters reached
-    "skipped: variance ~0",    # 2: output (nearly) constant: never scaled
-    "skipped: NaN/inf",        # 3: non-finite output
-    "tied",                    # 4: weight already scaled at an earlier use
-    "excluded",                # 5: not selected by `layers` / `exclude`
+  "ok",  # 0: within tol of the target
+  "not converged",  # 1: max_iters reached
+  "skipped: variance ~0",  # 2: output (nearly) constant: never scaled
+  "skipped: NaN/inf",  # 3: non-finite output
+  "tied",  # 4: weight already scaled at an earlier use
+  "excluded",  # 5: not selected by `layers` / `exclude`
 )
 OK, NOT_CONVERGED, TINY, NONFINITE, TIED, EXCLUDED = range(6)
 
@@ -81,9 +81,9 @@ _MIN_BATCH = 16
 
 
 @functools.partial(
-    jax.tree_util.register_dataclass,
-    data_fields=["var_before", "var_after", "scale", "iters", "status", "batch_finite"],
-    meta_fields=["paths", "bias_paths", "tied_to", "target_var", "tol", "max_iters", "exact"],
+  jax.tree_util.register_dataclass,
+  data_fields=["var_before", "var_after", "scale", "iters", "status", "batch_finite"],
+  meta_fields=["paths", "bias_paths", "tied_to", "target_var", "tol", "max_iters", "exact"],
 )
 @dataclasses.dataclass(frozen=True, repr=False)
 class LSUVReport:
@@ -158,8 +158,10 @@ class LSUVReport:
     if not bool(self.batch_finite):
       return f"jaxinit.{FN}: the batch contains NaN or inf{tail}"
     i = int(np.argmax(np.asarray(self.status) == NONFINITE))
-    return (f"jaxinit.{FN}: the output of layer #{i} ({self.paths[i]}) is NaN or inf: the "
-            "activations reaching it overflowed or the parameters contain NaN/inf" + tail)
+    return (
+      f"jaxinit.{FN}: the output of layer #{i} ({self.paths[i]}) is NaN or inf: the "
+      "activations reaching it overflowed or the parameters contain NaN/inf" + tail
+    )
 
   def check(self) -> None:
     """Raises the error :func:`lsuv` raises eagerly when NaN/inf was met.
@@ -173,18 +175,30 @@ class LSUVReport:
 
   def rows(self) -> list[dict[str, Any]]:
     """One dict per layer (host-side values)."""
-    cols = {k: np.asarray(getattr(self, k)) for k in
-            ("var_before", "var_after", "scale", "iters", "status")}
+    cols = {
+      k: np.asarray(getattr(self, k))
+      for k in ("var_before", "var_after", "scale", "iters", "status")
+    }
     out = []
     for i, path in enumerate(self.paths):
       status = STATUS[int(cols["status"][i])]
       if status == "tied":
-        status = ("tied: read earlier outside a layer (e.g. an embedding lookup)"
-                  if self.tied_to[i] is None else f"tied to #{self.tied_to[i]}")
-      out.append({"layer": path, "bias": self.bias_paths[i],
-                  "var_before": float(cols["var_before"][i]),
-                  "var_after": float(cols["var_after"][i]), "scale": float(cols["scale"][i]),
-                  "iters": int(cols["iters"][i]), "status": status})
+        status = (
+          "tied: read earlier outside a layer (e.g. an embedding lookup)"
+          if self.tied_to[i] is None
+          else f"tied to #{self.tied_to[i]}"
+        )
+      out.append(
+        {
+          "layer": path,
+          "bias": self.bias_paths[i],
+          "var_before": float(cols["var_before"][i]),
+          "var_after": float(cols["var_after"][i]),
+          "scale": float(cols["scale"][i]),
+          "iters": int(cols["iters"][i]),
+          "status": status,
+        }
+      )
     return out
 
   def __str__(self) -> str:
@@ -193,13 +207,17 @@ class LSUVReport:
     rows = self.rows()
     w = max([len("layer"), *(len(r["layer"]) for r in rows)])
     how = "exact solve" if self.exact else f"at most {self.max_iters} iterations"
-    head = (f"LSUV: {len(rows)} layers, target variance {self.target_var:g} ± {self.tol:g}, "
-            f"{how}")
-    lines = [head, f"{'#':>3}  {'layer':<{w}}  {'var before':>10}  {'var after':>10}  "
-             f"{'scale':>9}  {'iters':>5}  status"]
+    head = f"LSUV: {len(rows)} layers, target variance {self.target_var:g} ± {self.tol:g}, {how}"
+    lines = [
+      head,
+      f"{'#':>3}  {'layer':<{w}}  {'var before':>10}  {'var after':>10}  "
+      f"{'scale':>9}  {'iters':>5}  status",
+    ]
     for i, r in enumerate(rows):
-      lines.append(f"{i:>3}  {r['layer']:<{w}}  {r['var_before']:>10.4g}  {r['var_after']:>10.4g}"
-                   f"  {r['scale']:>9.4g}  {r['iters']:>5d}  {r['status']}")
+      lines.append(
+        f"{i:>3}  {r['layer']:<{w}}  {r['var_before']:>10.4g}  {r['var_after']:>10.4g}"
+        f"  {r['scale']:>9.4g}  {r['iters']:>5d}  {r['status']}"
+      )
     if not bool(self.batch_finite):
       lines.append("the batch contains NaN or inf: parameters unchanged")
     return "\n".join(lines)
@@ -219,8 +237,12 @@ def _selector(arg: str, value: Any) -> tuple | Callable[[str], bool] | None:
   if value is None or callable(value):
     return value
   patterns = (value,) if isinstance(value, str) else value
-  bad = fail(FN, f"`{arg}` must be a regular expression, a sequence of them, or a function "
-             f"path -> bool, got {value!r:.80}.", TypeError)
+  bad = fail(
+    FN,
+    f"`{arg}` must be a regular expression, a sequence of them, or a function "
+    f"path -> bool, got {value!r:.80}.",
+    TypeError,
+  )
   if not isinstance(patterns, Sequence) or not all(isinstance(p, str) for p in patterns):
     raise bad
   for p in patterns:
@@ -282,20 +304,25 @@ class _RedrawPlan:
   one batched QR, in layer order. ``where[i]``: ``(group, start)`` of layer ``i``'s
   matrices in its group's stack.
   """
+
   specs: tuple
   groups: tuple
   where: tuple
   real: np.dtype
 
 
-def _redraw_plan(prog: layers_lib.Program, lays: Sequence[layers_lib.Layer],
-                 regions: Sequence[Any]) -> _RedrawPlan:
+def _redraw_plan(
+  prog: layers_lib.Program, lays: Sequence[layers_lib.Layer], regions: Sequence[Any]
+) -> _RedrawPlan:
   specs = []  # per layer: (nb, rows, cols) of its matrices, or None (kept)
   for lay, region in zip(lays, regions, strict=True):
     if prog.weight_bijective(lay):
       shape = prog.avals[lay.weight_atom].shape
-      specs.append(tuple(math.prod(shape[a] for a in axes)
-                         for axes in (lay.batch_axes, lay.in_axes, lay.out_axes)))
+      specs.append(
+        tuple(
+          math.prod(shape[a] for a in axes) for axes in (lay.batch_axes, lay.in_axes, lay.out_axes)
+        )
+      )
     elif len(region.shape) >= 2:
       specs.append((1, math.prod(region.shape[:-1]), region.shape[-1]))
     else:
@@ -311,8 +338,12 @@ def _redraw_plan(prog: layers_lib.Program, lays: Sequence[layers_lib.Layer],
     for i in idx:
       where[i] = (g, start)
       start += specs[i][0]
-  return _RedrawPlan(tuple(specs), tuple((shape, tuple(idx)) for shape, idx in members.items()),
-                     tuple(where), np.dtype(np.float64 if wide else np.float32))
+  return _RedrawPlan(
+    tuple(specs),
+    tuple((shape, tuple(idx)) for shape, idx in members.items()),
+    tuple(where),
+    np.dtype(np.float64 if wide else np.float32),
+  )
 
 
 def _redraw_draw(plan: _RedrawPlan, key) -> list[jax.Array]:
@@ -330,13 +361,19 @@ def _redraw_draw(plan: _RedrawPlan, key) -> list[jax.Array]:
   z = _stored_gaussian(key, sum(sizes), plan.real, False)
   out, offset = [], 0
   for ((m, n), _), size in zip(plan.groups, sizes, strict=True):
-    out.append(_haar_from_gaussian(z[offset:offset + size].reshape(-1, m, n)))
+    out.append(_haar_from_gaussian(z[offset : offset + size].reshape(-1, m, n)))
     offset += size
   return out
 
 
-def _redraw_place(prog: layers_lib.Program, lay: layers_lib.Layer, sp: tuple,
-                  stack: jax.Array, start, leaf: jax.Array) -> jax.Array:
+def _redraw_place(
+  prog: layers_lib.Program,
+  lay: layers_lib.Layer,
+  sp: tuple,
+  stack: jax.Array,
+  start,
+  leaf: jax.Array,
+) -> jax.Array:
   """``leaf`` with the layer's weight entries replaced by its matrices, which are
   ``stack[start:start + nb]`` (``start`` may be traced: identical layers share code)."""
   nb, r, c = sp
@@ -386,9 +423,12 @@ def _redraw(prog: layers_lib.Program, plan: _Plan, key, leaves: list) -> list:
 
 def _redraw_layers(prog, plan, leaves) -> tuple[list, _RedrawPlan]:
   lays = [lay for lay in prog.layers if plan.selected[lay.index]]
-  regions = [jax.ShapeDtypeStruct(
-      tuple(e[1] - e[0] for e in lay.weight_index if not isinstance(e, int)),
-      leaves[lay.leaf].dtype) for lay in lays]  # what apply_index returns
+  regions = [
+    jax.ShapeDtypeStruct(
+      tuple(e[1] - e[0] for e in lay.weight_index if not isinstance(e, int)), leaves[lay.leaf].dtype
+    )
+    for lay in lays
+  ]  # what apply_index returns
   return lays, _redraw_plan(prog, lays, regions)
 
 
@@ -400,23 +440,35 @@ class _Plan:
   def __init__(self, prog: layers_lib.Program, opts: _Options):
     self.prog, self.opts = prog, opts
     if not prog.layers:
-      raise fail(FN, "found no linear layers in the model: no dot_general or convolution reads "
-                 "a parameter (through reshapes, transposes and casts only) and the batch. Is "
-                 "`params` the model's parameters, and does the model use them?")
+      raise fail(
+        FN,
+        "found no linear layers in the model: no dot_general or convolution reads "
+        "a parameter (through reshapes, transposes and casts only) and the batch. Is "
+        "`params` the model's parameters, and does the model use them?",
+      )
     for lay in prog.layers:
       if math.prod(lay.output_shape) < 2:
-        raise fail(FN, f"layer #{lay.index} ({lay.path}) has an output of shape "
-                   f"{lay.output_shape}: a variance needs at least 2 values; use a larger "
-                   "batch.")
+        raise fail(
+          FN,
+          f"layer #{lay.index} ({lay.path}) has an output of shape "
+          f"{lay.output_shape}: a variance needs at least 2 values; use a larger "
+          "batch.",
+        )
     for arg in ("layers", "exclude"):  # a selection that matches nothing is a typo
       sel = getattr(opts, arg)
       if sel is not None and not any(_matches(sel, lay.path) for lay in prog.layers):
-        raise fail(FN, f"`{arg}`={_describe(sel)} matches no layer; the layers' weight paths "
-                   f"are: {', '.join(lay.path for lay in prog.layers)}.")
-    self.selected = tuple(lay.tied_to is None and not lay.read_earlier and opts.selected(lay)
-                          for lay in prog.layers)
-    self.centered = tuple(self.selected[lay.index] and opts.center and lay.bias is not None
-                          and not lay.bias_shared for lay in prog.layers)
+        raise fail(
+          FN,
+          f"`{arg}`={_describe(sel)} matches no layer; the layers' weight paths "
+          f"are: {', '.join(lay.path for lay in prog.layers)}.",
+        )
+    self.selected = tuple(
+      lay.tied_to is None and not lay.read_earlier and opts.selected(lay) for lay in prog.layers
+    )
+    self.centered = tuple(
+      self.selected[lay.index] and opts.center and lay.bias is not None and not lay.bias_shared
+      for lay in prog.layers
+    )
 
   def static_key(self) -> tuple:
     return (self.opts.numeric(), self.selected, self.centered)
@@ -431,8 +483,11 @@ class _Plan:
       lay = io.layer
       cdt = _compute_dtype(io.pre.dtype)
       pre = lax.convert_element_type(io.pre, cdt)
-      b = None if io.bias_term is None else _broadcast_to(
-          lax.convert_element_type(io.bias_term, cdt), pre.shape)
+      b = (
+        None
+        if io.bias_term is None
+        else _broadcast_to(lax.convert_element_type(io.bias_term, cdt), pre.shape)
+      )
       raw = _raw_moments(pre, b)
       m, v0, c, vb = _moments(pre.size, *raw)
       nan = lax.full((), np.nan, cdt)
@@ -444,8 +499,7 @@ class _Plan:
         # Per bias entry, the mean of the output over the entries it is added to: the
         # transpose of the bias broadcast sums them, the transpose of ones counts them.
         bias_c = io.bias.astype(cdt)
-        h = lambda r: jnp.broadcast_to(
-            io.bias_fn(r.astype(io.bias.dtype)).astype(cdt), pre.shape)
+        h = lambda r: jnp.broadcast_to(io.bias_fn(r.astype(io.bias.dtype)).astype(cdt), pre.shape)
         ht = jax.linear_transpose(h, bias_c)
         count = ht(jnp.ones(pre.shape, cdt))[0]
         entry_mean = lambda y: ht(y)[0] / count
@@ -458,8 +512,9 @@ class _Plan:
       if opts.exact:
         s, iters = _solve(a, c_eff, vb_eff, runnable(), t, tol)
       else:
-        s, iters = _iterate(lambda s: s * s * a + 2 * s * c_eff + vb_eff, runnable, t, tol,
-                            opts.max_iters)
+        s, iters = _iterate(
+          lambda s: s * s * a + 2 * s * c_eff + vb_eff, runnable, t, tol, opts.max_iters
+        )
       # Only a weight that is read again later (tied) is rewritten during the pass; the
       # others are scaled once at the end, from the scales recorded here.
       weight = (io.weight.astype(cdt) * s).astype(io.weight.dtype) if lay.read_later else None
@@ -473,8 +528,9 @@ class _Plan:
       else:
         out = _mul(pre, lax.broadcast(s, pre.shape))
       rows[lay.index] = (*raw, veff, s, iters)
-      return layers_lib.LayerUpdate(weight=weight, bias=bias,
-                                    output=lax.convert_element_type(out, io.pre.dtype))
+      return layers_lib.LayerUpdate(
+        weight=weight, bias=bias, output=lax.convert_element_type(out, io.pre.dtype)
+      )
 
     return hook
 
@@ -512,8 +568,9 @@ class _Plan:
     cols = [xp.stack([xp.asarray(rows[i][k], ft) for i in range(n)]) for k in range(9)]
     veff, s = cols[7], cols[8]
     iters = xp.stack([xp.asarray(rows[i][9], np.int32) for i in range(n)])
-    inv = (1.0 / np.array([math.prod(lay.output_shape) for lay in prog.layers],
-                          np.float64)).astype(ft)
+    inv = (1.0 / np.array([math.prod(lay.output_shape) for lay in prog.layers], np.float64)).astype(
+      ft
+    )
     md, me = cols[0] * inv, cols[3] * inv
     m = cols[5] + md
     v0 = xp.maximum(cols[1] * inv - md * md, ft(0))
@@ -526,21 +583,38 @@ class _Plan:
     sel = np.array(self.selected)
     run = sel & finite & (a > ft(opts.min_var)) & (a > ft(_REL_TINY) * (v0 + m * m))
     var_before = v0 + ft(2) * c + vb
-    var_after = xp.where(run, xp.where(cen, s * s * a, s * s * v0 + ft(2) * s * c + vb),
-                         var_before)
-    static = np.array([OK if sel[i] else TIED if (lay.tied_to is not None or lay.read_earlier)
-                       else EXCLUDED for i, lay in enumerate(prog.layers)], np.int32)
-    status = xp.where(~finite, NONFINITE, xp.where(
-        ~sel, static, xp.where(~run, TINY, xp.where(
-            xp.abs(var_after - ft(t)) < ft(tol), OK, NOT_CONVERGED))))
+    var_after = xp.where(run, xp.where(cen, s * s * a, s * s * v0 + ft(2) * s * c + vb), var_before)
+    static = np.array(
+      [
+        OK if sel[i] else TIED if (lay.tied_to is not None or lay.read_earlier) else EXCLUDED
+        for i, lay in enumerate(prog.layers)
+      ],
+      np.int32,
+    )
+    status = xp.where(
+      ~finite,
+      NONFINITE,
+      xp.where(
+        ~sel,
+        static,
+        xp.where(~run, TINY, xp.where(xp.abs(var_after - ft(t)) < ft(tol), OK, NOT_CONVERGED)),
+      ),
+    )
     ok = batch_finite & xp.all(finite)
     report = LSUVReport(
-        paths=tuple(lay.path for lay in prog.layers),
-        bias_paths=tuple(lay.bias_path for lay in prog.layers),
-        tied_to=tuple(lay.tied_to for lay in prog.layers),
-        target_var=t, tol=tol, max_iters=opts.max_iters, exact=opts.exact,
-        var_before=var_before, var_after=var_after, scale=s,
-        iters=iters, status=status.astype(np.int32), batch_finite=xp.asarray(batch_finite),
+      paths=tuple(lay.path for lay in prog.layers),
+      bias_paths=tuple(lay.bias_path for lay in prog.layers),
+      tied_to=tuple(lay.tied_to for lay in prog.layers),
+      target_var=t,
+      tol=tol,
+      max_iters=opts.max_iters,
+      exact=opts.exact,
+      var_before=var_before,
+      var_after=var_after,
+      scale=s,
+      iters=iters,
+      status=status.astype(np.int32),
+      batch_finite=xp.asarray(batch_finite),
     )
     return report, ok
 
@@ -613,17 +687,25 @@ def _lsuv_eager(apply, opts: _Options, params, args, key):
   cur = list(leaves)
   if key is not None:  # one compiled draw for all layers, one placement per distinct layer
     lays, rplan = _redraw_layers(prog, plan, cur)
-    stacks = _piece(local, ("redraw", rplan), lambda: jax.jit(
-        functools.partial(_redraw_draw, rplan)))(key)
+    stacks = _piece(
+      local, ("redraw", rplan), lambda: jax.jit(functools.partial(_redraw_draw, rplan))
+    )(key)
     for i, lay in enumerate(lays):
       sp = rplan.specs[i]
       if sp is None:
         continue
       g, start = rplan.where[i]
-      sig = ("place", sp, _aval(stacks[g]), _aval(cur[lay.leaf]), lay.weight_index,
-             prog.weight_key(lay))
-      place = _piece(local, sig, lambda lay=lay, sp=sp: jax.jit(
-          functools.partial(_redraw_place, prog, lay, sp)))
+      sig = (
+        "place",
+        sp,
+        _aval(stacks[g]),
+        _aval(cur[lay.leaf]),
+        lay.weight_index,
+        prog.weight_key(lay),
+      )
+      place = _piece(
+        local, sig, lambda lay=lay, sp=sp: jax.jit(functools.partial(_redraw_place, prog, lay, sp))
+      )
       cur[lay.leaf] = place(stacks[g], np.int32(start), cur[lay.leaf])
   env = dict(zip(prog.arg_ids, arg_leaves, strict=True))
   for k, pid in enumerate(prog.param_ids):
@@ -648,13 +730,20 @@ def _lsuv_eager(apply, opts: _Options, params, args, key):
         if scale_here:  # the final weight, scaled once (the forward pass used s * Wx)
           written[w_pos] = plan.scale_weight(lay, written.get(w_pos, seg_leaves[w_pos]), row[8])
         return outs, written, row, _all_finite(arg_leaves) if first else None
+
       return jax.jit(run)
 
-    key = ("segment", opts.numeric(), plan.selected[lay.index], plan.centered[lay.index],
-           seg.signature, tuple(_aval(x) for x in arg_leaves) if first else None)
+    key = (
+      "segment",
+      opts.numeric(),
+      plan.selected[lay.index],
+      plan.centered[lay.index],
+      seg.signature,
+      tuple(_aval(x) for x in arg_leaves) if first else None,
+    )
     outs, written, rows[lay.index], seg_finite = _piece(local, key, build)(
-        [env[i] for i in seg.live_in], [cur[leaf] for leaf in seg.leaves],
-        arg_leaves if first else [])
+      [env[i] for i in seg.live_in], [cur[leaf] for leaf in seg.leaves], arg_leaves if first else []
+    )
     finite = seg_finite if first else finite
     for i in seg.live_in:  # free activations no later piece reads (memory as in a forward)
       if last_use[i] == n:
@@ -697,9 +786,12 @@ def _raw_moments(pre: jax.Array, b: jax.Array | None) -> tuple:
     kb = lax.reshape(lax.slice(b, first, ones), ())
     e = lax.sub(b, lax.broadcast(kb, b.shape))
     ops = (d, lax.mul(d, d), lax.mul(d, e), e, lax.mul(e, e))
-  sums = lax.reduce(ops, tuple(zero for _ in ops),
-                    lambda x, y: tuple(xi + yi for xi, yi in zip(x, y, strict=True)),
-                    tuple(range(pre.ndim)))
+  sums = lax.reduce(
+    ops,
+    tuple(zero for _ in ops),
+    lambda x, y: tuple(xi + yi for xi, yi in zip(x, y, strict=True)),
+    tuple(range(pre.ndim)),
+  )
   if b is None:
     return (*sums, zero, zero, zero, k, zero)
   return (*sums, k, kb)
@@ -745,10 +837,10 @@ def _const(value, like):
 def _runnable(m, v0, c, vb, a, min_var):
   """A layer is scaled when its statistics are finite and the variance the scale acts on
   (``a``: var(Wx), or its part within bias entries when centering) is not ~0."""
-  finite = _and(_and(_and(_finite(m), _finite(v0)), _and(_finite(c), _finite(vb))),
-                _finite(a))
-  big = _and(lax.gt(a, _const(min_var, a)),
-             lax.gt(a, _mul(_add(v0, _mul(m, m)), _const(_REL_TINY, a))))
+  finite = _and(_and(_and(_finite(m), _finite(v0)), _and(_finite(c), _finite(vb))), _finite(a))
+  big = _and(
+    lax.gt(a, _const(min_var, a)), lax.gt(a, _mul(_add(v0, _mul(m, m)), _const(_REL_TINY, a)))
+  )
   return _and(finite, big)
 
 
@@ -777,10 +869,12 @@ def _solve(a, c, vb, runnable, t, tol):
   c_pos = lax.gt(c, zero)
   num = _sel(c_pos, _sub(t, vb), _sub(r, c))
   den = _sel(c_pos, _add(r, c), a)
-  scale = _and(_and(runnable, lax.ge(disc, zero)),
-               _and(lax.gt(num, zero), lax.ge(lax.abs(_sub(v1, t)), tol)))
+  scale = _and(
+    _and(runnable, lax.ge(disc, zero)), _and(lax.gt(num, zero), lax.ge(lax.abs(_sub(v1, t)), tol))
+  )
   return _div(_sel(scale, num, one), _sel(scale, den, one)), lax.convert_element_type(
-      scale, jnp.int32)
+    scale, jnp.int32
+  )
 
 
 def _iterate(vfn, runnable, t, tol, max_iters):
@@ -816,30 +910,39 @@ def _check_batch(batch: Any) -> None:
     raise fail(FN, f"the batch must contain arrays, got {type(batch).__name__}.", TypeError)
   x = leaves[0]
   if len(x.shape) == 0:
-    raise fail(FN, "the batch's first array is a scalar; LSUV needs a batch of examples "
-               "along the leading axis.")
+    raise fail(
+      FN,
+      "the batch's first array is a scalar; LSUV needs a batch of examples along the leading axis.",
+    )
   n = x.shape[0]
   if n < 2:
-    raise fail(FN, f"the batch holds {n} example(s) along its leading axis; LSUV estimates "
-               "variances over a batch, so pass at least 2 (ideally 64 or more).")
+    raise fail(
+      FN,
+      f"the batch holds {n} example(s) along its leading axis; LSUV estimates "
+      "variances over a batch, so pass at least 2 (ideally 64 or more).",
+    )
   if n < _MIN_BATCH:
-    warnings.warn(f"jaxinit.{FN}: the batch holds only {n} examples; variance estimates from "
-                  f"fewer than {_MIN_BATCH} are noisy.", UserWarning, stacklevel=3)
+    warnings.warn(
+      f"jaxinit.{FN}: the batch holds only {n} examples; variance estimates from "
+      f"fewer than {_MIN_BATCH} are noisy.",
+      UserWarning,
+      stacklevel=3,
+    )
 
 
 def lsuv(
-    model: Any,
-    *args: Any,
-    tol: float = 0.1,
-    max_iters: int = 10,
-    target_var: float = 1.0,
-    exact: bool = True,
-    key: jax.Array | None = None,
-    center: bool = False,
-    layers: Selector = None,
-    exclude: Selector = None,
-    min_var: float = 1e-8,
-    model_kwargs: dict[str, Any] | None = None,
+  model: Any,
+  *args: Any,
+  tol: float = 0.1,
+  max_iters: int = 10,
+  target_var: float = 1.0,
+  exact: bool = True,
+  key: jax.Array | None = None,
+  center: bool = False,
+  layers: Selector = None,
+  exclude: Selector = None,
+  min_var: float = 1e-8,
+  model_kwargs: dict[str, Any] | None = None,
 ):
   r"""LSUV: scales each linear layer so its output has unit variance on a batch.
 
@@ -957,21 +1060,23 @@ def lsuv(
     arXiv:1511.06422.
   """
   opts = _Options(
-      tol=check_real(FN, "tol", tol, positive=True),
-      max_iters=check_int(FN, "max_iters", max_iters, minimum=1),
-      exact=check_bool(FN, "exact", exact),
-      target_var=check_real(FN, "target_var", target_var, positive=True),
-      center=check_bool(FN, "center", center),
-      min_var=check_real(FN, "min_var", min_var, nonnegative=True),
-      layers=_selector("layers", layers),
-      exclude=_selector("exclude", exclude),
+    tol=check_real(FN, "tol", tol, positive=True),
+    max_iters=check_int(FN, "max_iters", max_iters, minimum=1),
+    exact=check_bool(FN, "exact", exact),
+    target_var=check_real(FN, "target_var", target_var, positive=True),
+    center=check_bool(FN, "center", center),
+    min_var=check_real(FN, "min_var", min_var, nonnegative=True),
+    layers=_selector("layers", layers),
+    exclude=_selector("exclude", exclude),
   )
   bound = models.bind(FN, model, args, model_kwargs)
   if key is not None:
     key = canonical_key(FN, key)
   _check_batch(models.batch_of(bound))
-  tracing = any(isinstance(x, jax.core.Tracer)
-                for x in jax.tree_util.tree_leaves((bound.params, bound.args, key)))
+  tracing = any(
+    isinstance(x, jax.core.Tracer)
+    for x in jax.tree_util.tree_leaves((bound.params, bound.args, key))
+  )
   if not tracing:
     new_params, report = _lsuv_eager(bound.apply, opts, bound.params, bound.args, key)
   else:
@@ -996,15 +1101,21 @@ def _warn_skipped(report: LSUVReport) -> None:
   status = np.asarray(report.status)
   skipped = [i for i in range(len(report)) if status[i] == TINY]
   if skipped:
-    names = ", ".join(f"#{i} {report.paths[i]} (variance {float(report.var_before[i]):.3g})"
-                      for i in skipped)
-    warnings.warn(f"jaxinit.{FN}: skipped {len(skipped)} layer(s) whose output variance is ~0 "
-                  f"(zero weights, or an input that is constant on this batch): {names}. "
-                  "Their weights were left unchanged.", UserWarning, stacklevel=3)
+    names = ", ".join(
+      f"#{i} {report.paths[i]} (variance {float(report.var_before[i]):.3g})" for i in skipped
+    )
+    warnings.warn(
+      f"jaxinit.{FN}: skipped {len(skipped)} layer(s) whose output variance is ~0 "
+      f"(zero weights, or an input that is constant on this batch): {names}. "
+      "Their weights were left unchanged.",
+      UserWarning,
+      stacklevel=3,
+    )
 
 
-def find_layers(model: Any, *args: Any, model_kwargs: dict[str, Any] | None = None
-                ) -> tuple[layers_lib.Layer, ...]:
+def find_layers(
+  model: Any, *args: Any, model_kwargs: dict[str, Any] | None = None
+) -> tuple[layers_lib.Layer, ...]:
   """Lists the linear layers of a model in execution order — what :func:`lsuv` processes.
 
   The model is traced once (nothing is computed). A layer is a

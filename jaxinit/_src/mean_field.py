@@ -111,22 +111,29 @@ _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 # name -> (builder(param) -> (phi, phi'), default param or None)
 _NAMED: dict[str, tuple[Callable[[Any], tuple[Callable, Callable]], float | None]] = {
-    "linear": (lambda _: ((lambda x: x), (lambda x: np.ones_like(x))), None),
-    "relu": (lambda _: _leaky(0.0), None),
-    "leaky_relu": (_leaky, 0.01),
-    "tanh": (lambda _: (np.tanh, lambda x: 1.0 - np.tanh(x) ** 2), None),
-    "hard_tanh": (lambda _: ((lambda x: np.clip(x, -1.0, 1.0)),
-                             (lambda x: np.where(np.abs(x) < 1.0, 1.0, 0.0))), None),
-    "erf": (lambda _: (special.erf, lambda x: 2.0 / math.sqrt(math.pi) * np.exp(-x * x)), None),
-    "sigmoid": (lambda _: _sigmoid_pair(), None),
-    "gelu": (lambda _: ((lambda x: x * special.ndtr(x)),
-                        (lambda x: special.ndtr(x) + x * np.exp(-0.5 * x * x) / _SQRT_2PI)), None),
-    "silu": (lambda _: _silu_pair(), None),
-    "swish": (lambda _: _silu_pair(), None),
-    "elu": (_elu, 1.0),
-    "selu": (lambda _: _selu(), None),
-    "softplus": (lambda _: ((lambda x: np.logaddexp(0.0, x)), special.expit), None),
-    "sin": (lambda _: (np.sin, np.cos), None),
+  "linear": (lambda _: ((lambda x: x), (lambda x: np.ones_like(x))), None),
+  "relu": (lambda _: _leaky(0.0), None),
+  "leaky_relu": (_leaky, 0.01),
+  "tanh": (lambda _: (np.tanh, lambda x: 1.0 - np.tanh(x) ** 2), None),
+  "hard_tanh": (
+    lambda _: ((lambda x: np.clip(x, -1.0, 1.0)), (lambda x: np.where(np.abs(x) < 1.0, 1.0, 0.0))),
+    None,
+  ),
+  "erf": (lambda _: (special.erf, lambda x: 2.0 / math.sqrt(math.pi) * np.exp(-x * x)), None),
+  "sigmoid": (lambda _: _sigmoid_pair(), None),
+  "gelu": (
+    lambda _: (
+      (lambda x: x * special.ndtr(x)),
+      (lambda x: special.ndtr(x) + x * np.exp(-0.5 * x * x) / _SQRT_2PI),
+    ),
+    None,
+  ),
+  "silu": (lambda _: _silu_pair(), None),
+  "swish": (lambda _: _silu_pair(), None),
+  "elu": (_elu, 1.0),
+  "selu": (lambda _: _selu(), None),
+  "softplus": (lambda _: ((lambda x: np.logaddexp(0.0, x)), special.expit), None),
+  "sin": (lambda _: (np.sin, np.cos), None),
 }
 
 ACTIVATIONS: tuple[str, ...] = tuple(sorted(_NAMED))
@@ -153,9 +160,13 @@ def _central_difference(f: Callable[[np.ndarray], np.ndarray]) -> Callable:
   return df
 
 
-def activation(phi: str | Callable | Activation, param: float | None = None,
-               derivative: Callable | None = None, *, fn: str = "mean_field.activation",
-               ) -> Activation:
+def activation(
+  phi: str | Callable | Activation,
+  param: float | None = None,
+  derivative: Callable | None = None,
+  *,
+  fn: str = "mean_field.activation",
+) -> Activation:
   """Resolves an activation for the mean-field functions.
 
   Args:
@@ -188,8 +199,9 @@ def activation(phi: str | Callable | Activation, param: float | None = None,
   """
   if isinstance(phi, Activation):
     if param is not None or derivative is not None:
-      raise fail(fn, "`param` and `derivative` apply to a name or a callable, not to an "
-                 "Activation object.")
+      raise fail(
+        fn, "`param` and `derivative` apply to a name or a callable, not to an Activation object."
+      )
     return phi
   if isinstance(phi, str):
     if phi not in _NAMED:
@@ -197,12 +209,18 @@ def activation(phi: str | Callable | Activation, param: float | None = None,
 
       close = difflib.get_close_matches(phi, ACTIVATIONS, n=3, cutoff=0.6)
       hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-      raise fail(fn, f"`activation` must be a callable or one of "
-                 f"{', '.join(map(repr, ACTIVATIONS))}, got {phi!r}.{hint}")
+      raise fail(
+        fn,
+        f"`activation` must be a callable or one of "
+        f"{', '.join(map(repr, ACTIVATIONS))}, got {phi!r}.{hint}",
+      )
     builder, default = _NAMED[phi]
     if param is not None and default is None:
-      raise fail(fn, f"`param` applies only to 'leaky_relu' (negative slope) and 'elu' (alpha), "
-                 f"got param={param!r} for {phi!r}.")
+      raise fail(
+        fn,
+        f"`param` applies only to 'leaky_relu' (negative slope) and 'elu' (alpha), "
+        f"got param={param!r} for {phi!r}.",
+      )
     if derivative is not None:
       raise fail(fn, f"`derivative` applies only to a callable activation, not to {phi!r}.")
     p = default if param is None else check_real(fn, "param", param)
@@ -211,8 +229,11 @@ def activation(phi: str | Callable | Activation, param: float | None = None,
     return Activation(name, f, df)
   if callable(phi):
     if param is not None:
-      raise fail(fn, "`param` applies only to named activations; bind parameters of a "
-                 "callable with functools.partial.")
+      raise fail(
+        fn,
+        "`param` applies only to named activations; bind parameters of a "
+        "callable with functools.partial.",
+      )
     f = _float64(phi)
     if derivative is None:
       df = _central_difference(f)
@@ -230,18 +251,27 @@ def activation(phi: str | Callable | Activation, param: float | None = None,
 # ---------------------------------------------------------------------------
 
 
-def _array(fn: str, arg: str, value: Any, *, positive: bool = False,
-           nonnegative: bool = False, lo: float | None = None, hi: float | None = None,
-           ) -> np.ndarray:
+def _array(
+  fn: str,
+  arg: str,
+  value: Any,
+  *,
+  positive: bool = False,
+  nonnegative: bool = False,
+  lo: float | None = None,
+  hi: float | None = None,
+) -> np.ndarray:
   if np.ndim(value) == 0:
-    a = np.asarray(check_real(fn, arg, value, positive=positive, nonnegative=nonnegative),
-                   np.float64)
+    a = np.asarray(
+      check_real(fn, arg, value, positive=positive, nonnegative=nonnegative), np.float64
+    )
   else:
     try:
       a = np.asarray(value, np.float64)
     except (TypeError, ValueError):
-      raise fail(fn, f"`{arg}` must be a real number or an array of them, got {value!r:.80}.",
-                 TypeError) from None
+      raise fail(
+        fn, f"`{arg}` must be a real number or an array of them, got {value!r:.80}.", TypeError
+      ) from None
   bad = ~np.isfinite(a)
   if positive:
     bad |= ~(a > 0)
@@ -290,8 +320,9 @@ def _expect(f: Callable[[np.ndarray], np.ndarray], q: np.ndarray) -> np.ndarray:
     if (~small).any():
       sl = s[~small][:, None]
       z, w = composite_half_rule(sl[:, 0])
-      out[~small] = np.sum(w * (np.asarray(f(sl * z), np.float64)
-                                + np.asarray(f(-sl * z), np.float64)), axis=-1)
+      out[~small] = np.sum(
+        w * (np.asarray(f(sl * z), np.float64) + np.asarray(f(-sl * z), np.float64)), axis=-1
+      )
   return out
 
 
@@ -343,13 +374,15 @@ def _q_star(act: Activation, sw2: np.ndarray, sb2: np.ndarray, q0: np.ndarray) -
   b = np.isnan(result)
   if b.any():
     w2, b2 = sw2[b], sb2[b]
-    result[b] = np.exp(_illinois(lambda t, m: excess(np.exp(t), w2[m], b2[m]),
-                                 np.log(lo[b]), np.log(hi[b])))
+    result[b] = np.exp(
+      _illinois(lambda t, m: excess(np.exp(t), w2[m], b2[m]), np.log(lo[b]), np.log(hi[b]))
+    )
   return result.reshape(shape)
 
 
-def _illinois(g: Callable[[np.ndarray, np.ndarray], np.ndarray], a: np.ndarray, b: np.ndarray,
-              iters: int = 100) -> np.ndarray:
+def _illinois(
+  g: Callable[[np.ndarray, np.ndarray], np.ndarray], a: np.ndarray, b: np.ndarray, iters: int = 100
+) -> np.ndarray:
   """Vectorized Illinois (modified regula falsi) for g(a) and g(b) of opposite signs.
 
   ``g(t, mask)`` evaluates the entries ``mask`` at ``t``. Converges
@@ -386,8 +419,9 @@ def _illinois(g: Callable[[np.ndarray, np.ndarray], np.ndarray], a: np.ndarray, 
   return np.where(np.isnan(root), 0.5 * (a + b), root)
 
 
-def _resolve(fn: str, act: Any, sigma_w: Any, sigma_b: Any) -> tuple[Activation, np.ndarray,
-                                                                       np.ndarray]:
+def _resolve(
+  fn: str, act: Any, sigma_w: Any, sigma_b: Any
+) -> tuple[Activation, np.ndarray, np.ndarray]:
   a = activation(act, fn=fn)
   sw = _array(fn, "sigma_w", sigma_w, positive=True)
   sb = _array(fn, "sigma_b", sigma_b, nonnegative=True)
@@ -422,8 +456,13 @@ def length_map(activation: Any, q: Any, sigma_w: Any, sigma_b: Any = 0.0) -> flo
   return _out(out, q, sigma_w, sigma_b)
 
 
-def q_star(activation: Any, sigma_w: Any, sigma_b: Any = 0.0, *, q0: Any = 1.0,
-           ) -> float | np.ndarray:
+def q_star(
+  activation: Any,
+  sigma_w: Any,
+  sigma_b: Any = 0.0,
+  *,
+  q0: Any = 1.0,
+) -> float | np.ndarray:
   r"""The fixed point q* of the length map reached from ``q0``.
 
   Iterating :func:`length_map` from ``q0`` converges, for the usual
@@ -463,8 +502,13 @@ def _chi1_at(a: Activation, sw2: np.ndarray, q: np.ndarray) -> np.ndarray:
   return sw2 * _expect(lambda x: a.derivative(x) ** 2, q)
 
 
-def chi1(activation: Any, sigma_w: Any, sigma_b: Any = 0.0, *, q0: Any = 1.0,
-         ) -> float | np.ndarray:
+def chi1(
+  activation: Any,
+  sigma_w: Any,
+  sigma_b: Any = 0.0,
+  *,
+  q0: Any = 1.0,
+) -> float | np.ndarray:
   r"""chi_1, the slope of the correlation map at c = 1: order (< 1), chaos (> 1).
 
   .. math:: \chi_1 = \sigma_w^2\, E[\phi'(\sqrt{q^*} z)^2]
@@ -551,8 +595,12 @@ def _resolve_only(fn: str, act: Any) -> Activation:
   return activation(act, fn=fn)
 
 
-def critical_sigma_w(activation: Any, sigma_b: Any = 0.0, *, q0: Any = 1.0,
-                     ) -> float | np.ndarray:
+def critical_sigma_w(
+  activation: Any,
+  sigma_b: Any = 0.0,
+  *,
+  q0: Any = 1.0,
+) -> float | np.ndarray:
   """The weight scale sigma_w at which chi_1 = 1 for a given sigma_b.
 
   Found by bisection in log sigma_w on [1e-3, 1e3] (chi_1 grows with sigma_w
@@ -599,8 +647,9 @@ def critical_sigma_w(activation: Any, sigma_b: Any = 0.0, *, q0: Any = 1.0,
   return _out(out, sigma_b, q0)
 
 
-def correlation_map(activation: Any, c: Any, sigma_w: float, sigma_b: float = 0.0, *,
-                    q0: float = 1.0) -> float | np.ndarray:
+def correlation_map(
+  activation: Any, c: Any, sigma_w: float, sigma_b: float = 0.0, *, q0: float = 1.0
+) -> float | np.ndarray:
   r"""One step of the correlation map between two inputs, at the fixed point q*.
 
   .. math:: c_{l+1} = \frac{\sigma_w^2 E[\phi(u_1)\phi(u_2)] + \sigma_b^2}{q^*},
@@ -631,8 +680,14 @@ def correlation_map(activation: Any, c: Any, sigma_w: float, sigma_b: float = 0.
   sw = check_real(fn, "sigma_w", sigma_w, positive=True)
   sb = check_real(fn, "sigma_b", sigma_b, nonnegative=True)
   cc = _array(fn, "c", c, lo=-1.0, hi=1.0)
-  qs = float(_q_star(a, np.float64(sw * sw), np.float64(sb * sb), np.float64(
-      check_real(fn, "q0", q0, positive=True))))
+  qs = float(
+    _q_star(
+      a,
+      np.float64(sw * sw),
+      np.float64(sb * sb),
+      np.float64(check_real(fn, "q0", q0, positive=True)),
+    )
+  )
   return _out(_c_map(a, cc, sw * sw, sb * sb, qs), c)
 
 
@@ -673,8 +728,13 @@ def _neg_inv_log(x: float) -> float:
   return -1.0 / math.log(x)
 
 
-def depth_scales(activation: Any, sigma_w: float, sigma_b: float = 0.0, *, q0: float = 1.0,
-                 ) -> DepthScales:
+def depth_scales(
+  activation: Any,
+  sigma_w: float,
+  sigma_b: float = 0.0,
+  *,
+  q0: float = 1.0,
+) -> DepthScales:
   r"""How many layers a signal survives: the depth scales of Schoenholz et al. (2017).
 
   * ``q_star``, ``chi1``: as :func:`q_star` and :func:`chi1`.
@@ -734,6 +794,7 @@ def depth_scales(activation: Any, sigma_w: float, sigma_b: float = 0.0, *, q0: f
 
 def _c_star(a: Activation, sw2: float, sb2: float, qs: float) -> float:
   """The stable fixed point c* < 1 of the correlation map in the chaotic phase."""
+
   def g(c):
     return float(_c_map(a, np.float64(c), sw2, sb2, qs)) - c
 
@@ -751,8 +812,15 @@ def _c_star(a: Activation, sw2: float, sb2: float, qs: float) -> float:
   return 0.5 * (lo + hi)
 
 
-def plot_phase_diagram(activation: Any, sigma_w: Any = None, sigma_b: Any = None, *,
-                       q0: float = 1.0, ax: Any = None, critical: bool = True) -> Any:
+def plot_phase_diagram(
+  activation: Any,
+  sigma_w: Any = None,
+  sigma_b: Any = None,
+  *,
+  q0: float = 1.0,
+  ax: Any = None,
+  critical: bool = True,
+) -> Any:
   """Draws the order-to-chaos phase diagram: log10 chi_1 over (sigma_w^2, sigma_b^2).
 
   Blue is ordered (chi_1 < 1: vanishing gradients), red chaotic (exploding);
@@ -785,13 +853,16 @@ def plot_phase_diagram(activation: Any, sigma_w: Any = None, sigma_b: Any = None
   fn = "mean_field.plot_phase_diagram"
   plt = _pyplot(fn)
   a = _resolve_only(fn, activation)
-  sw = _array(fn, "sigma_w", np.linspace(0.5, 4.0, 120) if sigma_w is None else sigma_w,
-              positive=True).reshape(-1)
-  sb = _array(fn, "sigma_b", np.linspace(0.0, 1.0, 80) if sigma_b is None else sigma_b,
-              nonnegative=True).reshape(-1)
+  sw = _array(
+    fn, "sigma_w", np.linspace(0.5, 4.0, 120) if sigma_w is None else sigma_w, positive=True
+  ).reshape(-1)
+  sb = _array(
+    fn, "sigma_b", np.linspace(0.0, 1.0, 80) if sigma_b is None else sigma_b, nonnegative=True
+  ).reshape(-1)
   q = check_real(fn, "q0", q0, positive=True)
-  grid = _chi1_at(a, sw[None, :] ** 2, _q_star(a, sw[None, :] ** 2, sb[:, None] ** 2,
-                                                np.float64(q)))
+  grid = _chi1_at(
+    a, sw[None, :] ** 2, _q_star(a, sw[None, :] ** 2, sb[:, None] ** 2, np.float64(q))
+  )
   if ax is None:
     _, ax = plt.subplots(figsize=(5, 4))
   with np.errstate(divide="ignore"):
@@ -805,8 +876,14 @@ def plot_phase_diagram(activation: Any, sigma_w: Any = None, sigma_b: Any = None
     qs = np.geomspace(1e-4, 1e3, 200)
     line = critical_line(a, qs)
     keep = (line.sigma_w**2 <= (sw**2).max()) & (line.sigma_b**2 <= (sb**2).max())
-    ax.plot(line.sigma_w[keep] ** 2, line.sigma_b[keep] ** 2, "--", color="gold", lw=1.5,
-            label=r"$\chi_1 = 1$ from $q^*$")
+    ax.plot(
+      line.sigma_w[keep] ** 2,
+      line.sigma_b[keep] ** 2,
+      "--",
+      color="gold",
+      lw=1.5,
+      label=r"$\chi_1 = 1$ from $q^*$",
+    )
     if keep.any():
       ax.legend(loc="upper left", fontsize=8)
   ax.set_xlabel(r"$\sigma_w^2$")
@@ -819,6 +896,8 @@ def _pyplot(fn: str):
   try:
     import matplotlib.pyplot as plt
   except ImportError:
-    raise ImportError(f"jaxinit.{fn} needs matplotlib: pip install matplotlib "
-                      "(or pip install 'jaxinit[notebooks]').") from None
+    raise ImportError(
+      f"jaxinit.{fn} needs matplotlib: pip install matplotlib "
+      "(or pip install 'jaxinit[notebooks]')."
+    ) from None
   return plt

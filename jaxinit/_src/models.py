@@ -107,8 +107,12 @@ class _FnApply:
 def _paths(params: Any, strip_value: bool = False) -> list[str]:
   out = []
   for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
-    if strip_value and path and isinstance(path[-1], jax.tree_util.GetAttrKey) \
-        and path[-1].name in ("value", "raw_value"):
+    if (
+      strip_value
+      and path
+      and isinstance(path[-1], jax.tree_util.GetAttrKey)
+      and path[-1].name in ("value", "raw_value")
+    ):
       path = path[:-1]
     out.append(path_str(path))
   return out
@@ -135,25 +139,39 @@ def bind(fn: str, model: Any, args: tuple, model_kwargs: Mapping[str, Any] | Non
   if model_kwargs is None:
     model_kwargs = {}
   if not isinstance(model_kwargs, Mapping):
-    raise fail(fn, "`model_kwargs` must be a dict of keyword arguments for the model call "
-               f"(e.g. {{'train': False}}), got {model_kwargs!r:.80}.", TypeError)
+    raise fail(
+      fn,
+      "`model_kwargs` must be a dict of keyword arguments for the model call "
+      f"(e.g. {{'train': False}}), got {model_kwargs!r:.80}.",
+      TypeError,
+    )
   kw_def, kw_static, kw_dyn = _split_kwargs(model_kwargs)
 
   if _is_linen(model):
     if len(args) != 2:
-      raise fail(fn, f"a Flax linen module is called as jaxinit.{fn}(module, variables, batch, "
-                 f"...); got {len(args)} positional argument(s) after the module.", TypeError)
+      raise fail(
+        fn,
+        f"a Flax linen module is called as jaxinit.{fn}(module, variables, batch, "
+        f"...); got {len(args)} positional argument(s) after the module.",
+        TypeError,
+      )
     variables, batch = args
     if not isinstance(variables, Mapping) or "params" not in variables:
       if isinstance(variables, Mapping):
         got = f"a {type(variables).__name__} with keys {list(variables)}"
       elif hasattr(variables, "shape"):
-        got = (f"an array of shape {tuple(variables.shape)} (did you pass the batch before the "
-               "variables?)")
+        got = (
+          f"an array of shape {tuple(variables.shape)} (did you pass the batch before the "
+          "variables?)"
+        )
       else:
         got = f"{type(variables).__name__}"
-      raise fail(fn, "for a linen module the second argument must be the variables dict "
-                 f"returned by module.init (with a 'params' collection), got {got}.", TypeError)
+      raise fail(
+        fn,
+        "for a linen module the second argument must be the variables dict "
+        f"returned by module.init (with a 'params' collection), got {got}.",
+        TypeError,
+      )
     rest = {k: v for k, v in variables.items() if k != "params"}
 
     def rebuild_linen(new_params):
@@ -163,16 +181,25 @@ def bind(fn: str, model: Any, args: tuple, model_kwargs: Mapping[str, Any] | Non
       out["params"] = new_params
       return type(variables)(out) if isinstance(variables, dict) else out
 
-    return Bound(_LinenApply(model, kw_def, kw_static), variables["params"],
-                 (rest, batch, kw_dyn), _paths(variables["params"]), rebuild_linen, "linen")
+    return Bound(
+      _LinenApply(model, kw_def, kw_static),
+      variables["params"],
+      (rest, batch, kw_dyn),
+      _paths(variables["params"]),
+      rebuild_linen,
+      "linen",
+    )
 
   if _is_nnx(model):
     from flax import nnx
 
     if len(args) != 1:
-      raise fail(fn, f"a Flax nnx module is called as jaxinit.{fn}(model, batch, ...) and is "
-                 f"updated in place; got {len(args)} positional argument(s) after the model.",
-                 TypeError)
+      raise fail(
+        fn,
+        f"a Flax nnx module is called as jaxinit.{fn}(model, batch, ...) and is "
+        f"updated in place; got {len(args)} positional argument(s) after the model.",
+        TypeError,
+      )
     (batch,) = args
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
@@ -180,20 +207,35 @@ def bind(fn: str, model: Any, args: tuple, model_kwargs: Mapping[str, Any] | Non
       nnx.update(model, new_params)
 
     apply = _NnxApply(graphdef, kw_def, kw_static)
-    return Bound(apply, params, (rest, batch, kw_dyn), param_paths(apply, params), rebuild_nnx,
-                 "nnx")
+    return Bound(
+      apply, params, (rest, batch, kw_dyn), param_paths(apply, params), rebuild_nnx, "nnx"
+    )
 
   if callable(model):
     if len(args) != 2:
-      raise fail(fn, f"a model function is called as jaxinit.{fn}(apply_fn, params, batch, ...) "
-                 f"with apply_fn(params, batch); got {len(args)} positional argument(s) after "
-                 "the function.", TypeError)
+      raise fail(
+        fn,
+        f"a model function is called as jaxinit.{fn}(apply_fn, params, batch, ...) "
+        f"with apply_fn(params, batch); got {len(args)} positional argument(s) after "
+        "the function.",
+        TypeError,
+      )
     params, batch = args
-    return Bound(_FnApply(model, kw_def, kw_static), params, (batch, kw_dyn), _paths(params),
-                 lambda new_params: new_params, "function")
+    return Bound(
+      _FnApply(model, kw_def, kw_static),
+      params,
+      (batch, kw_dyn),
+      _paths(params),
+      lambda new_params: new_params,
+      "function",
+    )
 
-  raise fail(fn, "the model must be a Flax linen module, a Flax nnx module or a function "
-             f"apply_fn(params, batch), got {type(model).__name__}.", TypeError)
+  raise fail(
+    fn,
+    "the model must be a Flax linen module, a Flax nnx module or a function "
+    f"apply_fn(params, batch), got {type(model).__name__}.",
+    TypeError,
+  )
 
 
 def param_paths(apply: Callable[..., Any], params: Any) -> list[str]:

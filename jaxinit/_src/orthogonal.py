@@ -119,8 +119,9 @@ def _stored_gaussian(key: Array, size: int, real: np.dtype, cplx: bool) -> Array
   if size < _STORE_ABOVE:  # small draws: not worth the loop's compile time
     return _gaussian(key, size, real, cplx)
   half = -(-size // 2)
-  _, z = jax.lax.scan(lambda c, k: (c, _gaussian(k, half, real, cplx)), None,
-                      jax.random.split(key, 2))
+  _, z = jax.lax.scan(
+    lambda c, k: (c, _gaussian(k, half, real, cplx)), None, jax.random.split(key, 2)
+  )
   return z.reshape(-1)[:size]
 
 
@@ -154,7 +155,7 @@ def gaussian_rows(key: Array, nb: int, m: int, n: int, real: np.dtype, cplx: boo
   xt = packed_upper(z[: nb * tri].reshape(nb, tri), n)
   if rect == 0:
     return xt
-  return jnp.concatenate([xt, z[nb * tri:].reshape(nb, n, m - n)], axis=-1)
+  return jnp.concatenate([xt, z[nb * tri :].reshape(nb, n, m - n)], axis=-1)
 
 
 def _opaque_one(x: Array) -> Array:
@@ -207,28 +208,29 @@ def stewart(key: Array, nb: int, m: int, n: int, real: np.dtype, cplx: bool) -> 
   column-major ``(nb, m, n)`` that LAPACK's ``orgqr`` reads, so XLA passes it
   without a transpose.
   """
-  xt = gaussian_rows(key, nb, m, n, real, cplx)                         # (nb, n, m)
+  xt = gaussian_rows(key, nb, m, n, real, cplx)  # (nb, n, m)
   dt = xt.dtype
   rows = jax.lax.broadcasted_iota(np.int32, (n, m), 0)
   cols = jax.lax.broadcasted_iota(np.int32, (n, m), 1)
   one = _opaque_one(xt)
-  alpha = jnp.diagonal(xt, axis1=-2, axis2=-1)                           # (nb, n)
+  alpha = jnp.diagonal(xt, axis1=-2, axis2=-1)  # (nb, n)
   tail2 = sum_of_squares(jnp.where(cols > rows, xt, jnp.zeros((), dt)), (-1,), one)[..., 0]
   # An all-zero vector (probability ~0, but keep it finite): use e_1 instead.
   alpha = jnp.where((tail2 == 0) & (alpha == 0), jnp.ones((), dt), alpha)
-  beta = jnp.sqrt(tail2 + _squares(alpha, one))                         # ||x|| > 0
+  beta = jnp.sqrt(tail2 + _squares(alpha, one))  # ||x|| > 0
   # v_0 = alpha - beta without cancellation (Parlett): for Re(alpha) > 0 use
   # (alpha - beta)(conj(alpha) + beta) = -||x_tail||^2 + 2i beta Im(alpha).
   if cplx:
-    stable = (jax.lax.complex(-tail2, 2 * beta * jnp.imag(alpha))
-              / (jnp.conj(alpha) + beta.astype(dt)))
+    stable = jax.lax.complex(-tail2, 2 * beta * jnp.imag(alpha)) / (
+      jnp.conj(alpha) + beta.astype(dt)
+    )
   else:
     stable = -tail2 / (alpha + beta)
   v0 = jnp.where(jnp.real(alpha) > 0, stable, alpha - beta.astype(dt))
-  tau = -v0 / beta.astype(dt)                                           # (beta - alpha) / beta
-  zero = v0 == 0                          # x = [alpha > 0; 0]: H = I, nothing to scale
+  tau = -v0 / beta.astype(dt)  # (beta - alpha) / beta
+  zero = v0 == 0  # x = [alpha > 0; 0]: H = I, nothing to scale
   inv = jnp.where(zero, jnp.zeros((), dt), 1 / jnp.where(zero, jnp.ones((), dt), v0))
-  vt = xt * inv[..., :, None]             # only the entries right of the diagonal are read
+  vt = xt * inv[..., :, None]  # only the entries right of the diagonal are read
   return jax.lax.linalg.householder_product(jnp.swapaxes(vt, -1, -2), tau)
 
 
@@ -250,9 +252,7 @@ def haar_from_gaussian(g: Array) -> Array:
 _METHODS = {"stewart": stewart, "qr": qr}
 
 
-def haar(
-    key: Array, nb: int, rows: int, cols: int, dtype: np.dtype, method: str
-) -> Array:
+def haar(key: Array, nb: int, rows: int, cols: int, dtype: np.dtype, method: str) -> Array:
   """``(nb, rows, cols)`` Haar semi-orthogonal (unitary for complex ``dtype``) matrices.
 
   Computed in float32 (float64 for 64-bit dtypes) and returned in that
@@ -280,12 +280,18 @@ def _layout(fn: str, shape: tuple[int, ...], column_axis: int, batch_axis: tuple
   col = normalize_axes(fn, "column_axis", column_axis, shape)[0]
   batch = normalize_axes(fn, "batch_axis", batch_axis, shape)
   if col in batch:
-    raise fail(fn, f"`column_axis`={column_axis!r} is also in `batch_axis`={batch_axis!r} "
-               f"for shape {shape}; the column axis must be a matrix axis.")
+    raise fail(
+      fn,
+      f"`column_axis`={column_axis!r} is also in `batch_axis`={batch_axis!r} "
+      f"for shape {shape}; the column axis must be a matrix axis.",
+    )
   rows = tuple(a for a in range(len(shape)) if a != col and a not in batch)
   if not rows:
-    raise fail(fn, f"the shape {shape} has no row axis: an orthogonal matrix needs the column "
-               f"axis and at least one more axis that is not in `batch_axis`={batch_axis!r}.")
+    raise fail(
+      fn,
+      f"the shape {shape} has no row axis: an orthogonal matrix needs the column "
+      f"axis and at least one more axis that is not in `batch_axis`={batch_axis!r}.",
+    )
   return batch, rows, col
 
 
@@ -304,9 +310,11 @@ class _Orthogonal(Initializer):
   method: str = "stewart"
 
   name = "orthogonal"
-  formula = ("w = scale * Q, Q Haar-random with orthonormal columns (tall) or rows (wide) of "
-             "the matrix (prod(other axes), shape[column_axis]); unitary for complex; "
-             "method 'stewart' (Householder reflectors, default) or 'qr'")
+  formula = (
+    "w = scale * Q, Q Haar-random with orthonormal columns (tall) or rows (wide) of "
+    "the matrix (prod(other axes), shape[column_axis]); unitary for complex; "
+    "method 'stewart' (Householder reflectors, default) or 'qr'"
+  )
 
   def __post_init__(self):
     fn = self.name
@@ -316,14 +324,20 @@ class _Orthogonal(Initializer):
     batch = (batch,) if isinstance(batch, int) else batch
     object.__setattr__(self, "batch_axis", batch)
     if self.column_axis in batch:
-      raise fail(fn, f"`column_axis`={self.column_axis} is also in `batch_axis`={batch}; "
-                 "the column axis must be a matrix axis.")
+      raise fail(
+        fn,
+        f"`column_axis`={self.column_axis} is also in `batch_axis`={batch}; "
+        "the column axis must be a matrix axis.",
+      )
     check_choice(fn, "method", self.method, METHODS)
 
   def _check(self, fn, shape, dtype):
     if len(shape) < 2:
-      raise fail(fn, f"needs a shape with at least 2 dimensions (a matrix), got {shape}; "
-                 "a 1-D parameter such as a bias has no orthogonal structure.")
+      raise fail(
+        fn,
+        f"needs a shape with at least 2 dimensions (a matrix), got {shape}; "
+        "a 1-D parameter such as a bias has no orthogonal structure.",
+      )
     _layout(fn, shape, self.column_axis, self.batch_axis)
 
   def _sample(self, key, shape, dtype):
@@ -337,10 +351,10 @@ class _Orthogonal(Initializer):
 
 
 def orthogonal(
-    scale: float = 1.0,
-    column_axis: int = -1,
-    batch_axis: int | tuple[int, ...] = (),
-    method: str = "stewart",
+  scale: float = 1.0,
+  column_axis: int = -1,
+  batch_axis: int | tuple[int, ...] = (),
+  method: str = "stewart",
 ) -> Initializer:
   r"""Builds an initializer of Haar-random (semi-)orthogonal matrices.
 
@@ -443,25 +457,34 @@ class _DeltaOrthogonal(Initializer):
   column_axis: int = -1
 
   name = "delta_orthogonal"
-  formula = ("conv kernel (spatial..., in, out): zero except the centre tap ((k-1)//2 per axis), "
-             "which holds scale * a Haar (in x out) matrix")
+  formula = (
+    "conv kernel (spatial..., in, out): zero except the centre tap ((k-1)//2 per axis), "
+    "which holds scale * a Haar (in x out) matrix"
+  )
 
   def __post_init__(self):
     fn = self.name
     object.__setattr__(self, "scale", check_real(fn, "scale", self.scale, positive=True))
     object.__setattr__(self, "column_axis", check_int(fn, "column_axis", self.column_axis))
     if self.column_axis < -2:
-      raise fail(fn, f"`column_axis` must be the kernel's input axis (-2) or output axis (-1) "
-                 f"(or their non-negative index), got {self.column_axis}.")
+      raise fail(
+        fn,
+        f"`column_axis` must be the kernel's input axis (-2) or output axis (-1) "
+        f"(or their non-negative index), got {self.column_axis}.",
+      )
 
   def _matrix_axis(self, fn: str, shape: tuple[int, ...]) -> int:
     if len(shape) < 2:
-      raise fail(fn, f"needs a kernel (spatial..., in, out) with at least 2 dimensions, got "
-                 f"shape {shape}.")
+      raise fail(
+        fn, f"needs a kernel (spatial..., in, out) with at least 2 dimensions, got shape {shape}."
+      )
     col = normalize_axes(fn, "column_axis", self.column_axis, shape)[0]
     if col < len(shape) - 2:
-      raise fail(fn, f"`column_axis`={self.column_axis} is a spatial axis of the kernel shape "
-                 f"{shape}; it must be the input axis (-2) or the output axis (-1).")
+      raise fail(
+        fn,
+        f"`column_axis`={self.column_axis} is a spatial axis of the kernel shape "
+        f"{shape}; it must be the input axis (-2) or the output axis (-1).",
+      )
     return col - len(shape)
 
   def _check(self, fn, shape, dtype):

@@ -48,8 +48,7 @@ def _legendre_on_0_14() -> tuple[np.ndarray, np.ndarray]:
   return np.concatenate(xs), np.concatenate(ws)
 
 
-def _gauss_rule(x: np.ndarray, w: np.ndarray, n: int, mass: float
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _gauss_rule(x: np.ndarray, w: np.ndarray, n: int, mass: float) -> tuple[np.ndarray, np.ndarray]:
   """The n-point Gauss rule of the discrete measure (x, w): Stieltjes, then Golub–Welsch."""
   alpha = np.zeros(n)
   beta = np.zeros(n)
@@ -108,8 +107,10 @@ def gaussian_expectation(f: Callable[[np.ndarray], Any], scale: float = 1.0) -> 
   weights = np.concatenate([w[::-1], w])
   values = np.asarray(f(nodes), dtype=np.float64)
   if values.shape != nodes.shape:
-    raise ValueError(f"the function returned shape {values.shape} for inputs of shape "
-                     f"{nodes.shape}; it must act elementwise")
+    raise ValueError(
+      f"the function returned shape {values.shape} for inputs of shape "
+      f"{nodes.shape}; it must act elementwise"
+    )
   return float(np.dot(weights, values))
 
 
@@ -128,8 +129,9 @@ def full_line_rule(n: int = NODES) -> tuple[np.ndarray, np.ndarray]:
   return nodes, weights
 
 
-def bivariate_rule(c: np.ndarray, scale: float = 1.0, angular_nodes: int = NODES
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bivariate_rule(
+  c: np.ndarray, scale: float = 1.0, angular_nodes: int = NODES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """A product rule for E[f(u1, u2)], (u1, u2) normal of variance scale^2 and correlation c.
 
   Returns ``(u1, u2, weights)`` of shape ``c.shape + (m,)``: E[f(u1, u2)] is
@@ -144,9 +146,17 @@ def bivariate_rule(c: np.ndarray, scale: float = 1.0, angular_nodes: int = NODES
   c = np.clip(np.asarray(c, np.float64), -1.0, 1.0)
   a = np.arccos(c)[..., None]
   two_pi = 2.0 * math.pi
-  cuts = np.sort(np.concatenate(
-      [np.broadcast_to(np.array([0.5 * math.pi, 1.5 * math.pi]), (*a.shape[:-1], 2)),
-       np.mod(a + 0.5 * math.pi, two_pi), np.mod(a + 1.5 * math.pi, two_pi)], axis=-1), axis=-1)
+  cuts = np.sort(
+    np.concatenate(
+      [
+        np.broadcast_to(np.array([0.5 * math.pi, 1.5 * math.pi]), (*a.shape[:-1], 2)),
+        np.mod(a + 0.5 * math.pi, two_pi),
+        np.mod(a + 1.5 * math.pi, two_pi),
+      ],
+      axis=-1,
+    ),
+    axis=-1,
+  )
   starts = cuts
   ends = np.concatenate([cuts[..., 1:], cuts[..., :1] + two_pi], axis=-1)
   x, w = np.polynomial.legendre.leggauss(angular_nodes)
@@ -171,8 +181,7 @@ _X_BREAKS = np.array([0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
 _PANEL_NODES = 12
 
 
-def composite_half_rule(scale: np.ndarray, radial: bool = False
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def composite_half_rule(scale: np.ndarray, radial: bool = False) -> tuple[np.ndarray, np.ndarray]:
   """Per-scale nodes and weights on [0, 14] for the density phi(z) (or r exp(-r^2/2)).
 
   Gauss–Legendre panels broken at fixed points of z and at ``x / scale`` for x
@@ -183,8 +192,10 @@ def composite_half_rule(scale: np.ndarray, radial: bool = False
   s = np.asarray(scale, np.float64)[..., None]
   with np.errstate(divide="ignore"):
     xb = np.clip(_X_BREAKS / s, 0.0, 14.0)
-  breaks = np.sort(np.concatenate([np.broadcast_to(_Z_BREAKS, s.shape[:-1] + _Z_BREAKS.shape),
-                                   xb], axis=-1), axis=-1)
+  breaks = np.sort(
+    np.concatenate([np.broadcast_to(_Z_BREAKS, s.shape[:-1] + _Z_BREAKS.shape), xb], axis=-1),
+    axis=-1,
+  )
   starts = np.concatenate([np.zeros(s.shape), breaks[..., :-1]], axis=-1)
   half = 0.5 * (breaks - starts)[..., None]
   x, w = np.polynomial.legendre.leggauss(_PANEL_NODES)

@@ -58,9 +58,9 @@ def lookup(name: str, fn: str = "get") -> type[Initializer]:
   close = difflib.get_close_matches(key, list(_REGISTRY), n=4, cutoff=0.6)
   hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
   raise fail(
-      fn,
-      f"unknown initializer {name!r}.{hint} Known names: {', '.join(names(False))} "
-      "(`jaxinit list` shows them with formulas).",
+    fn,
+    f"unknown initializer {name!r}.{hint} Known names: {', '.join(names(False))} "
+    "(`jaxinit list` shows them with formulas).",
   )
 
 
@@ -70,10 +70,9 @@ def _build(cls: type[Initializer], kwargs: Mapping[str, Any], fn: str) -> Initia
   if unknown:
     args = ", ".join(allowed) if allowed else "no arguments"
     raise fail(
-        fn,
-        f"{cls.name} got unexpected argument(s) {', '.join(map(repr, unknown))}; "
-        f"it takes {args}.",
-        TypeError,
+      fn,
+      f"{cls.name} got unexpected argument(s) {', '.join(map(repr, unknown))}; it takes {args}.",
+      TypeError,
     )
   return cls(**kwargs)
 
@@ -121,14 +120,18 @@ def get(identifier: Any, **kwargs: Any) -> Any:
     return _from_dict(identifier, kwargs, "get")
   if callable(identifier):
     if kwargs:
-      raise fail("get", "keyword arguments apply only to jaxinit initializers and names, got "
-                 f"{identifier!r} with {sorted(kwargs)}.", TypeError)
+      raise fail(
+        "get",
+        "keyword arguments apply only to jaxinit initializers and names, got "
+        f"{identifier!r} with {sorted(kwargs)}.",
+        TypeError,
+      )
     return identifier
   raise fail(
-      "get",
-      "`identifier` must be an initializer name, a config dict or an initializer, "
-      f"got {identifier!r}.",
-      TypeError,
+    "get",
+    "`identifier` must be an initializer name, a config dict or an initializer, "
+    f"got {identifier!r}.",
+    TypeError,
   )
 
 
@@ -170,10 +173,10 @@ def _encode(value: Any, path: str) -> Any:
   if isinstance(value, Initializer):
     return serialize(value)
   raise fail(
-      "serialize",
-      f"argument {path!r} holds {value!r}, which has no JSON form; "
-      "use a registered name instead of a Python object.",
-      TypeError,
+    "serialize",
+    f"argument {path!r} holds {value!r}, which has no JSON form; "
+    "use a registered name instead of a Python object.",
+    TypeError,
   )
 
 
@@ -221,10 +224,10 @@ def serialize(init: Initializer) -> dict[str, Any]:
   """
   if not isinstance(init, Initializer):
     raise fail(
-        "serialize",
-        f"`init` must be a jaxinit initializer, got {init!r}; closures such as "
-        "jax.nn.initializers have no serializable configuration.",
-        TypeError,
+      "serialize",
+      f"`init` must be a jaxinit initializer, got {init!r}; closures such as "
+      "jax.nn.initializers have no serializable configuration.",
+      TypeError,
     )
   out: dict[str, Any] = {"name": init.name}
   for k, v in init.config().items():

@@ -116,7 +116,7 @@ def complex_unit_disk(key: Array, shape: tuple[int, ...], real: np.dtype) -> Arr
 
 
 def truncated_standard_normal(
-    key: Array, shape: tuple[int, ...], real: np.dtype, lower: float, upper: float
+  key: Array, shape: tuple[int, ...], real: np.dtype, lower: float, upper: float
 ) -> Array:
   """A standard normal truncated to [lower, upper] by inverting the CDF.
 
@@ -137,9 +137,9 @@ def truncated_standard_normal(
   # product and per sum whatever XLA reassociates; Z - m, by contrast, XLA may
   # regroup with the constant it is added to, depending on the surrounding program.
   p = jnp.where(
-      on_left,
-      np.asarray(norm_cdf(lower), real) + m,
-      np.asarray(norm_cdf(-upper), real) + (np.asarray(1, real) - u) * mass,
+    on_left,
+    np.asarray(norm_cdf(lower), real) + m,
+    np.asarray(norm_cdf(-upper), real) + (np.asarray(1, real) - u) * mass,
   )
   y = ndtri(p)
   x = jnp.where(on_left, y, -y)
@@ -147,7 +147,7 @@ def truncated_standard_normal(
 
 
 def complex_truncated_standard_normal(
-    key: Array, shape: tuple[int, ...], real: np.dtype, radius: float
+  key: Array, shape: tuple[int, ...], real: np.dtype, radius: float
 ) -> Array:
   """A standard complex normal (E|z|^2 = 1 before truncation) with |z| <= radius."""
   kr, kt = jax.random.split(key)
@@ -168,4 +168,3 @@ def affine(z: Array, scale: float, shift: float, dtype: np.dtype) -> Array:
   if shift != 0.0:
     out = _pin(out) + np.asarray(shift, z.dtype)
   return out.astype(dtype)
-

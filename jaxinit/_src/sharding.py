@@ -37,7 +37,8 @@ def _targets(fn: str, abstract: Any, mesh: Any) -> tuple[list[Any], Any, list[An
 
 def _rebuild(treedef: Any, boxes: list[Any], values: list[Any]) -> Any:
   return jax.tree_util.tree_unflatten(
-      treedef, [v if b is None else rebox(b, v) for b, v in zip(boxes, values, strict=True)])
+    treedef, [v if b is None else rebox(b, v) for b, v in zip(boxes, values, strict=True)]
+  )
 
 
 def _check_mesh(fn: str, mesh: Any) -> Any:
@@ -50,13 +51,13 @@ def _check_mesh(fn: str, mesh: Any) -> Any:
 
 
 def init_linen(
-    module: Any,
-    key: Any,
-    *args: Any,
-    rules: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
-    mesh: jax.sharding.Mesh | None = None,
-    layout: Any = None,
-    **init_kwargs: Any,
+  module: Any,
+  key: Any,
+  *args: Any,
+  rules: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+  mesh: jax.sharding.Mesh | None = None,
+  layout: Any = None,
+  **init_kwargs: Any,
 ) -> Any:
   """``module.init(key, *args)`` with every leaf born in its sharding.
 
@@ -115,12 +116,12 @@ def init_linen(
 
 
 def init_nnx(
-    make_model: Callable[[], Any],
-    key: Any = None,
-    *,
-    rules: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
-    mesh: jax.sharding.Mesh | None = None,
-    layout: Any = None,
+  make_model: Callable[[], Any],
+  key: Any = None,
+  *,
+  rules: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+  mesh: jax.sharding.Mesh | None = None,
+  layout: Any = None,
 ) -> Any:
   """Constructs an nnx model with every Variable born in its sharding.
 

@@ -99,8 +99,10 @@ class _Dirac(Initializer):
 
   name = "dirac"
   deterministic = True
-  formula = ("conv kernel (spatial..., in_per_group, out): w[centre, i, o] = scale if "
-             "i == o mod (out / groups); centre = (k-1)//2 per axis")
+  formula = (
+    "conv kernel (spatial..., in_per_group, out): w[centre, i, o] = scale if "
+    "i == o mod (out / groups); centre = (k-1)//2 per axis"
+  )
 
   def __post_init__(self):
     object.__setattr__(self, "groups", check_int(self.name, "groups", self.groups, minimum=1))
@@ -108,11 +110,15 @@ class _Dirac(Initializer):
 
   def _check(self, fn, shape, dtype):
     if len(shape) < 2:
-      raise fail(fn, f"needs a kernel (spatial..., in, out) with at least 2 dimensions, got "
-                 f"shape {shape}.")
+      raise fail(
+        fn, f"needs a kernel (spatial..., in, out) with at least 2 dimensions, got shape {shape}."
+      )
     if shape[-1] % self.groups:
-      raise fail(fn, f"the output channels ({shape[-1]}, the last axis of {shape}) are not "
-                 f"divisible by `groups`={self.groups}.")
+      raise fail(
+        fn,
+        f"the output channels ({shape[-1]}, the last axis of {shape}) are not "
+        f"divisible by `groups`={self.groups}.",
+      )
 
   def _sample(self, key, shape, dtype):
     nd = len(shape)
@@ -176,12 +182,18 @@ def _unit_axes(fn: str, out_axis: Axes, batch_axis: tuple[int, ...], shape: tupl
   batch = normalize_axes(fn, "batch_axis", batch_axis, shape)
   common = set(outs) & set(batch)
   if common:
-    raise fail(fn, f"`out_axis`={out_axis!r} and `batch_axis`={batch_axis!r} share axis "
-               f"{sorted(common)} of shape {shape}.")
+    raise fail(
+      fn,
+      f"`out_axis`={out_axis!r} and `batch_axis`={batch_axis!r} share axis "
+      f"{sorted(common)} of shape {shape}.",
+    )
   fan = tuple(a for a in range(len(shape)) if a not in outs and a not in batch)
   if not fan:
-    raise fail(fn, f"the shape {shape} has no fan-in axis: every axis is an output or batch "
-               "axis, so the units have no incoming weights (a bias? use zeros or normal).")
+    raise fail(
+      fn,
+      f"the shape {shape} has no fan-in axis: every axis is an output or batch "
+      "axis, so the units have no incoming weights (a bias? use zeros or normal).",
+    )
   return (*batch, *outs), fan
 
 
@@ -197,8 +209,10 @@ class _Normalized(Initializer):
   batch_axis: tuple[int, ...] = ()
 
   name = "normalized"
-  formula = ("w = scale * z / ||z||, z ~ N(0, I) over each output unit's incoming weights: "
-             "uniform direction, norm exactly scale")
+  formula = (
+    "w = scale * z / ||z||, z ~ N(0, I) over each output unit's incoming weights: "
+    "uniform direction, norm exactly scale"
+  )
 
   def __post_init__(self):
     fn = self.name
@@ -239,9 +253,9 @@ def _units_doc(f):
 
 @_units_doc
 def normalized(
-    scale: float = 1.0,
-    out_axis: int | tuple[int, ...] = -1,
-    batch_axis: int | tuple[int, ...] = (),
+  scale: float = 1.0,
+  out_axis: int | tuple[int, ...] = -1,
+  batch_axis: int | tuple[int, ...] = (),
 ) -> Initializer:
   r"""Builds an initializer whose units' incoming weight vectors have norm ``scale``.
 
@@ -293,9 +307,13 @@ def _values(fn: str, values: Any) -> Initializer:
       return registry.get(values)
     except ValueError as e:
       raise fail(fn, f"`values`={values!r} is not a usable initializer: {e}") from None
-  raise fail(fn, "`values` must be a jaxinit initializer (e.g. jaxinit.normal(1.0)), a "
-             f"registered name or a config dict, got {values!r}; the draw must be "
-             "hashable and serializable, which closures are not.", TypeError)
+  raise fail(
+    fn,
+    "`values` must be a jaxinit initializer (e.g. jaxinit.normal(1.0)), a "
+    f"registered name or a config dict, got {values!r}; the draw must be "
+    "hashable and serializable, which closures are not.",
+    TypeError,
+  )
 
 
 def _count_zeros(sparsity: float, fan_in: int) -> int:
@@ -315,25 +333,32 @@ class _Sparse(Initializer):
   batch_axis: tuple[int, ...] = ()
 
   name = "sparse"
-  formula = ("each output unit keeps exactly num_nonzero (default 15) incoming weights, or a "
-             "fraction 1 - sparsity of them, at uniformly random positions; values from "
-             "`values` (default N(0, 1)), zeros elsewhere")
+  formula = (
+    "each output unit keeps exactly num_nonzero (default 15) incoming weights, or a "
+    "fraction 1 - sparsity of them, at uniformly random positions; values from "
+    "`values` (default N(0, 1)), zeros elsewhere"
+  )
 
   def __post_init__(self):
     fn = self.name
     if self.num_nonzero is not None and self.sparsity is not None:
-      raise fail(fn, f"give `num_nonzero` or `sparsity`, not both (got num_nonzero="
-                 f"{self.num_nonzero!r}, sparsity={self.sparsity!r}).")
+      raise fail(
+        fn,
+        f"give `num_nonzero` or `sparsity`, not both (got num_nonzero="
+        f"{self.num_nonzero!r}, sparsity={self.sparsity!r}).",
+      )
     if self.num_nonzero is None and self.sparsity is None:
       object.__setattr__(self, "num_nonzero", MARTENS_K)
     if self.num_nonzero is not None:
-      object.__setattr__(self, "num_nonzero",
-                         check_int(fn, "num_nonzero", self.num_nonzero, minimum=1))
+      object.__setattr__(
+        self, "num_nonzero", check_int(fn, "num_nonzero", self.num_nonzero, minimum=1)
+      )
     else:
       s = check_real(fn, "sparsity", self.sparsity, nonnegative=True)
       if not s < 1:
-        raise fail(fn, f"`sparsity` is the fraction of zeros per unit and must be in [0, 1), "
-                   f"got {s!r}.")
+        raise fail(
+          fn, f"`sparsity` is the fraction of zeros per unit and must be in [0, 1), got {s!r}."
+        )
       object.__setattr__(self, "sparsity", s)
     object.__setattr__(self, "values", _values(fn, self.values))
     object.__setattr__(self, "out_axis", check_axes(fn, "out_axis", self.out_axis))
@@ -345,13 +370,17 @@ class _Sparse(Initializer):
     fan_in = math.prod(shape[a] for a in fan)
     if self.num_nonzero is not None:
       if self.num_nonzero > fan_in:
-        raise fail(fn, f"`num_nonzero`={self.num_nonzero} exceeds the fan-in {fan_in} of "
-                   f"shape {shape}.")
+        raise fail(
+          fn, f"`num_nonzero`={self.num_nonzero} exceeds the fan-in {fan_in} of shape {shape}."
+        )
       return self.num_nonzero
     k = fan_in - _count_zeros(self.sparsity, fan_in)
     if k < 1 and fan_in > 0:
-      raise fail(fn, f"`sparsity`={self.sparsity!r} zeroes all {fan_in} incoming weights of "
-                 f"each unit for shape {shape}; lower it below {(fan_in - 1) / fan_in:.4g}.")
+      raise fail(
+        fn,
+        f"`sparsity`={self.sparsity!r} zeroes all {fan_in} incoming weights of "
+        f"each unit for shape {shape}; lower it below {(fan_in - 1) / fan_in:.4g}.",
+      )
     return k
 
   def _supports_complex(self):
@@ -393,11 +422,11 @@ def _random_mask(key: jax.Array, n_units: int, fan_in: int, k: int) -> jax.Array
 
 @_units_doc
 def sparse(
-    num_nonzero: int | None = None,
-    sparsity: float | None = None,
-    values: Initializer | str | Mapping[str, Any] | None = None,
-    out_axis: int | tuple[int, ...] = -1,
-    batch_axis: int | tuple[int, ...] = (),
+  num_nonzero: int | None = None,
+  sparsity: float | None = None,
+  values: Initializer | str | Mapping[str, Any] | None = None,
+  out_axis: int | tuple[int, ...] = -1,
+  batch_axis: int | tuple[int, ...] = (),
 ) -> Initializer:
   """Builds a sparse initializer (Martens 2010, "sparse initialization").
 

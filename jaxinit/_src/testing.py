@@ -27,13 +27,13 @@ def _canonical_dtype(dtype: Any) -> np.dtype:
 
 
 def assert_conforms(
-    init: Callable[..., Array],
-    shape: Sequence[int],
-    dtype: Any = None,
-    *,
-    key: Array | None = None,
-    deterministic: bool | None = None,
-    out_sharding: Sharding = None,
+  init: Callable[..., Array],
+  shape: Sequence[int],
+  dtype: Any = None,
+  *,
+  key: Array | None = None,
+  deterministic: bool | None = None,
+  out_sharding: Sharding = None,
 ) -> Array:
   """Checks that ``init`` behaves as an initializer must, and returns its draw.
 
@@ -91,8 +91,9 @@ def assert_conforms(
   chex.assert_trees_all_equal(out, again, custom_message=f"{name}: same key, different values")
   typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
   legacy = jax.random.key_data(key) if typed else key
-  chex.assert_trees_all_equal(out, init(legacy, shape, dtype),
-                              custom_message=f"{name}: typed and legacy keys differ")
+  chex.assert_trees_all_equal(
+    out, init(legacy, shape, dtype), custom_message=f"{name}: typed and legacy keys differ"
+  )
 
   jitted = jax.jit(lambda k: init(k, shape, dtype))(key)
   chex.assert_trees_all_equal(out, jitted, custom_message=f"{name}: eager and jit differ")
@@ -110,20 +111,24 @@ def assert_conforms(
     if not deterministic and same:
       raise AssertionError(f"{name}: a different key gave the same array")
   batched = jax.vmap(lambda k: init(k, shape, dtype))(keys)
-  chex.assert_trees_all_equal(batched, jnp.stack(singles),
-                              custom_message=f"{name}: vmap over keys differs from separate calls")
+  chex.assert_trees_all_equal(
+    batched,
+    jnp.stack(singles),
+    custom_message=f"{name}: vmap over keys differs from separate calls",
+  )
 
   if out_sharding is not None:
     sharded = init(key, shape, dtype, out_sharding)
     if not sharded.sharding.is_equivalent_to(out_sharding, len(shape)):
       raise AssertionError(f"{name}: asked for sharding {out_sharding}, got {sharded.sharding}")
-    chex.assert_trees_all_equal(out, sharded,
-                                custom_message=f"{name}: sharded values differ from unsharded")
+    chex.assert_trees_all_equal(
+      out, sharded, custom_message=f"{name}: sharded values differ from unsharded"
+    )
   return out
 
 
 def moment_z_scores(
-    samples: Any, *, mean: complex | None = None, var: float | None = None
+  samples: Any, *, mean: complex | None = None, var: float | None = None
 ) -> tuple[float | None, float | None]:
   """z-scores of the sample mean and variance against expected values.
 
@@ -171,12 +176,12 @@ def moment_z_scores(
 
 
 def assert_moments(
-    samples: Any,
-    *,
-    mean: complex | None = None,
-    var: float | None = None,
-    k: float = 6.0,
-    name: str = "samples",
+  samples: Any,
+  *,
+  mean: complex | None = None,
+  var: float | None = None,
+  k: float = 6.0,
+  name: str = "samples",
 ) -> None:
   """Asserts the sample mean and variance are within ``k`` standard errors.
 
@@ -210,25 +215,29 @@ def assert_moments(
   n = x.size
   problems = []
   if z_mean is not None and not abs(z_mean) <= k:
-    est = complex(np.mean(x.astype(np.complex128))) if np.iscomplexobj(x) else float(
-        np.mean(x.astype(np.float64)))
+    est = (
+      complex(np.mean(x.astype(np.complex128)))
+      if np.iscomplexobj(x)
+      else float(np.mean(x.astype(np.float64)))
+    )
     problems.append(f"mean {est:.6g} expected {mean:.6g}, z = {z_mean:.2f}")
   if z_var is not None and not abs(z_var) <= k:
     xs = x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
     est = float(np.mean(np.abs(xs - xs.mean()) ** 2))
     problems.append(f"variance {est:.6g} expected {var:.6g}, z = {z_var:.2f}")
   if problems:
-    raise AssertionError(f"{name}: " + "; ".join(problems)
-                         + f" standard errors (limit {k}; n = {n})")
+    raise AssertionError(
+      f"{name}: " + "; ".join(problems) + f" standard errors (limit {k}; n = {n})"
+    )
 
 
 def assert_ks(
-    samples: Any,
-    distribution: str | Callable[[np.ndarray], np.ndarray],
-    args: Sequence[float] = (),
-    *,
-    alpha: float = 1e-6,
-    name: str = "samples",
+  samples: Any,
+  distribution: str | Callable[[np.ndarray], np.ndarray],
+  args: Sequence[float] = (),
+  *,
+  alpha: float = 1e-6,
+  name: str = "samples",
 ) -> float:
   """Kolmogorov–Smirnov test of the samples against a named distribution.
 
@@ -261,11 +270,13 @@ def assert_ks(
   x = np.asarray(samples, dtype=np.float64).ravel()
   result = stats.kstest(x, distribution, args=tuple(args))
   if not result.pvalue >= alpha:
-    label = distribution if isinstance(distribution, str) else getattr(
-        distribution, "__name__", "cdf")
+    label = (
+      distribution if isinstance(distribution, str) else getattr(distribution, "__name__", "cdf")
+    )
     raise AssertionError(
-        f"{name}: Kolmogorov–Smirnov test against {label}{tuple(args)} fails: "
-        f"D = {result.statistic:.3g} with n = {x.size}, p = {result.pvalue:.3g} < {alpha}")
+      f"{name}: Kolmogorov–Smirnov test against {label}{tuple(args)} fails: "
+      f"D = {result.statistic:.3g} with n = {x.size}, p = {result.pvalue:.3g} < {alpha}"
+    )
   return float(result.pvalue)
 
 
@@ -281,13 +292,13 @@ def _as_matrices(w: np.ndarray, column_axis: int, batch_axis: Sequence[int]) -> 
 
 
 def assert_orthonormal(
-    w: Any,
-    *,
-    column_axis: int = -1,
-    batch_axis: Sequence[int] = (),
-    scale: float = 1.0,
-    atol: float | None = None,
-    name: str = "w",
+  w: Any,
+  *,
+  column_axis: int = -1,
+  batch_axis: Sequence[int] = (),
+  scale: float = 1.0,
+  atol: float | None = None,
+  name: str = "w",
 ) -> float:
   """Asserts that ``w`` is (semi-)orthogonal up to ``scale``.
 
@@ -340,6 +351,7 @@ def assert_orthonormal(
   if not err <= atol:
     side = "columns" if rows >= cols else "rows"
     raise AssertionError(
-        f"{name}: {side} are not orthonormal (scale {scale}): max |Gram - I| = {err:.3g} "
-        f"> atol {atol:.3g} for {mats.shape[0]} matrices of {rows}x{cols}")
+      f"{name}: {side} are not orthonormal (scale {scale}): max |Gram - I| = {err:.3g} "
+      f"> atol {atol:.3g} for {mats.shape[0]} matrices of {rows}x{cols}"
+    )
   return err

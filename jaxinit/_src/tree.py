@@ -149,8 +149,10 @@ def _annotation(box: Any) -> tuple[Any, Any] | None:
       return None
     from flax.core import spmd
 
-    spec = spmd.get_pspec(names if isinstance(names, jax.sharding.NamedSharding | P)
-                          else P(*names), md.get("sharding_rules"))
+    spec = spmd.get_pspec(
+      names if isinstance(names, jax.sharding.NamedSharding | P) else P(*names),
+      md.get("sharding_rules"),
+    )
     return spec, md.get("mesh")
   return None
 
@@ -162,7 +164,8 @@ def _annotation(box: Any) -> tuple[Any, Any] | None:
 
 def _is_array(x: Any) -> bool:
   return isinstance(x, jax.Array | np.ndarray | jax.ShapeDtypeStruct) or (
-      isinstance(x, np.generic) and not isinstance(x, np.bool_ | np.str_ | np.bytes_))
+    isinstance(x, np.generic) and not isinstance(x, np.bool_ | np.str_ | np.bytes_)
+  )
 
 
 def flatten(tree: Any) -> tuple[list[tuple[str, Any]], Any]:
@@ -196,24 +199,36 @@ def _compile_rules(rules: Any) -> list[tuple[str, re.Pattern, Any]]:
     items = []
     for item in rules:
       if not (isinstance(item, tuple | list) and len(item) == 2):
-        raise fail(_FN, "`rules` must be a mapping {pattern: initializer} or a sequence of "
-                   f"(pattern, initializer) pairs; got the item {item!r}.", TypeError)
+        raise fail(
+          _FN,
+          "`rules` must be a mapping {pattern: initializer} or a sequence of "
+          f"(pattern, initializer) pairs; got the item {item!r}.",
+          TypeError,
+        )
       items.append(tuple(item))
   else:
-    raise fail(_FN, "`rules` must be a mapping {pattern: initializer} or a sequence of "
-               f"(pattern, initializer) pairs, got {type(rules).__name__}.", TypeError)
+    raise fail(
+      _FN,
+      "`rules` must be a mapping {pattern: initializer} or a sequence of "
+      f"(pattern, initializer) pairs, got {type(rules).__name__}.",
+      TypeError,
+    )
   if not items:
     raise fail(_FN, "`rules` is empty; give at least one pattern.")
   out = []
   for pattern, init in items:
     if not isinstance(pattern, str):
-      raise fail(_FN, f"a rule's pattern must be a string (a regular expression), got "
-                 f"{pattern!r}.", TypeError)
+      raise fail(
+        _FN,
+        f"a rule's pattern must be a string (a regular expression), got {pattern!r}.",
+        TypeError,
+      )
     try:
       compiled = re.compile(pattern)
     except re.error as e:
-      raise fail(_FN, f"the rule pattern {pattern!r} is not a valid regular expression: "
-                 f"{e}.") from None
+      raise fail(
+        _FN, f"the rule pattern {pattern!r} is not a valid regular expression: {e}."
+      ) from None
     out.append((pattern, compiled, _rule_init(pattern, init)))
   return out
 
@@ -227,15 +242,22 @@ def _rule_init(pattern: str, init: Any) -> Any:
     return registry.get(init)
   if callable(init):
     return init
-  raise fail(_FN, f"the rule {pattern!r} maps to {init!r}, which is not an initializer; "
-             "use a jaxinit initializer, a name or config dict (jaxinit.get), any "
-             "init(key, shape, dtype) callable, a sibling rule (jaxinit.torch_bias), or None "
-             "to keep the leaf.", TypeError)
+  raise fail(
+    _FN,
+    f"the rule {pattern!r} maps to {init!r}, which is not an initializer; "
+    "use a jaxinit initializer, a name or config dict (jaxinit.get), any "
+    "init(key, shape, dtype) callable, a sibling rule (jaxinit.torch_bias), or None "
+    "to keep the leaf.",
+    TypeError,
+  )
 
 
 def _describe(init: Any) -> str:
-  return repr(init) if isinstance(init, Initializer | SiblingRule) else getattr(
-      init, "__name__", repr(init))
+  return (
+    repr(init)
+    if isinstance(init, Initializer | SiblingRule)
+    else getattr(init, "__name__", repr(init))
+  )
 
 
 def _no_match_error(pattern: str, paths: list[str]) -> Exception:
@@ -243,9 +265,12 @@ def _no_match_error(pattern: str, paths: list[str]) -> Exception:
   more = f" (and {len(paths) - len(shown)} more)" if len(paths) > len(shown) else ""
   close = difflib.get_close_matches(pattern, paths, n=3, cutoff=0.4)
   hint = f" Close paths: {', '.join(map(repr, close))}." if close else ""
-  return fail(_FN, f"the rule {pattern!r} matches no parameter path (patterns must match the "
-              f"whole path, as re.fullmatch; write '.*kernel' to match any path ending in "
-              f"'kernel').{hint} Paths: {', '.join(shown)}{more}.")
+  return fail(
+    _FN,
+    f"the rule {pattern!r} matches no parameter path (patterns must match the "
+    f"whole path, as re.fullmatch; write '.*kernel' to match any path ending in "
+    f"'kernel').{hint} Paths: {', '.join(shown)}{more}.",
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -269,20 +294,28 @@ def _named(fn: str, path: str, spec: Any, mesh: Any) -> Any:
   if isinstance(spec, jax.sharding.PartitionSpec):
     mesh = mesh if mesh is not None else _context_mesh()
     if mesh is None:
-      raise fail(fn, f"the leaf {path!r} is to be sharded as {spec} but no mesh is known: "
-                 "pass mesh=... or call inside `with jax.set_mesh(mesh):`.")
+      raise fail(
+        fn,
+        f"the leaf {path!r} is to be sharded as {spec} but no mesh is known: "
+        "pass mesh=... or call inside `with jax.set_mesh(mesh):`.",
+      )
     if isinstance(mesh, jax.sharding.AbstractMesh):
       return spec  # under jit inside jax.set_mesh: the spec resolves against the context
     return jax.sharding.NamedSharding(mesh, spec)
-  raise fail(fn, f"the sharding for {path!r} must be a jax.sharding.Sharding, a "
-             f"PartitionSpec or None, got {spec!r}.", TypeError)
+  raise fail(
+    fn,
+    f"the sharding for {path!r} must be a jax.sharding.Sharding, a "
+    f"PartitionSpec or None, got {spec!r}.",
+    TypeError,
+  )
 
 
 def _sharding_table(fn: str, shardings: Any) -> dict[str, Any] | Any:
   if shardings is None or isinstance(shardings, jax.sharding.Sharding):
     return shardings
-  is_leaf = lambda x: x is None or is_box(x) or isinstance(
-      x, jax.sharding.Sharding | jax.sharding.PartitionSpec)
+  is_leaf = lambda x: (
+    x is None or is_box(x) or isinstance(x, jax.sharding.Sharding | jax.sharding.PartitionSpec)
+  )
   flat, _ = jax.tree_util.tree_flatten_with_path(shardings, is_leaf=is_leaf)
   table = {}
   for p, s in flat:
@@ -296,7 +329,8 @@ def _own_sharding(leaf: Any, mesh: Any) -> Any:
   if isinstance(leaf, jax.core.Tracer) or s is None:
     return None
   if isinstance(s, jax.sharding.NamedSharding) and isinstance(
-      s.mesh, jax.sharding.AbstractMesh):  # from eval_shape under a mesh
+    s.mesh, jax.sharding.AbstractMesh
+  ):  # from eval_shape under a mesh
     if s.mesh.size <= 1:
       return None
     if mesh is not None:
@@ -316,15 +350,19 @@ def resolve_sharding(fn, path, box, leaf, table, mesh) -> Any:
     if isinstance(table, jax.sharding.Sharding):
       return table
     if path not in table:
-      raise fail(fn, f"`shardings` has no entry for the leaf {path!r}; give a tree with the "
-                 "same structure as the parameters (None entries leave a leaf unsharded).")
+      raise fail(
+        fn,
+        f"`shardings` has no entry for the leaf {path!r}; give a tree with the "
+        "same structure as the parameters (None entries leave a leaf unsharded).",
+      )
     return _named(fn, path, table[path], mesh)
   ann = _annotation(box) if box is not None else None
   if ann is not None:
     spec, box_mesh = ann
     ann_mesh = box_mesh if box_mesh is not None else mesh
-    if (ann_mesh is not None or _context_mesh() is not None
-        or isinstance(spec, jax.sharding.Sharding)):
+    if (
+      ann_mesh is not None or _context_mesh() is not None or isinstance(spec, jax.sharding.Sharding)
+    ):
       return _named(fn, path, spec, ann_mesh)
     # an annotated model used without a mesh: as Flax does, the annotation is ignored
   return _named(fn, path, _own_sharding(leaf, mesh), mesh)
@@ -342,15 +380,19 @@ def _default_layout(tree: Any) -> Layout:
   return get_layout(_FN, "flax")
 
 
-def _sibling_shape(path: str, rule: SiblingRule, shapes: dict[str, tuple[int, ...]],
-                   pattern: str) -> tuple[int, ...]:
+def _sibling_shape(
+  path: str, rule: SiblingRule, shapes: dict[str, tuple[int, ...]], pattern: str
+) -> tuple[int, ...]:
   parent = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
   for name in rule.sibling:
     if parent + name in shapes:
       return shapes[parent + name]
   tried = ", ".join(repr(parent + n) for n in rule.sibling)
-  raise fail(_FN, f"the rule {pattern!r} ({rule!r}) matched {path!r}, but none of its "
-             f"sibling kernels exists: tried {tried}. Pass sibling='<name>'.")
+  raise fail(
+    _FN,
+    f"the rule {pattern!r} ({rule!r}) matched {path!r}, but none of its "
+    f"sibling kernels exists: tried {tried}. Pass sibling='<name>'.",
+  )
 
 
 def _check_leaf(path, pattern, init, shape, dtype, sharding) -> None:
@@ -363,8 +405,7 @@ def _check_leaf(path, pattern, init, shape, dtype, sharding) -> None:
     except (TypeError, ValueError) as e:
       raise type(e)(f"jaxinit.reinit: {what}, which it cannot initialize: {e}") from None
   elif not jax.numpy.issubdtype(dtype, jax.numpy.inexact):
-    raise fail(_FN, f"{what}: only floating-point or complex leaves can be initialized.",
-               TypeError)
+    raise fail(_FN, f"{what}: only floating-point or complex leaves can be initialized.", TypeError)
   if sharding is not None:
     try:
       base.check_sharding(_FN, sharding, shape)
@@ -373,13 +414,13 @@ def _check_leaf(path, pattern, init, shape, dtype, sharding) -> None:
 
 
 def reinit(
-    tree: Any,
-    rules: Mapping[str, Any] | Sequence[tuple[str, Any]],
-    key: Any,
-    *,
-    layout: str | Layout | None = None,
-    shardings: Any = None,
-    mesh: jax.sharding.Mesh | None = None,
+  tree: Any,
+  rules: Mapping[str, Any] | Sequence[tuple[str, Any]],
+  key: Any,
+  *,
+  layout: str | Layout | None = None,
+  shardings: Any = None,
+  mesh: jax.sharding.Mesh | None = None,
 ) -> Any:
   r"""Redraws the leaves of a parameter tree whose paths match ``rules``.
 
@@ -494,11 +535,18 @@ def reinit(
   draws = []
   for i, path, leaf, value, pattern, init in plan:
     shape = tuple(int(d) for d in value.shape)
-    dtype = np.dtype(value.dtype) if not jax.dtypes.issubdtype(
-        value.dtype, jax.dtypes.prng_key) else value.dtype
+    dtype = (
+      np.dtype(value.dtype)
+      if not jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key)
+      else value.dtype
+    )
     if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or not isinstance(dtype, np.dtype):
-      raise fail(_FN, f"the rule {pattern!r} ({_describe(init)}) matched {path!r}, a PRNG key "
-                 "array, which cannot be initialized; exclude it from the pattern.", TypeError)
+      raise fail(
+        _FN,
+        f"the rule {pattern!r} ({_describe(init)}) matched {path!r}, a PRNG key "
+        "array, which cannot be initialized; exclude it from the pattern.",
+        TypeError,
+      )
     if isinstance(init, SiblingRule):
       init = init.resolve(_sibling_shape(path, init, shapes, pattern), lay)
     init = apply_layout(init, lay, shape)

@@ -34,7 +34,7 @@ _COMPLEX_TRUNC2_STD = sampling.complex_truncated_std(2.0)
 
 
 def _fans(
-    fn: str, shape: tuple[int, ...], in_axis: Axes, out_axis: Axes, batch_axis: Axes
+  fn: str, shape: tuple[int, ...], in_axis: Axes, out_axis: Axes, batch_axis: Axes
 ) -> tuple[int, int]:
   if len(shape) < 2 and in_axis == -2 and out_axis == -1 and batch_axis == ():
     # The documented rule for biases and scalars (Keras's): fan_in = fan_out = size.
@@ -43,13 +43,18 @@ def _fans(
   ins = normalize_axes(fn, "in_axis", in_axis, shape)
   outs = normalize_axes(fn, "out_axis", out_axis, shape)
   batch = normalize_axes(fn, "batch_axis", batch_axis, shape)
-  for (a, xa), (b, xb) in [(("in_axis", ins), ("out_axis", outs)),
-                           (("in_axis", ins), ("batch_axis", batch)),
-                           (("out_axis", outs), ("batch_axis", batch))]:
+  for (a, xa), (b, xb) in [
+    (("in_axis", ins), ("out_axis", outs)),
+    (("in_axis", ins), ("batch_axis", batch)),
+    (("out_axis", outs), ("batch_axis", batch)),
+  ]:
     common = set(xa) & set(xb)
     if common:
-      raise fail(fn, f"`{a}`={xa} and `{b}`={xb} share axis {sorted(common)} of shape {shape}; "
-                 "each axis is input, output, batch or receptive field, not two of them.")
+      raise fail(
+        fn,
+        f"`{a}`={xa} and `{b}`={xb} share axis {sorted(common)} of shape {shape}; "
+        "each axis is input, output, batch or receptive field, not two of them.",
+      )
   receptive = math.prod(d for i, d in enumerate(shape) if i not in {*ins, *outs, *batch})
   fan_in = math.prod(shape[i] for i in ins) * receptive
   fan_out = math.prod(shape[i] for i in outs) * receptive
@@ -57,10 +62,10 @@ def _fans(
 
 
 def compute_fans(
-    shape: Shape,
-    in_axis: int | tuple[int, ...] = -2,
-    out_axis: int | tuple[int, ...] = -1,
-    batch_axis: int | tuple[int, ...] = (),
+  shape: Shape,
+  in_axis: int | tuple[int, ...] = -2,
+  out_axis: int | tuple[int, ...] = -1,
+  batch_axis: int | tuple[int, ...] = (),
 ) -> tuple[int, int]:
   """Returns ``(fan_in, fan_out)`` of a weight of ``shape``.
 
@@ -103,11 +108,11 @@ def compute_fans(
   """
   fn = "compute_fans"
   return _fans(
-      fn,
-      canonical_shape(fn, shape),
-      check_axes(fn, "in_axis", in_axis),
-      check_axes(fn, "out_axis", out_axis),
-      _batch_axes(fn, batch_axis),
+    fn,
+    canonical_shape(fn, shape),
+    check_axes(fn, "in_axis", in_axis),
+    check_axes(fn, "out_axis", out_axis),
+    _batch_axes(fn, batch_axis),
   )
 
 
@@ -127,9 +132,11 @@ class _VarianceScaling(Initializer):
   batch_axis: tuple[int, ...] = ()
 
   name = "variance_scaling"
-  formula = ("Var[w] = scale / n, n = fan_in | fan_out | (fan_in+fan_out)/2 | "
-             "sqrt(fan_in*fan_out); truncated_normal (cut at 2 sigma, std-corrected), "
-             "normal or uniform")
+  formula = (
+    "Var[w] = scale / n, n = fan_in | fan_out | (fan_in+fan_out)/2 | "
+    "sqrt(fan_in*fan_out); truncated_normal (cut at 2 sigma, std-corrected), "
+    "normal or uniform"
+  )
 
   def __post_init__(self):
     fn = self.name
@@ -145,13 +152,12 @@ class _VarianceScaling(Initializer):
 
   def variance(self, shape: Shape) -> float:
     """The target variance E|w - E w|^2 for ``shape``, in float64."""
-    fan_in, fan_out = _fans(self.name, tuple(shape), self.in_axis, self.out_axis,
-                            self.batch_axis)
+    fan_in, fan_out = _fans(self.name, tuple(shape), self.in_axis, self.out_axis, self.batch_axis)
     n = {
-        "fan_in": fan_in,
-        "fan_out": fan_out,
-        "fan_avg": (fan_in + fan_out) / 2.0,
-        "fan_geo_avg": math.sqrt(fan_in * fan_out),
+      "fan_in": fan_in,
+      "fan_out": fan_out,
+      "fan_avg": (fan_in + fan_out) / 2.0,
+      "fan_geo_avg": math.sqrt(fan_in * fan_out),
     }[self.mode]
     return self.scale / n
 
@@ -167,8 +173,7 @@ class _VarianceScaling(Initializer):
         z = sampling.truncated_standard_normal(key, shape, real, -2.0, 2.0)
         std /= _TRUNC2_STD
     elif self.distribution == "normal":
-      z = (sampling.complex_standard_normal if cplx else sampling.standard_normal)(
-          key, shape, real)
+      z = (sampling.complex_standard_normal if cplx else sampling.standard_normal)(key, shape, real)
     else:  # uniform: unit-variance interval or disk
       if cplx:
         z = sampling.complex_unit_disk(key, shape, real)
@@ -178,12 +183,12 @@ class _VarianceScaling(Initializer):
 
 
 def variance_scaling(
-    scale: float = 1.0,
-    mode: str = "fan_in",
-    distribution: str = "truncated_normal",
-    in_axis: int | tuple[int, ...] = -2,
-    out_axis: int | tuple[int, ...] = -1,
-    batch_axis: int | tuple[int, ...] = (),
+  scale: float = 1.0,
+  mode: str = "fan_in",
+  distribution: str = "truncated_normal",
+  in_axis: int | tuple[int, ...] = -2,
+  out_axis: int | tuple[int, ...] = -1,
+  batch_axis: int | tuple[int, ...] = (),
 ) -> Initializer:
   r"""Builds an initializer whose variance adapts to the weight's fans.
 
@@ -246,8 +251,7 @@ class _Specialization(Initializer):
   """Fields shared by Glorot/He/LeCun: the axes of the fan computation."""
 
   def _vs(self, scale: float, mode: str, distribution: str) -> _VarianceScaling:
-    return _VarianceScaling(scale, mode, distribution, self.in_axis, self.out_axis,
-                            self.batch_axis)
+    return _VarianceScaling(scale, mode, distribution, self.in_axis, self.out_axis, self.batch_axis)
 
   def _check_axes(self) -> None:
     object.__setattr__(self, "in_axis", check_axes(self.name, "in_axis", self.in_axis))
@@ -303,8 +307,11 @@ def _he_scale(fn: str, negative_slope: float, nonlinearity: str) -> float:
   if nonlinearity == "leaky_relu":
     return _gain(fn, "leaky_relu", negative_slope) ** 2
   if negative_slope != 0.0:
-    raise fail(fn, f"`negative_slope`={negative_slope!r} applies only to "
-               f"nonlinearity='leaky_relu', got nonlinearity={nonlinearity!r}.")
+    raise fail(
+      fn,
+      f"`negative_slope`={negative_slope!r} applies only to "
+      f"nonlinearity='leaky_relu', got nonlinearity={nonlinearity!r}.",
+    )
   return _gain(fn, nonlinearity, None) ** 2
 
 
@@ -312,12 +319,17 @@ def _he_scale(fn: str, negative_slope: float, nonlinearity: str) -> float:
 class _HeBase(_Specialization):
   def _check_he(self):
     fn = self.name
-    object.__setattr__(self, "negative_slope",
-                       check_real(fn, "negative_slope", self.negative_slope))
+    object.__setattr__(
+      self, "negative_slope", check_real(fn, "negative_slope", self.negative_slope)
+    )
     check_choice(fn, "mode", self.mode, MODES)
     if not isinstance(self.nonlinearity, str):
-      raise fail(fn, "`nonlinearity` must be a name (see jaxinit.calculate_gain); for a "
-                 "callable use variance_scaling(calculate_gain(phi) ** 2, ...).", TypeError)
+      raise fail(
+        fn,
+        "`nonlinearity` must be a name (see jaxinit.calculate_gain); for a "
+        "callable use variance_scaling(calculate_gain(phi) ** 2, ...).",
+        TypeError,
+      )
     _he_scale(fn, self.negative_slope, self.nonlinearity)  # validates the name
     self._check_axes()
 
@@ -338,8 +350,10 @@ class _HeNormal(_HeBase):
   batch_axis: tuple[int, ...] = ()
 
   name = "he_normal"
-  formula = ("Var[w] = gain^2 / fan_mode, gain = calculate_gain(nonlinearity, negative_slope) "
-             "(sqrt(2) for ReLU); truncated at 2 sigma (std-corrected)")
+  formula = (
+    "Var[w] = gain^2 / fan_mode, gain = calculate_gain(nonlinearity, negative_slope) "
+    "(sqrt(2) for ReLU); truncated at 2 sigma (std-corrected)"
+  )
 
   def __post_init__(self):
     object.__setattr__(self, "truncated", check_bool(self.name, "truncated", self.truncated))
@@ -418,11 +432,11 @@ def _axes_doc(f):
 
 @_axes_doc
 def glorot_normal(
-    gain: float = 1.0,
-    truncated: bool = True,
-    in_axis: int | tuple[int, ...] = -2,
-    out_axis: int | tuple[int, ...] = -1,
-    batch_axis: int | tuple[int, ...] = (),
+  gain: float = 1.0,
+  truncated: bool = True,
+  in_axis: int | tuple[int, ...] = -2,
+  out_axis: int | tuple[int, ...] = -1,
+  batch_axis: int | tuple[int, ...] = (),
 ) -> Initializer:
   """Builds a Glorot (Xavier) normal initializer.
 
@@ -453,10 +467,10 @@ def glorot_normal(
 
 @_axes_doc
 def glorot_uniform(
-    gain: float = 1.0,
-    in_axis: int | tuple[int, ...] = -2,
-    out_axis: int | tuple[int, ...] = -1,
-    batch_axis: int | tuple[int, ...] = (),
+  gain: float = 1.0,
+  in_axis: int | tuple[int, ...] = -2,
+  out_axis: int | tuple[int, ...] = -1,
+  batch_axis: int | tuple[int, ...] = (),
 ) -> Initializer:
   """Builds a Glorot (Xavier) uniform initializer.
 
@@ -482,13 +496,13 @@ def glorot_uniform(
 
 @_axes_doc
 def he_normal(
-    negative_slope: float = 0.0,
-    mode: str = "fan_in",
-    nonlinearity: str = "leaky_relu",
-    truncated: bool = True,
-    in_axis: int | tuple[int, ...] = -2,
-    out_axis: int | tuple[int, ...] = -1,
-    batch_axis: int | tuple[int, ...] = (),
+  negative_slope: float = 0.0,
+  mode: str = "fan_in",
+  nonlinearity: str = "leaky_relu",
+  truncated: bool = True,
+  in_axis: int | tuple[int, ...] = -2,
+  out_axis: int | tuple[int, ...] = -1,
+  batch_axis: int | tuple[int, ...] = (),
 ) -> Initializer:
   """Builds a He (Kaiming) normal initializer.
 
@@ -530,12 +544,12 @@ def he_normal(
 
 @_axes_doc
 def he_uniform(
-    negative_slope: float = 0.0,
-    mode: str = "fan_in",
-    nonlinearity: str = "leaky_relu",
-    in_axis: int | tuple[int, ...] = -2,
-    out_axis: int | tuple[int, ...] = -1,
-    batch_axis: int | tuple[int, ...] = (),
+  negative_slope: float = 0.0,
+  mode: str = "fan_in",
+  nonlinearity: str = "leaky_relu",
+  in_axis: int | tuple[int, ...] = -2,
+  out_axis: int | tuple[int, ...] = -1,
+  batch_axis: int | tuple[int, ...] = (),
 ) -> Initializer:
   """Builds a He (Kaiming) uniform initializer.
 
@@ -564,10 +578,10 @@ def he_uniform(
 
 @_axes_doc
 def lecun_normal(
-    truncated: bool = True,
-    in_axis: int | tuple[int, ...] = -2,
-    out_axis: int | tuple[int, ...] = -1,
-    batch_axis: int | tuple[int, ...] = (),
+  truncated: bool = True,
+  in_axis: int | tuple[int, ...] = -2,
+  out_axis: int | tuple[int, ...] = -1,
+  batch_axis: int | tuple[int, ...] = (),
 ) -> Initializer:
   """Builds a LeCun normal initializer: variance ``1 / fan_in``.
 
@@ -593,9 +607,9 @@ def lecun_normal(
 
 @_axes_doc
 def lecun_uniform(
-    in_axis: int | tuple[int, ...] = -2,
-    out_axis: int | tuple[int, ...] = -1,
-    batch_axis: int | tuple[int, ...] = (),
+  in_axis: int | tuple[int, ...] = -2,
+  out_axis: int | tuple[int, ...] = -1,
+  batch_axis: int | tuple[int, ...] = (),
 ) -> Initializer:
   """Builds a LeCun uniform initializer: ``U(-a, a)``, ``a = sqrt(3 / fan_in)``.
 
