@@ -8,7 +8,6 @@ nnx) and into plain JAX code.
 
 from jaxinit import diagnostics as diagnostics  # submodule: jaxinit.diagnostics.*
 from jaxinit import mean_field as mean_field  # submodule: jaxinit.mean_field.*
-from jaxinit._src.adapters import haiku_initializer as haiku_initializer
 from jaxinit._src.base import Initializer as Initializer
 from jaxinit._src.base import InitializerProtocol as InitializerProtocol
 from jaxinit._src.basic import constant as constant
@@ -17,21 +16,23 @@ from jaxinit._src.basic import ones as ones
 from jaxinit._src.basic import truncated_normal as truncated_normal
 from jaxinit._src.basic import uniform as uniform
 from jaxinit._src.basic import zeros as zeros
+from jaxinit._src.fans import compute_fans as compute_fans
+from jaxinit._src.frameworks.flax_init import init_linen as init_linen
+from jaxinit._src.frameworks.flax_init import init_nnx as init_nnx
+from jaxinit._src.frameworks.haiku import haiku_initializer as haiku_initializer
 from jaxinit._src.gain import calculate_gain as calculate_gain
 from jaxinit._src.layers import Layer as Layer
 from jaxinit._src.layouts import LAYOUTS as LAYOUTS
 from jaxinit._src.layouts import Layout as Layout
-from jaxinit._src.layouts import torch_bias as torch_bias
 from jaxinit._src.lsuv import LSUVReport as LSUVReport
 from jaxinit._src.lsuv import find_layers as find_layers
 from jaxinit._src.lsuv import lsuv as lsuv
 from jaxinit._src.orthogonal import delta_orthogonal as delta_orthogonal
 from jaxinit._src.orthogonal import orthogonal as orthogonal
-from jaxinit._src.registry import deserialize as deserialize
-from jaxinit._src.registry import get as get
-from jaxinit._src.registry import serialize as serialize
-from jaxinit._src.sharding import init_linen as init_linen
-from jaxinit._src.sharding import init_nnx as init_nnx
+from jaxinit._src.rules import torch_bias as torch_bias
+from jaxinit._src.serialization import deserialize as deserialize
+from jaxinit._src.serialization import get as get
+from jaxinit._src.serialization import serialize as serialize
 from jaxinit._src.structured import dirac as dirac
 from jaxinit._src.structured import identity as identity
 from jaxinit._src.structured import normalized as normalized
@@ -39,7 +40,6 @@ from jaxinit._src.structured import sparse as sparse
 from jaxinit._src.tree import leaf_key as leaf_key
 from jaxinit._src.tree import leaf_paths as leaf_paths
 from jaxinit._src.tree import reinit as reinit
-from jaxinit._src.variance_scaling import compute_fans as compute_fans
 from jaxinit._src.variance_scaling import glorot_normal as glorot_normal
 from jaxinit._src.variance_scaling import glorot_uniform as glorot_uniform
 from jaxinit._src.variance_scaling import he_normal as he_normal

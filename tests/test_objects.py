@@ -123,12 +123,12 @@ def test_static_jit_argument_does_not_retrace():
 
 def test_one_compilation_per_configuration():
   """Equal initializers share the compiled draw (the config is the cache key)."""
-  from jaxinit._src import base
+  from jaxinit._src import draw
 
-  before = base._draw_jit._cache_size()
+  before = draw._draw_jit._cache_size()
   for _ in range(3):
     jaxinit.glorot_uniform(gain=1.2345)(jax.random.key(0), (5, 7))
-  assert base._draw_jit._cache_size() == before + 1
+  assert draw._draw_jit._cache_size() == before + 1
 
 
 def test_get_forms():

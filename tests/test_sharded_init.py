@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxinit
-from jaxinit._src import base
+from jaxinit._src import sharding
 
 KEY = jax.random.key(5)
 
@@ -209,6 +209,6 @@ def test_init_nnx_born_sharded():
 
 
 def test_grouped_bits_shape():
-  assert base.grouped_shape((3, 3, 4, 16), (None, None, None, "x")) == (36, 16)
-  assert base.grouped_shape((3, 3, 4, 16), ("x", None, None, "y")) == (3, 12, 16)
-  assert base.grouped_shape((16,), ("x",)) == (16,)
+  assert sharding.grouped_shape((3, 3, 4, 16), (None, None, None, "x")) == (36, 16)
+  assert sharding.grouped_shape((3, 3, 4, 16), ("x", None, None, "y")) == (3, 12, 16)
+  assert sharding.grouped_shape((16,), ("x",)) == (16,)

@@ -8,7 +8,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
-from jaxinit._src import registry
+from jaxinit._src import catalog
 
 
 def _defaults(cls) -> str:
@@ -21,12 +21,9 @@ def _defaults(cls) -> str:
 
 def list_initializers(out=None) -> None:
   """Prints every registered initializer with its formula and defaults."""
-  import jaxinit  # noqa: F401  (registers everything)
 
   out = out or sys.stdout
-  for name in registry.names(include_aliases=False):
-    cls = registry.lookup(name)
-    aliases = registry.aliases_of(name)
+  for name, cls, aliases in catalog.entries():
     head = f"{name}({_defaults(cls)})"
     print(head, file=out)
     if aliases:

@@ -40,8 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinit._src import diagnostics, registry
-from jaxinit._src.base import fail
+from jaxinit._src import diagnostics, registry, serialization
+from jaxinit._src import lsuv as lsuv_lib
+from jaxinit._src.checks import fail
 
 THRESHOLD = 1000.0
 
@@ -138,7 +139,7 @@ def parse_init(spec: str) -> Any:
       "'he_normal' or a call such as 'normal(stddev=0.01)'.",
     ) from None
   if isinstance(tree, ast.Name):
-    return registry.get(tree.id)
+    return serialization.get(tree.id)
   if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name):
     cls = registry.lookup(tree.func.id, "compare")
     fields = [f.name for f in dataclasses.fields(cls)]
@@ -152,7 +153,7 @@ def parse_init(spec: str) -> Any:
       if kw.arg is None or kw.arg in kwargs:
         raise fail("compare", f"{spec!r}: repeated or unpacked argument.")
       kwargs[kw.arg] = _value(kw.value, spec)
-    return registry.get(tree.func.id, **kwargs)
+    return serialization.get(tree.func.id, **kwargs)
   raise fail(
     "compare",
     f"cannot read the initializer {spec!r}; write a name such as "
@@ -283,8 +284,6 @@ def run(
       raise fail("compare", f"unknown activation {a!r}; choose from {', '.join(ACTIVATIONS)}.")
   parsed = [(s, parse_init(s)) for s in inits]
   parsed_lsuv = [(s, parse_init(s)) for s in lsuv]
-  if lsuv:
-    from jaxinit import lsuv as lsuv_fn
   x = jax.random.normal(jax.random.key(seed + 1), (batch, width), jnp.float32)
   jobs = [(a, label, init, False) for a in activations for label, init in parsed]
   jobs += [(a, f"lsuv({label})", init, True) for a in activations for label, init in parsed_lsuv]
@@ -297,7 +296,7 @@ def run(
     model = MLP(act)
     params = _init_params(init, jax.random.key(seed), depth, width)
     if with_lsuv:
-      params, _ = lsuv_fn(model, params, x)
+      params, _ = lsuv_lib.lsuv(model, params, x)
     sig = diagnostics.signal_propagation(model, params, x)
     grads = diagnostics.gradient_norms(model, params, x)
     weights = grads.select([f"{i}/w" for i in range(depth)])

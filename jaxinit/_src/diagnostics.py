@@ -32,8 +32,8 @@ import numpy as np
 from jax import lax
 
 from jaxinit._src import layers as layers_lib
-from jaxinit._src import models
-from jaxinit._src.base import canonical_key, check_choice, check_int, fail
+from jaxinit._src.checks import canonical_key, check_choice, check_int, fail
+from jaxinit._src.frameworks import bind as models
 
 _HIGHEST = lax.Precision.HIGHEST
 

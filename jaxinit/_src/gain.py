@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import special
 
-from jaxinit._src.base import check_real, fail
+from jaxinit._src.checks import check_real, fail
 from jaxinit._src.quadrature import gaussian_expectation
 
 # torch.nn.init.calculate_gain's table, value for value.

@@ -69,7 +69,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxinit._src.tree import path_str
+from jaxinit._src.paths import path_str
 
 Index = tuple  # per leaf dimension: an int (dimension dropped) or a (start, stop) slice
 

@@ -50,10 +50,9 @@ import numpy as np
 from jax import lax
 
 from jaxinit._src import layers as layers_lib
-from jaxinit._src import models
-from jaxinit._src.base import canonical_key, check_bool, check_int, check_real, fail
-from jaxinit._src.orthogonal import _stored_gaussian
-from jaxinit._src.orthogonal import haar_from_gaussian as _haar_from_gaussian
+from jaxinit._src.checks import canonical_key, check_bool, check_int, check_real, fail
+from jaxinit._src.frameworks import bind as models
+from jaxinit._src.orthogonal import haar_from_gaussian, stored_gaussian
 
 FN = "lsuv"
 
@@ -358,10 +357,10 @@ def _redraw_draw(plan: _RedrawPlan, key) -> list[jax.Array]:
     return []
   # stored once (drawn in a loop): otherwise XLA fuses the Gaussian transform into each
   # group's QR input and compiles one copy of it per group
-  z = _stored_gaussian(key, sum(sizes), plan.real, False)
+  z = stored_gaussian(key, sum(sizes), plan.real, False)
   out, offset = [], 0
   for ((m, n), _), size in zip(plan.groups, sizes, strict=True):
-    out.append(_haar_from_gaussian(z[offset : offset + size].reshape(-1, m, n)))
+    out.append(haar_from_gaussian(z[offset : offset + size].reshape(-1, m, n)))
     offset += size
   return out
 

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy import special
 
-from jaxinit._src.base import check_real, fail
+from jaxinit._src.checks import check_real, fail
 from jaxinit._src.quadrature import bivariate_rule, composite_half_rule, full_line_rule
 
 #: Beyond these, q* is reported as inf (the length grows without bound) or 0

@@ -67,9 +67,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinit._src.base import (
+from jaxinit._src.base import Initializer
+from jaxinit._src.checks import (
   Array,
-  Initializer,
   check_axes,
   check_choice,
   check_int,
@@ -105,7 +105,7 @@ def _gaussian(key: Array, size: int, real: np.dtype, cplx: bool) -> Array:
 _STORE_ABOVE = 1 << 17  # numbers; about a 512 x 512 matrix
 
 
-def _stored_gaussian(key: Array, size: int, real: np.dtype, cplx: bool) -> Array:
+def stored_gaussian(key: Array, size: int, real: np.dtype, cplx: bool) -> Array:
   """``size`` standard Gaussians, computed once and stored before they are used.
 
   They are drawn in two halves by a two-step ``lax.scan``. XLA does not fuse
@@ -151,7 +151,7 @@ def gaussian_rows(key: Array, nb: int, m: int, n: int, real: np.dtype, cplx: boo
   """
   tri = (n + 1) // 2 * (n + 1)
   rect = n * (m - n)
-  z = _stored_gaussian(key, nb * (tri + rect), real, cplx)
+  z = stored_gaussian(key, nb * (tri + rect), real, cplx)
   xt = packed_upper(z[: nb * tri].reshape(nb, tri), n)
   if rect == 0:
     return xt

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
-from jaxinit._src.base import Array, bits_shape
+from jaxinit._src.checks import Array
+from jaxinit._src.draw import bits_shape
 
 _SQRT2 = math.sqrt(2.0)
 

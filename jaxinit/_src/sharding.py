@@ -1,182 +1,191 @@
-"""Initializing a whole Flax model directly sharded: ``init_linen`` and ``init_nnx``.
+"""Sharding: the one home of how jaxinit reads, checks and lays out shardings.
 
-Both follow the same recipe: ``jax.eval_shape`` gives the parameter structure,
-shapes, dtypes and partitioning annotations without allocating anything; the
-target shardings are read from the annotations; then one ``jax.jit`` with
-``out_shardings`` runs the model's own initialization and ``jaxinit.reinit``
-with the rules, so every leaf is born in its sharding. Leaves the rules redraw
-are never computed by the model's initializers (XLA removes the dead code), and
-the rules' draws generate each shard in place.
+* where a leaf is born: :func:`resolve_sharding` (an explicit table, a Flax
+  partitioning annotation under a known mesh, the sharding a leaf already has);
+* whether a sharding can hold a shape: :func:`check_sharding`;
+* how random bits are laid out so each device draws only its shard:
+  :func:`sharded_axes` and :func:`grouped_shape` (used by ``draw``);
+* the mesh context: :func:`context_mesh`, :func:`explicit_context`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 
-from jaxinit._src.base import canonical_key, fail
-from jaxinit._src.tree import flatten, is_box, rebox, reinit, resolve_sharding, unbox
+from jaxinit._src.checks import Sharding, fail
+from jaxinit._src.frameworks.boxes import annotation, is_box, unbox
+from jaxinit._src.paths import path_str
 
 
-def _targets(fn: str, abstract: Any, mesh: Any) -> tuple[list[Any], Any, list[Any]]:
-  """(shardings per leaf, treedef, boxes) of an abstract variable tree."""
-  flat, treedef = flatten(abstract)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()) if mesh else None
-  targets, boxes = [], []
-  for path, leaf in flat:
-    box = leaf if is_box(leaf) else None
-    s = resolve_sharding(fn, path, box, unbox(leaf), None, mesh)
-    targets.append(replicated if s is None else s)
-    boxes.append(box)
-  return targets, treedef, boxes
+def sharded_axes(shape: tuple[int, ...], sharding: Any) -> tuple[Any, ...]:
+  """Per axis of ``shape``: None if unsharded, else its mesh axes (True if unknown)."""
+  spec = None
+  if isinstance(sharding, jax.sharding.NamedSharding):
+    spec = sharding.spec
+  elif isinstance(sharding, jax.sharding.PartitionSpec):
+    spec = sharding
+  if spec is not None:
+    entries = tuple(spec) + (None,) * (len(shape) - len(tuple(spec)))
+    out = []
+    for e, d in zip(entries, shape, strict=False):
+      unsharded = e is None or e == () or d <= 1
+      out.append(None if unsharded else (e if isinstance(e, str) else tuple(e)))
+    if isinstance(sharding, jax.sharding.Sharding):  # trust the real shard shape
+      shard = sharding.shard_shape(shape)
+      out = [e if s != d else None for e, s, d in zip(out, shard, shape, strict=True)]
+    return tuple(out)
+  shard = sharding.shard_shape(shape)
+  return tuple(True if s != d else None for s, d in zip(shard, shape, strict=True))
 
 
-def _rebuild(treedef: Any, boxes: list[Any], values: list[Any]) -> Any:
-  return jax.tree_util.tree_unflatten(
-    treedef, [v if b is None else rebox(b, v) for b, v in zip(boxes, values, strict=True)]
-  )
+def grouped_shape(shape: tuple[int, ...], sharded: Sequence[Any]) -> tuple[int, ...]:
+  """``shape`` with each run of consecutive unsharded axes merged into one axis.
+
+  ``sharded[i]`` is falsy for an unsharded axis.
+
+  >>> grouped_shape((3, 3, 256, 512), (None, None, None, "model"))
+  (2304, 512)
+  >>> grouped_shape((3, 3, 256, 512), (None, None, "model", None))
+  (9, 256, 512)
+  """
+  return tuple(math.prod(shape[i] for i in g) for g in _groups(sharded))
 
 
-def _check_mesh(fn: str, mesh: Any) -> Any:
-  if mesh is None:
-    m = jax.sharding.get_mesh()
-    return None if m.empty else m
-  if not isinstance(mesh, jax.sharding.Mesh):
-    raise fail(fn, f"`mesh` must be a jax.sharding.Mesh, got {mesh!r}.", TypeError)
+def _groups(sharded: Sequence[Any]) -> list[list[int]]:
+  groups: list[list[int]] = []
+  run = False  # whether groups[-1] is a run of unsharded axes that may grow
+  for i, s in enumerate(sharded):
+    if s:
+      groups.append([i])
+      run = False
+    elif run:
+      groups[-1].append(i)
+    else:
+      groups.append([i])
+      run = True
+  return groups
+
+
+def explicit_context() -> Any:
+  """The context's abstract mesh if it has Explicit axes (``jax.set_mesh``), else None."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not any(t == jax.sharding.AxisType.Explicit for t in mesh.axis_types):
+    return None
   return mesh
 
 
-def init_linen(
-  module: Any,
-  key: Any,
-  *args: Any,
-  rules: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
-  mesh: jax.sharding.Mesh | None = None,
-  layout: Any = None,
-  **init_kwargs: Any,
-) -> Any:
-  """``module.init(key, *args)`` with every leaf born in its sharding.
-
-  The structure and the partitioning annotations (``nn.with_partitioning``,
-  ``nn.with_logical_partitioning`` under the active logical axis rules) come
-  from ``jax.eval_shape(module.init, key, *args)``, so nothing is allocated
-  before the sharded computation; unannotated leaves are replicated over
-  ``mesh``. With ``rules``, the matching leaves are drawn by
-  :func:`jaxinit.reinit` (same key) instead of the module's initializers, each
-  generating its shards in place: the values equal ``jaxinit.reinit(
-  module.init(key, *args), rules, key)`` on one device. The returned variables
-  keep their ``nn.Partitioned`` boxes.
-
-  Args:
-    module: a ``flax.linen.Module``.
-    key: the PRNG key (for ``module.init`` and the rules).
-    *args: example inputs for ``module.init`` (traced; pass static flags in
-      ``init_kwargs``).
-    rules: optional :func:`jaxinit.reinit` rules.
-    mesh: the device mesh (default: the one set by ``jax.set_mesh``, if any).
-    layout: the kernel layout for the rules (default ``"flax"``).
-    **init_kwargs: passed to ``module.init`` (``method=...``, flags).
-
-  Returns:
-    The variables, as ``module.init`` returns them, sharded.
-
-  Examples:
-    >>> import jax, jax.numpy as jnp, jaxinit
-    >>> from flax import linen as nn
-    >>> from jax.sharding import PartitionSpec as P
-    >>> mesh = jax.make_mesh((8,), ("model",))
-    >>> dense = nn.Dense(64, kernel_init=nn.with_partitioning(
-    ...     nn.initializers.lecun_normal(), (None, "model")))
-    >>> v = jaxinit.init_linen(dense, jax.random.key(0), jnp.ones((1, 16)), mesh=mesh,
-    ...                        rules={".*kernel": jaxinit.he_normal()})
-    >>> k = v["params"]["kernel"]
-    >>> k.value.sharding.spec, k.value.addressable_shards[0].data.shape
-    (P(None, 'model'), (16, 8))
-  """
-  fn = "init_linen"
-  mesh = _check_mesh(fn, mesh)
-  key = canonical_key(fn, key)
-  init_fn = functools.partial(module.init, **init_kwargs)
-  abstract = jax.eval_shape(init_fn, key, *args)
-  targets, treedef, boxes = _targets(fn, abstract, mesh)
-  shard_tree = jax.tree_util.tree_unflatten(treedef, targets)
-
-  def run(key, *args):
-    variables = init_fn(key, *args)
-    if rules is not None:
-      variables = reinit(variables, rules, key, layout=layout, shardings=shard_tree, mesh=mesh)
-    return [unbox(leaf) for _, leaf in flatten(variables)[0]]
-
-  values = jax.jit(run, out_shardings=targets)(key, *args)
-  return _rebuild(treedef, boxes, values)
+def check_sharding(fn: str, sharding: Sharding, shape: tuple[int, ...]) -> None:
+  """Raises a clear error when ``sharding`` cannot hold an array of ``shape``."""
+  spec = getattr(sharding, "spec", sharding)
+  if isinstance(spec, jax.sharding.PartitionSpec) and len(spec) > len(shape):
+    raise fail(
+      fn,
+      f"`out_sharding` {spec} has {len(spec)} entries, more than the "
+      f"{len(shape)} axes of the shape {shape}.",
+    )
+  if isinstance(sharding, jax.sharding.PartitionSpec):
+    if len(sharding) > len(shape):
+      raise fail(
+        fn,
+        f"`out_sharding` {sharding} has {len(sharding)} entries, more than the "
+        f"{len(shape)} axes of the shape {shape}.",
+      )
+    return
+  try:
+    sharding.shard_shape(shape)
+  except Exception as e:
+    raise fail(fn, f"`out_sharding` {sharding} cannot shard the shape {shape}: {e}") from None
 
 
-def init_nnx(
-  make_model: Callable[[], Any],
-  key: Any = None,
-  *,
-  rules: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
-  mesh: jax.sharding.Mesh | None = None,
-  layout: Any = None,
-) -> Any:
-  """Constructs an nnx model with every Variable born in its sharding.
+def context_mesh() -> Any:
+  """The mesh set by ``jax.set_mesh``: concrete outside jit, abstract inside; or None."""
+  try:
+    mesh = jax.sharding.get_mesh()
+  except ValueError:  # inside jit only the abstract mesh is known
+    mesh = jax.sharding.get_abstract_mesh()
+  return None if mesh.empty else mesh
 
-  ``make_model`` builds the model and its own ``nnx.Rngs`` (e.g. ``lambda:
-  Model(rngs=nnx.Rngs(0))``). ``nnx.eval_shape(make_model)`` gives the
-  structure and the sharding annotations (``nnx.with_partitioning``,
-  ``sharding`` metadata) without allocating; then one ``jax.jit`` with
-  ``out_shardings`` constructs the model and, with ``rules``, redraws the
-  matching Variables with :func:`jaxinit.reinit` (paths as in
-  ``nnx.state(model)``, e.g. ``"linear/kernel"``), each generating its shards
-  in place. Unannotated Variables are replicated over ``mesh``. The mesh is
-  made current (``jax.set_mesh``) while the model is built, as nnx's eager
-  sharding requires.
 
-  Args:
-    make_model: a function of no arguments returning the model.
-    key: the root key of the rules (required with ``rules``).
-    rules: optional :func:`jaxinit.reinit` rules.
-    mesh: the device mesh (default: the one set by ``jax.set_mesh``, if any).
-    layout: the kernel layout for the rules (default ``"flax"``).
+def named(fn: str, path: str, spec: Any, mesh: Any) -> Any:
+  """A Sharding from a Sharding, or a PartitionSpec with a mesh; None stays None."""
+  if spec is None or isinstance(spec, jax.sharding.Sharding):
+    return spec
+  if isinstance(spec, jax.sharding.PartitionSpec):
+    mesh = mesh if mesh is not None else context_mesh()
+    if mesh is None:
+      raise fail(
+        fn,
+        f"the leaf {path!r} is to be sharded as {spec} but no mesh is known: "
+        "pass mesh=... or call inside `with jax.set_mesh(mesh):`.",
+      )
+    if isinstance(mesh, jax.sharding.AbstractMesh):
+      return spec  # under jit inside jax.set_mesh: the spec resolves against the context
+    return jax.sharding.NamedSharding(mesh, spec)
+  raise fail(
+    fn,
+    f"the sharding for {path!r} must be a jax.sharding.Sharding, a "
+    f"PartitionSpec or None, got {spec!r}.",
+    TypeError,
+  )
 
-  Returns:
-    The model, its arrays sharded.
 
-  Examples:
-    >>> import jax, jaxinit
-    >>> from flax import nnx
-    >>> mesh = jax.make_mesh((8,), ("model",))
-    >>> make = lambda: nnx.Linear(16, 64, rngs=nnx.Rngs(0), kernel_init=nnx.with_partitioning(
-    ...     nnx.initializers.lecun_normal(), (None, "model")))
-    >>> model = jaxinit.init_nnx(make, jax.random.key(1), mesh=mesh,
-    ...                          rules={"kernel": jaxinit.he_normal()})
-    >>> model.kernel[...].sharding.spec
-    P(None, 'model')
-  """
-  from flax import nnx
+def sharding_table(fn: str, shardings: Any) -> dict[str, Any] | Any:
+  if shardings is None or isinstance(shardings, jax.sharding.Sharding):
+    return shardings
+  is_leaf = lambda x: (
+    x is None or is_box(x) or isinstance(x, jax.sharding.Sharding | jax.sharding.PartitionSpec)
+  )
+  flat, _ = jax.tree_util.tree_flatten_with_path(shardings, is_leaf=is_leaf)
+  table = {}
+  for p, s in flat:
+    table[path_str(p)] = unbox(s) if is_box(s) else s
+  return table
 
-  fn = "init_nnx"
-  mesh = _check_mesh(fn, mesh)
-  if rules is not None:
-    if key is None:
-      raise fail(fn, "`key` is required when `rules` are given.")
-    key = canonical_key(fn, key)
-  ctx = jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()
-  with ctx:
-    abstract = nnx.eval_shape(make_model)
-    graphdef, abstract_state = nnx.split(abstract)
-    targets, treedef, boxes = _targets(fn, abstract_state, mesh)
-    shard_tree = jax.tree_util.tree_unflatten(treedef, targets)
 
-    def run(key):
-      _, state = nnx.split(make_model())
-      if rules is not None:
-        state = reinit(state, rules, key, layout=layout, shardings=shard_tree, mesh=mesh)
-      return [unbox(leaf) for _, leaf in flatten(state)[0]]
+def own_sharding(leaf: Any, mesh: Any) -> Any:
+  """The sharding an existing leaf carries, when it spans several devices."""
+  s = getattr(leaf, "sharding", None)
+  if isinstance(leaf, jax.core.Tracer) or s is None:
+    return None
+  if isinstance(s, jax.sharding.NamedSharding) and isinstance(
+    s.mesh, jax.sharding.AbstractMesh
+  ):  # from eval_shape under a mesh
+    if s.mesh.size <= 1:
+      return None
+    if mesh is not None:
+      return jax.sharding.NamedSharding(mesh, s.spec)
+    return s.spec if context_mesh() is not None else None
+  try:
+    if len(s.device_set) > 1:
+      return s
+  except Exception:
+    return None
+  return None
 
-    values = jax.jit(run, out_shardings=targets)(key)
-    return nnx.merge(graphdef, _rebuild(treedef, boxes, values))
+
+def resolve_sharding(fn, path, box, leaf, table, mesh) -> Any:
+  """The sharding a redrawn leaf is born with (see :func:`reinit`)."""
+  if table is not None:
+    if isinstance(table, jax.sharding.Sharding):
+      return table
+    if path not in table:
+      raise fail(
+        fn,
+        f"`shardings` has no entry for the leaf {path!r}; give a tree with the "
+        "same structure as the parameters (None entries leave a leaf unsharded).",
+      )
+    return named(fn, path, table[path], mesh)
+  ann = annotation(box) if box is not None else None
+  if ann is not None:
+    spec, box_mesh = ann
+    ann_mesh = box_mesh if box_mesh is not None else mesh
+    if (
+      ann_mesh is not None or context_mesh() is not None or isinstance(spec, jax.sharding.Sharding)
+    ):
+      return named(fn, path, spec, ann_mesh)
+    # an annotated model used without a mesh: as Flax does, the annotation is ignored
+  return named(fn, path, own_sharding(leaf, mesh), mesh)

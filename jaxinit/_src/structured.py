@@ -13,9 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinit._src import registry, sampling
-from jaxinit._src.base import (
-  Initializer,
+from jaxinit._src import sampling, serialization
+from jaxinit._src.base import Initializer
+from jaxinit._src.basic import normal as _normal
+from jaxinit._src.checks import (
   as_tuple,
   check_axes,
   check_int,
@@ -25,8 +26,8 @@ from jaxinit._src.base import (
   is_complex,
   normalize_axes,
 )
-from jaxinit._src.basic import normal as _normal
 from jaxinit._src.orthogonal import centre, sum_of_squares
+from jaxinit._src.registry import register
 
 Axes = int | tuple[int, ...]
 
@@ -41,7 +42,7 @@ def _iota(shape: tuple[int, ...], axis: int) -> jax.Array:
 # ---------------------------------------------------------------------------
 
 
-@registry.register("identity")
+@register("identity")
 @dataclasses.dataclass(frozen=True, repr=False)
 class _Identity(Initializer):
   scale: float = 1.0
@@ -91,7 +92,7 @@ def identity(scale: float = 1.0) -> Initializer:
   return _Identity(scale)
 
 
-@registry.register("dirac")
+@register("dirac")
 @dataclasses.dataclass(frozen=True, repr=False)
 class _Dirac(Initializer):
   groups: int = 1
@@ -201,7 +202,7 @@ def _batch(fn: str, value: Any) -> tuple[int, ...]:
   return as_tuple(check_axes(fn, "batch_axis", value))
 
 
-@registry.register("normalized")
+@register("normalized")
 @dataclasses.dataclass(frozen=True, repr=False)
 class _Normalized(Initializer):
   scale: float = 1.0
@@ -304,7 +305,7 @@ def _values(fn: str, values: Any) -> Initializer:
     return values
   if isinstance(values, (str, Mapping)):
     try:
-      return registry.get(values)
+      return serialization.get(values)
     except ValueError as e:
       raise fail(fn, f"`values`={values!r} is not a usable initializer: {e}") from None
   raise fail(
@@ -323,7 +324,7 @@ def _count_zeros(sparsity: float, fan_in: int) -> int:
   return r if abs(x - r) <= 1e-9 * max(1.0, x) else math.ceil(x)
 
 
-@registry.register("sparse")
+@register("sparse")
 @dataclasses.dataclass(frozen=True, repr=False)
 class _Sparse(Initializer):
   num_nonzero: int | None = None

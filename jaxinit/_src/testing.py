@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from jaxinit._src.base import Array, Sharding, default_float_dtype
+from jaxinit._src.checks import Array, Sharding, default_float_dtype
 
 
 def _canonical_dtype(dtype: Any) -> np.dtype:

@@ -15,47 +15,28 @@ depend on the root key and its own path only.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from jaxinit._src import base
-from jaxinit._src.base import Initializer, canonical_key, fail
-from jaxinit._src.layouts import Layout, SiblingRule, apply_layout, get_layout
+from jaxinit._src import draw, serialization
+from jaxinit._src.base import Initializer
+from jaxinit._src.checks import canonical_dtype, canonical_key, fail
+from jaxinit._src.frameworks import equinox
+from jaxinit._src.frameworks.boxes import is_box, rebox, unbox
+from jaxinit._src.layouts import Layout, get_layout
+from jaxinit._src.paths import flatten_with_paths, hash_words
+from jaxinit._src.rules import SiblingRule
+from jaxinit._src.sharding import check_sharding, resolve_sharding, sharding_table
 
 _FN = "reinit"
 
 # ---------------------------------------------------------------------------
-# Paths and keys.
+# Keys.
 # ---------------------------------------------------------------------------
-
-
-def _key_str(k: Any) -> str:
-  tu = jax.tree_util
-  if isinstance(k, tu.DictKey):
-    return str(k.key)
-  if isinstance(k, tu.GetAttrKey):
-    return k.name
-  if isinstance(k, tu.SequenceKey):
-    return str(k.idx)
-  if isinstance(k, tu.FlattenedIndexKey):
-    return str(k.key)
-  return str(k)
-
-
-def path_str(path: Sequence[Any]) -> str:
-  """The '/'-joined form of a ``jax.tree_util`` key path."""
-  return "/".join(_key_str(k) for k in path)
-
-
-def _hash_words(path: str) -> tuple[int, int]:
-  digest = hashlib.blake2b(path.encode("utf-8"), digest_size=8).digest()
-  return int.from_bytes(digest[:4], "little"), int.from_bytes(digest[4:], "little")
 
 
 def leaf_key(key: Any, path: str) -> jax.Array:
@@ -85,76 +66,8 @@ def leaf_key(key: Any, path: str) -> jax.Array:
   if not isinstance(path, str):
     raise fail("leaf_key", f"`path` must be a string, got {path!r}.", TypeError)
   key = canonical_key("leaf_key", key)
-  h0, h1 = _hash_words(path)
+  h0, h1 = hash_words(path)
   return jax.random.fold_in(jax.random.fold_in(key, np.uint32(h0)), np.uint32(h1))
-
-
-# ---------------------------------------------------------------------------
-# Flax metadata boxes: linen AxisMetadata (nn.Partitioned, ...) and nnx Variables.
-# Flax is imported only when the tree already holds its objects.
-# ---------------------------------------------------------------------------
-
-
-def _linen_box(x: Any) -> bool:
-  meta = sys.modules.get("flax.core.meta")
-  return meta is not None and isinstance(x, meta.AxisMetadata)
-
-
-def _nnx_box(x: Any) -> bool:
-  vl = sys.modules.get("flax.nnx.variablelib")
-  return vl is not None and isinstance(x, vl.Variable)
-
-
-def is_box(x: Any) -> bool:
-  return _linen_box(x) or _nnx_box(x)
-
-
-def unbox(x: Any) -> Any:
-  if _nnx_box(x):
-    return x.get_value()
-  if _linen_box(x):
-    meta = sys.modules["flax.core.meta"]
-    return x.value if isinstance(x, meta.Partitioned) else x.unbox()
-  return x
-
-
-def rebox(box: Any, value: Any) -> Any:
-  if _nnx_box(box):
-    return box.replace(value)
-  if _linen_box(box):
-    return box.replace_boxed(value)
-  return value
-
-
-def _annotation(box: Any) -> tuple[Any, Any] | None:
-  """(PartitionSpec or Sharding, mesh or None) from a box's partitioning metadata."""
-  P = jax.sharding.PartitionSpec
-  if _linen_box(box):
-    meta = sys.modules["flax.core.meta"]
-    if not isinstance(box, meta.Partitioned):
-      return None
-    names = tuple(box.names)
-    rules = getattr(box, "rules", None)
-    if hasattr(box, "rules"):  # nn.LogicallyPartitioned: logical names -> mesh axes
-      from flax.linen import spmd
-
-      spec = spmd.logical_to_mesh_axes(names, rules)
-    else:
-      spec = P(*names)
-    return spec, box.mesh
-  if _nnx_box(box):
-    md = box.get_metadata()
-    names = md.get("out_sharding", md.get("sharding_names", md.get("sharding")))
-    if not names:
-      return None
-    from flax.core import spmd
-
-    spec = spmd.get_pspec(
-      names if isinstance(names, jax.sharding.NamedSharding | P) else P(*names),
-      md.get("sharding_rules"),
-    )
-    return spec, md.get("mesh")
-  return None
 
 
 # ---------------------------------------------------------------------------
@@ -168,10 +81,9 @@ def _is_array(x: Any) -> bool:
   )
 
 
-def flatten(tree: Any) -> tuple[list[tuple[str, Any]], Any]:
+def flatten(tree: Any, fn: str = _FN) -> tuple[list[tuple[str, Any]], Any]:
   """``[(path, leaf)]`` and the treedef, with Flax boxes kept whole as leaves."""
-  flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_box)
-  return [(path_str(p), leaf) for p, leaf in flat], treedef
+  return flatten_with_paths(fn, tree, is_leaf=is_box)
 
 
 def leaf_paths(tree: Any) -> list[str]:
@@ -184,7 +96,7 @@ def leaf_paths(tree: Any) -> list[str]:
     >>> jaxinit.leaf_paths({"layers": [{"w": jnp.zeros(2), "b": jnp.zeros(2)}], "act": "relu"})
     ['layers/0/b', 'layers/0/w']
   """
-  return [p for p, leaf in flatten(tree)[0] if _is_array(unbox(leaf))]
+  return [p for p, leaf in flatten(tree, "leaf_paths")[0] if _is_array(unbox(leaf))]
 
 
 # ---------------------------------------------------------------------------
@@ -237,9 +149,7 @@ def _rule_init(pattern: str, init: Any) -> Any:
   if init is None or isinstance(init, Initializer | SiblingRule):
     return init
   if isinstance(init, str | Mapping):
-    from jaxinit._src import registry
-
-    return registry.get(init)
+    return serialization.get(init)
   if callable(init):
     return init
   raise fail(
@@ -274,108 +184,12 @@ def _no_match_error(pattern: str, paths: list[str]) -> Exception:
 
 
 # ---------------------------------------------------------------------------
-# Shardings.
-# ---------------------------------------------------------------------------
-
-
-def _context_mesh() -> Any:
-  """The mesh set by ``jax.set_mesh``: concrete outside jit, abstract inside; or None."""
-  try:
-    mesh = jax.sharding.get_mesh()
-  except ValueError:  # inside jit only the abstract mesh is known
-    mesh = jax.sharding.get_abstract_mesh()
-  return None if mesh.empty else mesh
-
-
-def _named(fn: str, path: str, spec: Any, mesh: Any) -> Any:
-  """A Sharding from a Sharding, or a PartitionSpec with a mesh; None stays None."""
-  if spec is None or isinstance(spec, jax.sharding.Sharding):
-    return spec
-  if isinstance(spec, jax.sharding.PartitionSpec):
-    mesh = mesh if mesh is not None else _context_mesh()
-    if mesh is None:
-      raise fail(
-        fn,
-        f"the leaf {path!r} is to be sharded as {spec} but no mesh is known: "
-        "pass mesh=... or call inside `with jax.set_mesh(mesh):`.",
-      )
-    if isinstance(mesh, jax.sharding.AbstractMesh):
-      return spec  # under jit inside jax.set_mesh: the spec resolves against the context
-    return jax.sharding.NamedSharding(mesh, spec)
-  raise fail(
-    fn,
-    f"the sharding for {path!r} must be a jax.sharding.Sharding, a "
-    f"PartitionSpec or None, got {spec!r}.",
-    TypeError,
-  )
-
-
-def _sharding_table(fn: str, shardings: Any) -> dict[str, Any] | Any:
-  if shardings is None or isinstance(shardings, jax.sharding.Sharding):
-    return shardings
-  is_leaf = lambda x: (
-    x is None or is_box(x) or isinstance(x, jax.sharding.Sharding | jax.sharding.PartitionSpec)
-  )
-  flat, _ = jax.tree_util.tree_flatten_with_path(shardings, is_leaf=is_leaf)
-  table = {}
-  for p, s in flat:
-    table[path_str(p)] = unbox(s) if is_box(s) else s
-  return table
-
-
-def _own_sharding(leaf: Any, mesh: Any) -> Any:
-  """The sharding an existing leaf carries, when it spans several devices."""
-  s = getattr(leaf, "sharding", None)
-  if isinstance(leaf, jax.core.Tracer) or s is None:
-    return None
-  if isinstance(s, jax.sharding.NamedSharding) and isinstance(
-    s.mesh, jax.sharding.AbstractMesh
-  ):  # from eval_shape under a mesh
-    if s.mesh.size <= 1:
-      return None
-    if mesh is not None:
-      return jax.sharding.NamedSharding(mesh, s.spec)
-    return s.spec if _context_mesh() is not None else None
-  try:
-    if len(s.device_set) > 1:
-      return s
-  except Exception:
-    return None
-  return None
-
-
-def resolve_sharding(fn, path, box, leaf, table, mesh) -> Any:
-  """The sharding a redrawn leaf is born with (see :func:`reinit`)."""
-  if table is not None:
-    if isinstance(table, jax.sharding.Sharding):
-      return table
-    if path not in table:
-      raise fail(
-        fn,
-        f"`shardings` has no entry for the leaf {path!r}; give a tree with the "
-        "same structure as the parameters (None entries leave a leaf unsharded).",
-      )
-    return _named(fn, path, table[path], mesh)
-  ann = _annotation(box) if box is not None else None
-  if ann is not None:
-    spec, box_mesh = ann
-    ann_mesh = box_mesh if box_mesh is not None else mesh
-    if (
-      ann_mesh is not None or _context_mesh() is not None or isinstance(spec, jax.sharding.Sharding)
-    ):
-      return _named(fn, path, spec, ann_mesh)
-    # an annotated model used without a mesh: as Flax does, the annotation is ignored
-  return _named(fn, path, _own_sharding(leaf, mesh), mesh)
-
-
-# ---------------------------------------------------------------------------
 # reinit.
 # ---------------------------------------------------------------------------
 
 
 def _default_layout(tree: Any) -> Layout:
-  eqx = sys.modules.get("equinox")
-  if eqx is not None and isinstance(tree, eqx.Module):
+  if equinox.is_module(tree):
     return get_layout(_FN, "equinox")
   return get_layout(_FN, "flax")
 
@@ -400,7 +214,7 @@ def _check_leaf(path, pattern, init, shape, dtype, sharding) -> None:
   what = f"the rule {pattern!r} ({_describe(init)}) matched {path!r} of shape {shape} {dtype}"
   if isinstance(init, Initializer):
     try:
-      d = base.canonical_dtype(init.name, dtype, allow_complex=init._supports_complex())
+      d = canonical_dtype(init.name, dtype, allow_complex=init._supports_complex())
       init._check(init.name, shape, d)
     except (TypeError, ValueError) as e:
       raise type(e)(f"jaxinit.reinit: {what}, which it cannot initialize: {e}") from None
@@ -408,7 +222,7 @@ def _check_leaf(path, pattern, init, shape, dtype, sharding) -> None:
     raise fail(_FN, f"{what}: only floating-point or complex leaves can be initialized.", TypeError)
   if sharding is not None:
     try:
-      base.check_sharding(_FN, sharding, shape)
+      check_sharding(_FN, sharding, shape)
     except ValueError as e:
       raise fail(_FN, f"{what}: {str(e).removeprefix('jaxinit.reinit: ')}") from None
 
@@ -509,7 +323,7 @@ def reinit(
   """
   lay = get_layout(_FN, layout) if layout is not None else _default_layout(tree)
   compiled = _compile_rules(rules)
-  table = _sharding_table(_FN, shardings)
+  table = sharding_table(_FN, shardings)
   if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
     raise fail(_FN, f"`mesh` must be a jax.sharding.Mesh, got {mesh!r}.", TypeError)
   key = canonical_key(_FN, key)
@@ -549,7 +363,7 @@ def reinit(
       )
     if isinstance(init, SiblingRule):
       init = init.resolve(_sibling_shape(path, init, shapes, pattern), lay)
-    init = apply_layout(init, lay, shape)
+    init = init.for_layout(lay, shape) if isinstance(init, Initializer) else init
     box = leaf if is_box(leaf) else None
     sharding = resolve_sharding(_FN, path, box, value, table, mesh)
     _check_leaf(path, pattern, init, shape, dtype, sharding)
@@ -560,9 +374,9 @@ def reinit(
     if isinstance(init, Initializer):
       # the same key as leaf_key(key, path), folded inside the compiled draw (one
       # dispatch per leaf instead of three)
-      fold = np.asarray(_hash_words(path), np.uint32)
-      d = base.canonical_dtype(init.name, dtype, allow_complex=init._supports_complex())
-      new = base._run(init, key, shape, d, sharding, fold)
+      fold = np.asarray(hash_words(path), np.uint32)
+      d = canonical_dtype(init.name, dtype, allow_complex=init._supports_complex())
+      new = draw.run(init, key, shape, d, sharding, fold)
     else:
       new = _call_foreign(init, leaf_key(key, path), shape, dtype, sharding)
     leaves[i] = rebox(box, new) if box is not None else new

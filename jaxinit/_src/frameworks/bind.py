@@ -27,8 +27,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxinit._src.base import fail
-from jaxinit._src.layers import path_str
+from jaxinit._src.checks import fail
+from jaxinit._src.paths import path_str
 
 
 @dataclasses.dataclass(frozen=True)

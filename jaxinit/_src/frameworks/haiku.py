@@ -1,10 +1,7 @@
-"""Thin glue for other frameworks (imported lazily: jaxinit needs none of them).
+"""Haiku glue (haiku is imported only when a wrapped initializer runs).
 
-* equinox: :func:`jaxinit.reinit` works on an ``eqx.Module`` directly (it is a
-  pytree; paths are attribute names, e.g. ``"layers/0/weight"``) and defaults to
-  the torch/equinox ``(out, in, *spatial)`` layout for it.
-* haiku: :func:`haiku_initializer` turns a jaxinit initializer into a haiku
-  one; haiku ``params`` are plain dicts (``"linear/w"``) for ``reinit``.
+:func:`haiku_initializer` turns a jaxinit initializer into a haiku one; haiku
+``params`` are plain dicts (``"linear/w"``, ``"mlp/~/linear_0/w"``) for ``reinit``.
 """
 
 from __future__ import annotations
@@ -12,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jaxinit._src.base import Initializer, fail
+from jaxinit._src import serialization
+from jaxinit._src.base import Initializer
+from jaxinit._src.checks import fail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +51,7 @@ def haiku_initializer(init: Any) -> HaikuInitializer:
     2.0
   """
   if isinstance(init, str | dict):
-    from jaxinit._src import registry
-
-    init = registry.get(init)
+    init = serialization.get(init)
   if not (isinstance(init, Initializer) or callable(init)):
     raise fail("haiku_initializer", f"`init` must be an initializer, got {init!r}.", TypeError)
   return HaikuInitializer(init)

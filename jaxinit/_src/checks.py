@@ -1,0 +1,233 @@
+"""Argument checking shared by every public entry point, and the canonical forms
+of keys, shapes and dtypes.
+
+Every message names the public function (``jaxinit.<fn>``), the argument, the
+bad value and what is allowed. ``fn`` is the function's path under the
+``jaxinit`` package (``"he_normal"``, ``"diagnostics.jacobian_spectrum"``);
+``tests/test_error_prefixes.py`` checks that every one names a real public path.
+This module imports nothing else of jaxinit: it is the floor of the house.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array: TypeAlias = jax.Array
+Shape: TypeAlias = Sequence[int]
+DTypeLike: TypeAlias = Any
+Sharding: TypeAlias = jax.sharding.Sharding | jax.sharding.PartitionSpec | None
+
+
+def fail(fn: str, message: str, exc: type[Exception] = ValueError) -> Exception:
+  """Builds the exception for a bad argument of ``jaxinit.<fn>``."""
+  return exc(f"jaxinit.{fn}: {message}")
+
+
+def check_real(
+  fn: str,
+  arg: str,
+  value: Any,
+  *,
+  positive: bool = False,
+  nonnegative: bool = False,
+) -> float:
+  """Returns ``value`` as a finite Python float, or raises a clear error."""
+  if isinstance(value, jax.core.Tracer):
+    raise fail(
+      fn,
+      f"`{arg}` must be a concrete number known when the initializer is "
+      "built, got a traced value; build initializers outside jit.",
+      TypeError,
+    )
+  if isinstance(value, (bool, np.bool_)) or not _is_real_scalar(value):
+    raise fail(fn, f"`{arg}` must be a real number, got {value!r}.", TypeError)
+  x = float(value)
+  if not math.isfinite(x):
+    raise fail(fn, f"`{arg}` must be finite, got {x!r}.")
+  if positive and not x > 0:
+    raise fail(fn, f"`{arg}` must be > 0, got {x!r}.")
+  if nonnegative and not x >= 0:
+    raise fail(fn, f"`{arg}` must be >= 0, got {x!r}.")
+  return x
+
+
+def check_int(fn: str, arg: str, value: Any, *, minimum: int | None = None) -> int:
+  """Returns ``value`` as a Python int, or raises a clear error."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    raise fail(fn, f"`{arg}` must be an integer, got {value!r}.", TypeError)
+  x = int(value)
+  if minimum is not None and x < minimum:
+    raise fail(fn, f"`{arg}` must be >= {minimum}, got {x}.")
+  return x
+
+
+def check_bool(fn: str, arg: str, value: Any) -> bool:
+  if not isinstance(value, (bool, np.bool_)):
+    raise fail(fn, f"`{arg}` must be True or False, got {value!r}.", TypeError)
+  return bool(value)
+
+
+def check_choice(fn: str, arg: str, value: Any, choices: Sequence[str]) -> str:
+  """Returns ``value`` if it is one of ``choices``, else raises naming them."""
+  if not isinstance(value, str) or value not in choices:
+    allowed = ", ".join(repr(c) for c in choices)
+    raise fail(fn, f"`{arg}` must be one of {allowed}, got {value!r}.")
+  return value
+
+
+def check_axes(fn: str, arg: str, value: Any) -> int | tuple[int, ...]:
+  """An axis argument: an int, or a sequence of distinct ints (kept as a tuple)."""
+  bad = fail(fn, f"`{arg}` must be an int or a sequence of ints, got {value!r}.", TypeError)
+  if isinstance(value, (bool, np.bool_)):
+    raise bad
+  if isinstance(value, numbers.Integral):
+    return int(value)
+  if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+    raise bad
+  out = []
+  for a in value:
+    if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Integral):
+      raise bad
+    out.append(int(a))
+  if len(set(out)) != len(out):
+    raise fail(fn, f"`{arg}` has a repeated axis: {tuple(out)!r}.")
+  return tuple(out)
+
+
+def as_tuple(axes: int | tuple[int, ...]) -> tuple[int, ...]:
+  return (axes,) if isinstance(axes, int) else tuple(axes)
+
+
+def normalize_axes(
+  fn: str, arg: str, axes: int | tuple[int, ...], shape: tuple[int, ...]
+) -> tuple[int, ...]:
+  """Axes as non-negative ints for ``shape``; out-of-range axes are an error."""
+  ndim = len(shape)
+  out = []
+  for a in as_tuple(axes):
+    if not -ndim <= a < ndim:
+      raise fail(
+        fn,
+        f"`{arg}`={axes!r} is out of range for the {ndim}-D shape {shape}; "
+        f"axes must lie in [{-ndim}, {ndim - 1}].",
+      )
+    out.append(a % ndim)
+  if len(set(out)) != len(out):
+    raise fail(fn, f"`{arg}`={axes!r} names the same axis twice for shape {shape}.")
+  return tuple(out)
+
+
+def _is_real_scalar(value: Any) -> bool:
+  if isinstance(value, numbers.Real):
+    return True
+  if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+    dt = np.asarray(value).dtype
+    return np.ndim(value) == 0 and (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating))
+  return False
+
+
+# ---------------------------------------------------------------------------
+# Keys, shapes and dtypes at call time.
+# ---------------------------------------------------------------------------
+
+
+def canonical_key(fn: str, key: Any) -> Array:
+  """A typed PRNG key from a typed key or a legacy ``PRNGKey`` array."""
+  is_array = isinstance(key, (jax.Array, np.ndarray))
+  if is_array and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if key.shape != ():
+      raise fail(
+        fn,
+        f"`key` must be a single PRNG key, got a key array of shape {key.shape}; "
+        "use jax.vmap over keys to draw several.",
+      )
+    return key
+  if is_array and key.dtype == np.uint32:
+    try:
+      return jax.random.wrap_key_data(key)
+    except Exception:  # wrong trailing shape for the default PRNG implementation
+      raise fail(
+        fn,
+        "`key` must be a jax.random.key(...) or a jax.random.PRNGKey(...) array, "
+        f"got a uint32 array of shape {key.shape}; a single legacy key has shape (2,).",
+        TypeError,
+      ) from None
+  raise fail(
+    fn,
+    "`key` must be a jax.random.key(...) or a jax.random.PRNGKey(...) array, "
+    f"got {type(key).__name__} {key!r:.60}.",
+    TypeError,
+  )
+
+
+def canonical_shape(fn: str, shape: Any) -> tuple[int, ...]:
+  if isinstance(shape, numbers.Integral) and not isinstance(shape, (bool, np.bool_)):
+    shape = (shape,)
+  if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+    raise fail(fn, f"`shape` must be a sequence of ints, got {shape!r}.", TypeError)
+  out = []
+  for d in shape:
+    if isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Integral):
+      raise fail(fn, f"`shape` must be a sequence of ints, got {tuple(shape)!r}.", TypeError)
+    if d < 0:
+      raise fail(fn, f"`shape` dimensions must be >= 0, got {tuple(shape)!r}.")
+    out.append(int(d))
+  return tuple(out)
+
+
+def default_float_dtype() -> np.dtype:
+  """float32, or float64 when ``jax_enable_x64`` is on."""
+  return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
+
+
+def canonical_dtype(fn: str, dtype: Any, *, allow_complex: bool) -> np.dtype:
+  """The output dtype: floating (any width) or, where allowed, complex."""
+  if dtype is None:
+    return default_float_dtype()
+  try:
+    d = np.dtype(dtype)
+  except TypeError:
+    raise fail(fn, f"`dtype` must be a floating-point dtype, got {dtype!r}.", TypeError) from None
+  if jnp.issubdtype(d, jnp.complexfloating):
+    if not allow_complex:
+      raise fail(
+        fn,
+        f"`dtype` {d.name} is complex, which this initializer does not support; "
+        "use a real floating-point dtype.",
+        TypeError,
+      )
+  elif not jnp.issubdtype(d, jnp.floating):
+    kinds = "a floating-point or complex" if allow_complex else "a floating-point"
+    raise fail(
+      fn,
+      f"`dtype` must be {kinds} dtype (float32, bfloat16, ...), got {d.name}; "
+      "integer and bool parameters cannot be initialized this way.",
+      TypeError,
+    )
+  return np.dtype(jax.dtypes.canonicalize_dtype(d))
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+  """The real dtype the draw is computed in: float64 for 64-bit targets, else float32.
+
+  16-bit and 8-bit targets are drawn in float32 and cast at the end, so they keep
+  float32 resolution before rounding (a bfloat16 normal draw then holds thousands
+  of distinct values, where sampling in bfloat16 directly gives 128).
+  """
+  real = np.dtype(np.finfo(dtype).dtype) if is_complex(dtype) else dtype
+  return np.dtype(np.float64) if real.itemsize >= 8 else np.dtype(np.float32)
+
+
+def is_complex(dtype: np.dtype) -> bool:
+  return bool(jnp.issubdtype(dtype, jnp.complexfloating))
+
+
+def complex_of(real: np.dtype) -> np.dtype:
+  return np.dtype(np.complex128) if real == np.float64 else np.dtype(np.complex64)
