@@ -17,7 +17,7 @@ from typing import Any
 import jax
 
 from jaxinit._src.checks import Sharding, fail
-from jaxinit._src.frameworks.boxes import annotation, is_box, unbox
+from jaxinit._src.framework_types import annotation, is_box, unbox
 from jaxinit._src.paths import path_str
 
 

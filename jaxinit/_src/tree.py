@@ -25,8 +25,7 @@ import numpy as np
 from jaxinit._src import draw, serialization
 from jaxinit._src.base import Initializer
 from jaxinit._src.checks import canonical_dtype, canonical_key, fail
-from jaxinit._src.frameworks import equinox
-from jaxinit._src.frameworks.boxes import is_box, rebox, unbox
+from jaxinit._src.framework_types import is_box, is_equinox_module, rebox, unbox
 from jaxinit._src.layouts import Layout, get_layout
 from jaxinit._src.paths import flatten_with_paths, hash_words
 from jaxinit._src.rules import SiblingRule
@@ -189,7 +188,7 @@ def _no_match_error(pattern: str, paths: list[str]) -> Exception:
 
 
 def _default_layout(tree: Any) -> Layout:
-  if equinox.is_module(tree):
+  if is_equinox_module(tree):
     return get_layout(_FN, "equinox")
   return get_layout(_FN, "flax")
 

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 
 from jaxinit._src.checks import canonical_key, fail
-from jaxinit._src.frameworks.boxes import is_box, rebox, unbox
+from jaxinit._src.framework_types import is_box, rebox, unbox
 from jaxinit._src.sharding import resolve_sharding
 from jaxinit._src.tree import flatten, reinit
 

@@ -1,8 +1,14 @@
-"""Flax metadata boxes: linen ``AxisMetadata`` (``nn.Partitioned``, ...) and nnx
-``Variable``. Tree walks look through them: a boxed parameter's path is that of
-the box, its value what the box holds, and a redrawn value goes back into a box
-with the same metadata. Flax is imported only when a tree already holds its
-objects.
+"""Recognizing framework objects without importing the frameworks.
+
+* Flax metadata boxes: linen ``AxisMetadata`` (``nn.Partitioned``, ...) and nnx
+  ``Variable``. Tree walks look through them: a boxed parameter's path is that
+  of the box, its value what the box holds, and a redrawn value goes back into
+  a box with the same metadata.
+* Equinox modules: pytrees whose kernels are stored ``(out, in, *spatial)``, so
+  ``reinit`` defaults to the torch layout for them.
+
+A framework's module is looked up in ``sys.modules`` only: an object can only be
+one of its types if the framework is already loaded.
 """
 
 from __future__ import annotations
@@ -76,3 +82,9 @@ def annotation(box: Any) -> tuple[Any, Any] | None:
     )
     return spec, md.get("mesh")
   return None
+
+
+def is_equinox_module(tree: Any) -> bool:
+  """Whether ``tree`` is an ``equinox.Module``."""
+  eqx = sys.modules.get("equinox")
+  return eqx is not None and isinstance(tree, eqx.Module)
