@@ -33,14 +33,14 @@ import math
 import operator
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinit._src import diagnostics, registry, serialization
+from jaxinit._src import activations, diagnostics, registry, serialization
 from jaxinit._src import lsuv as lsuv_lib
 from jaxinit._src.checks import fail
 
@@ -56,17 +56,8 @@ DEFAULT_INITS = (
 )
 DEFAULT_LSUV = ("orthogonal",)
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-  "relu": jax.nn.relu,
-  "tanh": jnp.tanh,
-  "linear": lambda x: x,
-  "gelu": jax.nn.gelu,
-  "silu": jax.nn.silu,
-  "elu": jax.nn.elu,
-  "selu": jax.nn.selu,
-  "sigmoid": jax.nn.sigmoid,
-  "leaky_relu": jax.nn.leaky_relu,
-}
+#: The activations ``jaxinit compare`` accepts: those of ``jaxinit.mean_field``.
+ACTIVATIONS: tuple[str, ...] = activations.NAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +67,7 @@ class MLP:
   activation: str
 
   def __call__(self, params: Sequence[dict[str, jax.Array]], x: jax.Array) -> jax.Array:
-    act = ACTIVATIONS[self.activation]
+    act = activations.jax_fn(self.activation)
     for p in params:
       x = act(x @ p["w"] + p["b"])
     return x

@@ -8,9 +8,9 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from scipy import special
 
-from jaxinit._src.checks import check_real, fail
+from jaxinit._src import activations
+from jaxinit._src.checks import fail
 from jaxinit._src.quadrature import gaussian_expectation
 
 # torch.nn.init.calculate_gain's table, value for value.
@@ -30,30 +30,9 @@ _TORCH_FIXED = {
 }
 
 
-def _elu(z: np.ndarray, alpha: float) -> np.ndarray:
-  return np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0.0)))
-
-
-def _softplus(z: np.ndarray) -> np.ndarray:
-  return np.logaddexp(0.0, z)
-
-
-# Activations whose gain is computed, in float64, as 1 / sqrt(E[phi(z)^2]).
-_QUADRATURE: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
-  "gelu": lambda z, _: z * special.ndtr(z),
-  "gelu_tanh": lambda z, _: (
-    0.5 * z * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z**3)))
-  ),
-  "silu": lambda z, _: z * special.expit(z),
-  "swish": lambda z, _: z * special.expit(z),
-  "elu": _elu,
-  "softplus": lambda z, _: _softplus(z),
-  "mish": lambda z, _: z * np.tanh(_softplus(z)),
-}
-
-_PARAM_DEFAULT = {"leaky_relu": 0.01, "elu": 1.0}
-
-NONLINEARITIES: tuple[str, ...] = tuple(sorted([*_TORCH_FIXED, "leaky_relu", *_QUADRATURE]))
+# Names beyond torch's table: every activation of ``activations``; their gain is the
+# variance-preserving 1 / sqrt(E[phi(z)^2]), computed in float64.
+NONLINEARITIES: tuple[str, ...] = tuple(sorted({*_TORCH_FIXED, *activations.NAMES}))
 
 
 def variance_preserving_gain(
@@ -89,14 +68,15 @@ def gain(fn: str, nonlinearity: str | Callable, param: float | None) -> float:
       )
     return variance_preserving_gain(nonlinearity, fn)
   if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:
-    close = difflib.get_close_matches(str(nonlinearity), NONLINEARITIES, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(str(nonlinearity)[:64], NONLINEARITIES, n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
     raise fail(
       fn,
       f"`nonlinearity` must be a callable or one of "
-      f"{', '.join(map(repr, NONLINEARITIES))}, got {nonlinearity!r}.{hint}",
+      f"{', '.join(map(repr, NONLINEARITIES))}, got {nonlinearity!r:.80}.{hint}",
     )
-  if param is not None and nonlinearity not in _PARAM_DEFAULT:
+  takes_param = nonlinearity in activations.TABLE and activations.TABLE[nonlinearity].param
+  if param is not None and not takes_param:
     raise fail(
       fn,
       f"`param` applies only to 'leaky_relu' (negative slope) and 'elu' (alpha), "
@@ -104,11 +84,11 @@ def gain(fn: str, nonlinearity: str | Callable, param: float | None) -> float:
     )
   if nonlinearity in _TORCH_FIXED:
     return _TORCH_FIXED[nonlinearity]
-  p = _PARAM_DEFAULT.get(nonlinearity) if param is None else check_real(fn, "param", param)
+  _, p = activations.resolve(fn, nonlinearity, param, "nonlinearity")
   if nonlinearity == "leaky_relu":
     return math.sqrt(2.0 / (1.0 + p * p))
-  act = _QUADRATURE[nonlinearity]
-  return variance_preserving_gain(lambda z: act(z, p), fn)
+  phi, _ = activations.numpy_pair(nonlinearity, p)
+  return variance_preserving_gain(phi, fn)
 
 
 def calculate_gain(nonlinearity: str | Callable, param: float | None = None) -> float:

@@ -32,8 +32,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import special
 
+from jaxinit._src import activations
 from jaxinit._src.checks import check_real, fail
 from jaxinit._src.quadrature import bivariate_rule, composite_half_rule, full_line_rule
 
@@ -52,8 +52,6 @@ _WALK = 1e5
 # chi_1 or V'(q*) this close to 1 is critical (their depth scale is infinite).
 _CRITICAL_TOL = 1e-12
 
-_SELU_ALPHA = 1.6732632423543772
-_SELU_SCALE = 1.0507009873554805
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,71 +70,8 @@ class Activation:
     return self.fn(x)
 
 
-def _elu(alpha: float) -> tuple[Callable, Callable]:
-  def f(x):
-    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
-
-  def df(x):
-    return np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0.0)))
-
-  return f, df
-
-
-def _leaky(slope: float) -> tuple[Callable, Callable]:
-  return (lambda x: np.where(x > 0, x, slope * x)), (lambda x: np.where(x > 0, 1.0, slope))
-
-
-def _selu() -> tuple[Callable, Callable]:
-  f, df = _elu(_SELU_ALPHA)
-  return (lambda x: _SELU_SCALE * f(x)), (lambda x: _SELU_SCALE * df(x))
-
-
-def _sigmoid_pair() -> tuple[Callable, Callable]:
-  def df(x):
-    s = special.expit(x)
-    return s * (1.0 - s)
-
-  return special.expit, df
-
-
-def _silu_pair() -> tuple[Callable, Callable]:
-  def df(x):
-    s = special.expit(x)
-    return s * (1.0 + x * (1.0 - s))
-
-  return (lambda x: x * special.expit(x)), df
-
-
-_SQRT_2PI = math.sqrt(2.0 * math.pi)
-
-# name -> (builder(param) -> (phi, phi'), default param or None)
-_NAMED: dict[str, tuple[Callable[[Any], tuple[Callable, Callable]], float | None]] = {
-  "linear": (lambda _: ((lambda x: x), (lambda x: np.ones_like(x))), None),
-  "relu": (lambda _: _leaky(0.0), None),
-  "leaky_relu": (_leaky, 0.01),
-  "tanh": (lambda _: (np.tanh, lambda x: 1.0 - np.tanh(x) ** 2), None),
-  "hard_tanh": (
-    lambda _: ((lambda x: np.clip(x, -1.0, 1.0)), (lambda x: np.where(np.abs(x) < 1.0, 1.0, 0.0))),
-    None,
-  ),
-  "erf": (lambda _: (special.erf, lambda x: 2.0 / math.sqrt(math.pi) * np.exp(-x * x)), None),
-  "sigmoid": (lambda _: _sigmoid_pair(), None),
-  "gelu": (
-    lambda _: (
-      (lambda x: x * special.ndtr(x)),
-      (lambda x: special.ndtr(x) + x * np.exp(-0.5 * x * x) / _SQRT_2PI),
-    ),
-    None,
-  ),
-  "silu": (lambda _: _silu_pair(), None),
-  "swish": (lambda _: _silu_pair(), None),
-  "elu": (_elu, 1.0),
-  "selu": (lambda _: _selu(), None),
-  "softplus": (lambda _: ((lambda x: np.logaddexp(0.0, x)), special.expit), None),
-  "sin": (lambda _: (np.sin, np.cos), None),
-}
-
-ACTIVATIONS: tuple[str, ...] = tuple(sorted(_NAMED))
+#: The named activations (those of ``jaxinit.calculate_gain`` beyond torch's table).
+ACTIVATIONS: tuple[str, ...] = activations.NAMES
 
 
 def _float64(f: Callable) -> Callable[[np.ndarray], np.ndarray]:
@@ -204,27 +139,10 @@ def activation(
       )
     return phi
   if isinstance(phi, str):
-    if phi not in _NAMED:
-      import difflib
-
-      close = difflib.get_close_matches(phi, ACTIVATIONS, n=3, cutoff=0.6)
-      hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-      raise fail(
-        fn,
-        f"`activation` must be a callable or one of "
-        f"{', '.join(map(repr, ACTIVATIONS))}, got {phi!r}.{hint}",
-      )
-    builder, default = _NAMED[phi]
-    if param is not None and default is None:
-      raise fail(
-        fn,
-        f"`param` applies only to 'leaky_relu' (negative slope) and 'elu' (alpha), "
-        f"got param={param!r} for {phi!r}.",
-      )
-    if derivative is not None:
+    if derivative is not None and phi in activations.TABLE:
       raise fail(fn, f"`derivative` applies only to a callable activation, not to {phi!r}.")
-    p = default if param is None else check_real(fn, "param", param)
-    f, df = builder(p)
+    _, p = activations.resolve(fn, phi, param)
+    f, df = activations.numpy_pair(phi, p)
     name = phi if param is None else f"{phi}({p:g})"
     return Activation(name, f, df)
   if callable(phi):
