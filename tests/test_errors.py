@@ -6,10 +6,12 @@ import math
 import jax
 import jax.numpy as jnp
 import pytest
+from _cases import CASES
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxinit
+from jaxinit._src import registry
 
 # (factory call, exception, regex the message must match)
 FACTORY_ERRORS = [
@@ -393,8 +395,22 @@ def test_every_factory_argument_has_an_error_test():
   )
   for name in registry.names(include_aliases=False):
     cls = registry.lookup(name)
-    fields = [f.name for f in dataclasses.fields(cls)]
+    # `dtype`, which every initializer has, is swept by the test below
+    fields = [f.name for f in dataclasses.fields(cls) if f.name != "dtype"]
     if fields:
       assert f"jaxinit\\.{name}:" in text, f"no error test for jaxinit.{name}"
     for field in fields:
       assert f"`{field}`" in text, f"no error test names the argument `{field}` of {name}"
+
+
+@pytest.mark.parametrize("name", registry.names(include_aliases=False))
+def test_factory_dtype_is_checked_when_the_factory_is_called(name):
+  cls = registry.lookup(name)
+  example = CASES[name][0][0]
+  with pytest.raises(
+    TypeError, match=rf"jaxinit\.{name}: `dtype` must be a floating-point.*got int32"
+  ):
+    jaxinit.get(example, dtype="int32")
+  if not cls.supports_complex:
+    with pytest.raises(TypeError, match=rf"jaxinit\.{name}: `dtype` complex64 is complex"):
+      jaxinit.get(example, dtype="complex64")

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _cases import CASES
+from _cases import CASES, SHAPES
 from numpy import array, float32, float64
 
 import jaxinit
@@ -161,10 +161,12 @@ def test_serialize_format():
     "in_axis": -2,
     "out_axis": -1,
     "batch_axis": [0],
+    "dtype": None,
   }
   assert jaxinit.serialize(jaxinit.constant(1 - 2j)) == {
     "name": "constant",
     "value": {"complex": [1.0, -2.0]},
+    "dtype": None,
   }
 
 
@@ -174,3 +176,20 @@ def test_serialize_rejects_callables_in_arguments():
   object.__setattr__(init, "value", jnp.tanh)  # bypasses validation on purpose
   with pytest.raises(TypeError, match=r"jaxinit\.serialize: argument 'value' holds"):
     jaxinit.serialize(init)
+
+
+KEY = jax.random.key(0)
+
+
+@pytest.mark.parametrize("name", registry.names(include_aliases=False))
+def test_factory_dtype_is_the_default_and_a_call_dtype_wins(name):
+  """Every initializer takes ``dtype=`` as jax's do: the dtype of a call that gives none."""
+  example, families, _ = CASES[name]
+  shape = SHAPES[families[0]] if "dense" not in families else SHAPES["dense"]
+  init = jaxinit.get(example[0], dtype=jnp.bfloat16)
+  assert init.dtype == "bfloat16" and init == jaxinit.get(example[0], dtype="bfloat16")
+  assert repr(init).endswith("dtype='bfloat16')")
+  assert init(KEY, shape).dtype == jnp.bfloat16
+  assert init(KEY, shape, jnp.float32).dtype == jnp.float32
+  assert (init(KEY, shape) == example[0](KEY, shape, jnp.bfloat16)).all()
+  assert jaxinit.deserialize(jaxinit.serialize(init)) == init

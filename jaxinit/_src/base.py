@@ -66,6 +66,16 @@ class Initializer:
   #: One-line formula shown by ``jaxinit list`` and the README table.
   formula: ClassVar[str] = ""
 
+  #: The dtype drawn when a call gives none (as ``jax.nn.initializers``'
+  #: ``dtype=``); ``None``: float32, or float64 under x64. Stored by name.
+  dtype: str | None = dataclasses.field(default=None, kw_only=True)
+
+  def __post_init__(self):
+    """Validates the fields every initializer has; subclasses call it last."""
+    if self.dtype is not None:
+      d = canonical_dtype(self.name, self.dtype, allow_complex=self._supports_complex())
+      object.__setattr__(self, "dtype", d.name)
+
   # -- the protocol --------------------------------------------------------
 
   def __call__(
@@ -80,8 +90,9 @@ class Initializer:
     Args:
       key: a typed key (``jax.random.key``) or a legacy ``jax.random.PRNGKey``.
       shape: the shape of the parameter.
-      dtype: the parameter dtype; ``None`` means float32 (float64 under x64).
-        16-bit targets are drawn in float32 and cast.
+      dtype: the parameter dtype; ``None`` means the initializer's ``dtype``,
+        else float32 (float64 under x64). 16-bit targets are drawn in float32
+        and cast.
       out_sharding: a ``jax.sharding.Sharding`` (or a ``PartitionSpec`` inside a
         mesh context) the result is produced in. The values do not depend on it.
 
@@ -90,6 +101,8 @@ class Initializer:
     """
     fn = self.name
     shape = canonical_shape(fn, shape)
+    if dtype is None:
+      dtype = self.dtype
     dtype = canonical_dtype(fn, dtype, allow_complex=self._supports_complex())
     key = canonical_key(fn, key)
     self._check(fn, shape, dtype)
@@ -168,13 +181,19 @@ class Initializer:
 
   # -- repr / serialization ------------------------------------------------
 
+  @classmethod
+  def arguments(cls) -> tuple[dataclasses.Field, ...]:
+    """The factory's arguments as dataclass fields, in the factory's order (``dtype`` last)."""
+    fields = dataclasses.fields(cls)
+    return tuple(f for f in fields if not f.kw_only) + tuple(f for f in fields if f.kw_only)
+
   def config(self) -> dict[str, Any]:
     """The factory's keyword arguments that rebuild this initializer."""
-    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    return {f.name: getattr(self, f.name) for f in self.arguments()}
 
   def __repr__(self) -> str:
     args = []
-    for f in dataclasses.fields(self):
+    for f in self.arguments():
       value = getattr(self, f.name)
       if f.default is not dataclasses.MISSING and _same(value, f.default):
         continue

@@ -15,6 +15,7 @@ import numpy as np
 from jaxinit._src import sampling
 from jaxinit._src.base import Initializer
 from jaxinit._src.checks import (
+  DTypeLike,
   check_bool,
   check_real,
   compute_dtype,
@@ -105,6 +106,7 @@ class _Constant(Initializer):
 
   def __post_init__(self):
     object.__setattr__(self, "value", _constant_value(self.value))
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
     v = self.value
@@ -132,9 +134,12 @@ class _Constant(Initializer):
     return jnp.broadcast_to(jnp.asarray(host, dtype), shape)
 
 
-def zeros() -> Initializer:
+def zeros(*, dtype: DTypeLike | None = None) -> Initializer:
   """Builds an initializer that returns arrays of zeros.
 
+  Args:
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer ``init(key, shape, dtype=None, out_sharding=None)``; the key
     is ignored.
@@ -145,12 +150,15 @@ def zeros() -> Initializer:
     Array([[0, 0, 0],
            [0, 0, 0]], dtype=bfloat16)
   """
-  return _Zeros()
+  return _Zeros(dtype=dtype)
 
 
-def ones() -> Initializer:
+def ones(*, dtype: DTypeLike | None = None) -> Initializer:
   """Builds an initializer that returns arrays of ones.
 
+  Args:
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer; the key is ignored.
 
@@ -159,10 +167,10 @@ def ones() -> Initializer:
     >>> jaxinit.ones()(jax.random.key(0), (3,))
     Array([1., 1., 1.], dtype=float32)
   """
-  return _Ones()
+  return _Ones(dtype=dtype)
 
 
-def constant(value: Any) -> Initializer:
+def constant(value: Any, *, dtype: DTypeLike | None = None) -> Initializer:
   """Builds an initializer that fills arrays with ``value``.
 
   Args:
@@ -170,6 +178,8 @@ def constant(value: Any) -> Initializer:
       shape. A complex value needs a complex dtype at call time. The value is
       rounded to the target dtype once, from float64/complex128.
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer; the key is ignored.
 
@@ -189,7 +199,7 @@ def constant(value: Any) -> Initializer:
     >>> jaxinit.constant(1 + 2j)(jax.random.key(0), (2,), jnp.complex64)
     Array([1.+2.j, 1.+2.j], dtype=complex64)
   """
-  return _Constant(value)
+  return _Constant(value, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -211,6 +221,7 @@ class _Normal(Initializer):
       self, "stddev", check_real(self.name, "stddev", self.stddev, nonnegative=True)
     )
     object.__setattr__(self, "mean", check_real(self.name, "mean", self.mean))
+    super().__post_init__()
 
   def _sample(self, key, shape, dtype):
     real = compute_dtype(dtype)
@@ -238,6 +249,7 @@ class _Uniform(Initializer):
       raise fail(self.name, f"`minval` must be < `maxval`, got minval={lo!r}, maxval={hi!r}.")
     object.__setattr__(self, "minval", lo)
     object.__setattr__(self, "maxval", hi)
+    super().__post_init__()
 
   def _sample(self, key, shape, dtype):
     real = compute_dtype(dtype)
@@ -282,6 +294,7 @@ class _TruncatedNormal(Initializer):
     object.__setattr__(self, "lower", lo)
     object.__setattr__(self, "upper", hi)
     object.__setattr__(self, "exact_std", check_bool(fn, "exact_std", self.exact_std))
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
     if is_complex(dtype) and self.lower != -self.upper:
@@ -309,7 +322,9 @@ class _TruncatedNormal(Initializer):
     return sampling.affine(z, self.scale(is_complex(dtype)), self.mean, dtype)
 
 
-def normal(stddev: float = 0.05, mean: float = 0.0) -> Initializer:
+def normal(
+  stddev: float = 0.05, mean: float = 0.0, *, dtype: DTypeLike | None = None
+) -> Initializer:
   r"""Builds an initializer drawing from a normal distribution.
 
   .. math:: w \sim \mathcal{N}(\text{mean}, \text{stddev}^2)
@@ -325,6 +340,8 @@ def normal(stddev: float = 0.05, mean: float = 0.0) -> Initializer:
     stddev: standard deviation, >= 0.
     mean: mean (added to the real part for complex dtypes).
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer.
 
@@ -338,10 +355,12 @@ def normal(stddev: float = 0.05, mean: float = 0.0) -> Initializer:
     >>> print(f"{w.mean():.2f} {w.std():.2f}")
     1.00 2.00
   """
-  return _Normal(stddev, mean)
+  return _Normal(stddev, mean, dtype=dtype)
 
 
-def uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
+def uniform(
+  minval: float = -0.05, maxval: float = 0.05, *, dtype: DTypeLike | None = None
+) -> Initializer:
   """Builds an initializer drawing uniformly from ``[minval, maxval)``.
 
   Unlike ``jax.nn.initializers.uniform(scale)``, which draws from ``[0, scale)``,
@@ -353,6 +372,8 @@ def uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
     minval: lower end (inclusive).
     maxval: upper end (exclusive), > ``minval``.
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer.
 
@@ -365,7 +386,7 @@ def uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
     >>> print(f"{w.min():.2f} {w.max():.2f} {w.mean():.1f}")
     -1.00 3.00 1.0
   """
-  return _Uniform(minval, maxval)
+  return _Uniform(minval, maxval, dtype=dtype)
 
 
 def truncated_normal(
@@ -374,6 +395,8 @@ def truncated_normal(
   lower: float = -2.0,
   upper: float = 2.0,
   exact_std: bool = False,
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   r"""Builds an initializer drawing from a truncated normal distribution.
 
@@ -404,6 +427,8 @@ def truncated_normal(
     upper: upper bound in units of the scale, > ``lower``; may be ``inf``.
     exact_std: make the standard deviation of the result exactly ``stddev``.
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer.
 
@@ -418,4 +443,4 @@ def truncated_normal(
     >>> print(f"{w.std():.2f} {float(abs(w).max()) <= 2 / 0.8796256}")
     1.00 True
   """
-  return _TruncatedNormal(stddev, mean, lower, upper, exact_std)
+  return _TruncatedNormal(stddev, mean, lower, upper, exact_std, dtype=dtype)

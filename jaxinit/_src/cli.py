@@ -13,7 +13,7 @@ from jaxinit._src import catalog
 
 def _defaults(cls) -> str:
   parts = []
-  for f in dataclasses.fields(cls):
+  for f in cls.arguments():
     has_default = f.default is not dataclasses.MISSING
     parts.append(f"{f.name}={f.default!r}" if has_default else f.name)
   return ", ".join(parts)

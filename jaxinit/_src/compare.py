@@ -133,7 +133,7 @@ def parse_init(spec: str) -> Any:
     return serialization.get(tree.id)
   if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name):
     cls = registry.lookup(tree.func.id, "compare")
-    fields = [f.name for f in dataclasses.fields(cls)]
+    fields = [f.name for f in cls.arguments()]
     if len(tree.args) > len(fields):
       raise fail(
         "compare",

@@ -70,6 +70,7 @@ import numpy as np
 from jaxinit._src.base import Initializer
 from jaxinit._src.checks import (
   Array,
+  DTypeLike,
   check_axes,
   check_choice,
   check_int,
@@ -330,6 +331,7 @@ class _Orthogonal(Initializer):
         "the column axis must be a matrix axis.",
       )
     check_choice(fn, "method", self.method, METHODS)
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
     if len(shape) < 2:
@@ -355,6 +357,8 @@ def orthogonal(
   column_axis: int = -1,
   batch_axis: int | tuple[int, ...] = (),
   method: str = "stewart",
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   r"""Builds an initializer of Haar-random (semi-)orthogonal matrices.
 
@@ -405,6 +409,8 @@ def orthogonal(
     batch_axis: axes indexing independent matrices.
     method: ``"stewart"`` or ``"qr"``.
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer. One compilation per (configuration, shape, dtype).
 
@@ -431,7 +437,7 @@ def orthogonal(
     A. Saxe, J. McClelland, S. Ganguli, "Exact solutions to the nonlinear
     dynamics of learning in deep linear neural networks", ICLR 2014.
   """
-  return _Orthogonal(scale, column_axis, batch_axis, method)
+  return _Orthogonal(scale, column_axis, batch_axis, method, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -472,6 +478,7 @@ class _DeltaOrthogonal(Initializer):
         f"`column_axis` must be the kernel's input axis (-2) or output axis (-1) "
         f"(or their non-negative index), got {self.column_axis}.",
       )
+    super().__post_init__()
 
   def _matrix_axis(self, fn: str, shape: tuple[int, ...]) -> int:
     if len(shape) < 2:
@@ -496,7 +503,9 @@ class _DeltaOrthogonal(Initializer):
     return jnp.zeros(shape, dtype).at[centre(shape[:-2])].set(q)
 
 
-def delta_orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
+def delta_orthogonal(
+  scale: float = 1.0, column_axis: int = -1, *, dtype: DTypeLike | None = None
+) -> Initializer:
   r"""Builds a delta-orthogonal initializer for convolution kernels (Xiao et al. 2018).
 
   For a Flax kernel of shape ``(*spatial, in, out)`` (1-D, 2-D, 3-D or more
@@ -520,6 +529,8 @@ def delta_orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
     scale: positive multiplier.
     column_axis: ``-1`` (output channels, default) or ``-2`` (input channels).
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer.
 
@@ -539,4 +550,4 @@ def delta_orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
     "Dynamical isometry and a mean field theory of CNNs: how to train
     10,000-layer vanilla convolutional neural networks", ICML 2018.
   """
-  return _DeltaOrthogonal(scale, column_axis)
+  return _DeltaOrthogonal(scale, column_axis, dtype=dtype)

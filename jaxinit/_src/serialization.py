@@ -6,7 +6,6 @@ decoded into a bounded, plain form before a factory sees it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +18,7 @@ from jaxinit._src.registry import lookup
 
 
 def _build(cls: type[Initializer], kwargs: Mapping[str, Any], fn: str) -> Initializer:
-  allowed = [f.name for f in dataclasses.fields(cls)]
+  allowed = [f.name for f in cls.arguments()]
   unknown = sorted(set(kwargs) - set(allowed))
   if unknown:
     args = ", ".join(allowed) if allowed else "no arguments"

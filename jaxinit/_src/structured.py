@@ -17,6 +17,7 @@ from jaxinit._src import sampling, serialization
 from jaxinit._src.base import Initializer
 from jaxinit._src.basic import normal as _normal
 from jaxinit._src.checks import (
+  DTypeLike,
   as_tuple,
   check_axes,
   check_int,
@@ -53,6 +54,7 @@ class _Identity(Initializer):
 
   def __post_init__(self):
     object.__setattr__(self, "scale", check_real(self.name, "scale", self.scale))
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
     if len(shape) < 2:
@@ -63,7 +65,7 @@ class _Identity(Initializer):
     return jnp.where(eye, jnp.asarray(self.scale, dtype), jnp.zeros((), dtype))
 
 
-def identity(scale: float = 1.0) -> Initializer:
+def identity(scale: float = 1.0, *, dtype: DTypeLike | None = None) -> Initializer:
   """Builds an initializer of (scaled, possibly rectangular) identity matrices.
 
   The last two axes hold ``scale * eye(m, n)``: ones on the main diagonal,
@@ -76,6 +78,8 @@ def identity(scale: float = 1.0) -> Initializer:
   Args:
     scale: the diagonal value (any finite real).
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer; the key is ignored.
 
@@ -89,7 +93,7 @@ def identity(scale: float = 1.0) -> Initializer:
     Array([[2., 0., 0.],
            [0., 2., 0.]], dtype=float32)
   """
-  return _Identity(scale)
+  return _Identity(scale, dtype=dtype)
 
 
 @register("dirac")
@@ -108,6 +112,7 @@ class _Dirac(Initializer):
   def __post_init__(self):
     object.__setattr__(self, "groups", check_int(self.name, "groups", self.groups, minimum=1))
     object.__setattr__(self, "scale", check_real(self.name, "scale", self.scale))
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
     if len(shape) < 2:
@@ -130,7 +135,7 @@ class _Dirac(Initializer):
     return jnp.where(hit, jnp.asarray(self.scale, dtype), jnp.zeros((), dtype))
 
 
-def dirac(groups: int = 1, scale: float = 1.0) -> Initializer:
+def dirac(groups: int = 1, scale: float = 1.0, *, dtype: DTypeLike | None = None) -> Initializer:
   """Builds an identity-preserving convolution kernel initializer (torch's ``dirac_``).
 
   For a Flax kernel ``(*spatial, in_per_group, out)`` (Flax stores grouped
@@ -151,6 +156,8 @@ def dirac(groups: int = 1, scale: float = 1.0) -> Initializer:
     groups: the convolution's ``feature_group_count``; it must divide ``out``.
     scale: the value of the centre taps.
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer; the key is ignored.
 
@@ -167,7 +174,7 @@ def dirac(groups: int = 1, scale: float = 1.0) -> Initializer:
     >>> bool(jnp.allclose(y, x))
     True
   """
-  return _Dirac(groups, scale)
+  return _Dirac(groups, scale, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -220,6 +227,7 @@ class _Normalized(Initializer):
     object.__setattr__(self, "scale", check_real(fn, "scale", self.scale, positive=True))
     object.__setattr__(self, "out_axis", check_axes(fn, "out_axis", self.out_axis))
     object.__setattr__(self, "batch_axis", _batch(fn, self.batch_axis))
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
     _unit_axes(fn, self.out_axis, self.batch_axis, shape)
@@ -257,6 +265,8 @@ def normalized(
   scale: float = 1.0,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   r"""Builds an initializer whose units' incoming weight vectors have norm ``scale``.
 
@@ -274,6 +284,8 @@ def normalized(
     scale: the norm of every unit's incoming weights, > 0.
     <units>
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer.
 
@@ -287,7 +299,7 @@ def normalized(
     >>> jnp.linalg.norm(w.reshape(-1, 16), axis=0).round(4)
     Array([2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2.], dtype=float32)
   """
-  return _Normalized(scale, out_axis, batch_axis)
+  return _Normalized(scale, out_axis, batch_axis, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -364,6 +376,7 @@ class _Sparse(Initializer):
     object.__setattr__(self, "values", _values(fn, self.values))
     object.__setattr__(self, "out_axis", check_axes(fn, "out_axis", self.out_axis))
     object.__setattr__(self, "batch_axis", _batch(fn, self.batch_axis))
+    super().__post_init__()
 
   def nonzero(self, fn: str, shape: tuple[int, ...]) -> int:
     """The number of nonzero incoming weights per unit for ``shape``."""
@@ -428,6 +441,8 @@ def sparse(
   values: Initializer | str | Mapping[str, Any] | None = None,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds a sparse initializer (Martens 2010, "sparse initialization").
 
@@ -456,6 +471,8 @@ def sparse(
       values; default ``normal(stddev=1.0)``.
     <units>
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer.
 
@@ -477,4 +494,4 @@ def sparse(
   References:
     J. Martens, "Deep learning via Hessian-free optimization", ICML 2010.
   """
-  return _Sparse(num_nonzero, sparsity, values, out_axis, batch_axis)
+  return _Sparse(num_nonzero, sparsity, values, out_axis, batch_axis, dtype=dtype)

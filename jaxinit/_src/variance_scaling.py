@@ -8,6 +8,7 @@ import math
 from jaxinit._src import sampling
 from jaxinit._src.base import Initializer
 from jaxinit._src.checks import (
+  DTypeLike,
   Shape,
   check_axes,
   check_bool,
@@ -56,6 +57,7 @@ class _VarianceScaling(Initializer):
     object.__setattr__(self, "in_axis", check_axes(fn, "in_axis", self.in_axis))
     object.__setattr__(self, "out_axis", check_axes(fn, "out_axis", self.out_axis))
     object.__setattr__(self, "batch_axis", batch_axes(fn, self.batch_axis))
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
     fans(fn, shape, self.in_axis, self.out_axis, self.batch_axis)
@@ -99,6 +101,8 @@ def variance_scaling(
   in_axis: int | tuple[int, ...] = -2,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   r"""Builds an initializer whose variance adapts to the weight's fans.
 
@@ -129,6 +133,8 @@ def variance_scaling(
     out_axis: output axis or axes (``0`` for torch OIHW).
     batch_axis: axes of a stack of independent weights, ignored by the fans.
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer.
 
@@ -147,7 +153,7 @@ def variance_scaling(
     >>> torch_init(jax.random.key(0), (64, 32, 3, 3)).shape
     (64, 32, 3, 3)
   """
-  return _VarianceScaling(scale, mode, distribution, in_axis, out_axis, batch_axis)
+  return _VarianceScaling(scale, mode, distribution, in_axis, out_axis, batch_axis, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -191,6 +197,7 @@ class _GlorotNormal(_Specialization):
     object.__setattr__(self, "gain", check_real(self.name, "gain", self.gain, positive=True))
     object.__setattr__(self, "truncated", check_bool(self.name, "truncated", self.truncated))
     self._check_axes()
+    super().__post_init__()
 
   def _delegate(self):
     return self._vs(self.gain**2, "fan_avg", _normal_distribution(self.truncated))
@@ -210,6 +217,7 @@ class _GlorotUniform(_Specialization):
   def __post_init__(self):
     object.__setattr__(self, "gain", check_real(self.name, "gain", self.gain, positive=True))
     self._check_axes()
+    super().__post_init__()
 
   def _delegate(self):
     return self._vs(self.gain**2, "fan_avg", "uniform")
@@ -270,6 +278,7 @@ class _HeNormal(_HeBase):
   def __post_init__(self):
     object.__setattr__(self, "truncated", check_bool(self.name, "truncated", self.truncated))
     self._check_he()
+    super().__post_init__()
 
   def _delegate(self):
     return self._vs(self._scale, self.mode, _normal_distribution(self.truncated))
@@ -290,6 +299,7 @@ class _HeUniform(_HeBase):
 
   def __post_init__(self):
     self._check_he()
+    super().__post_init__()
 
   def _delegate(self):
     return self._vs(self._scale, self.mode, "uniform")
@@ -309,6 +319,7 @@ class _LecunNormal(_Specialization):
   def __post_init__(self):
     object.__setattr__(self, "truncated", check_bool(self.name, "truncated", self.truncated))
     self._check_axes()
+    super().__post_init__()
 
   def _delegate(self):
     return self._vs(1.0, "fan_in", _normal_distribution(self.truncated))
@@ -326,6 +337,7 @@ class _LecunUniform(_Specialization):
 
   def __post_init__(self):
     self._check_axes()
+    super().__post_init__()
 
   def _delegate(self):
     return self._vs(1.0, "fan_in", "uniform")
@@ -349,6 +361,8 @@ def glorot_normal(
   in_axis: int | tuple[int, ...] = -2,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds a Glorot (Xavier) normal initializer.
 
@@ -363,6 +377,8 @@ def glorot_normal(
     truncated: truncate at 2 sigma (std-corrected) or not.
     <axes>
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer.
 
@@ -374,7 +390,7 @@ def glorot_normal(
     >>> jaxinit.xavier_normal is jaxinit.glorot_normal
     True
   """
-  return _GlorotNormal(gain, truncated, in_axis, out_axis, batch_axis)
+  return _GlorotNormal(gain, truncated, in_axis, out_axis, batch_axis, dtype=dtype)
 
 
 @_axes_doc
@@ -383,6 +399,8 @@ def glorot_uniform(
   in_axis: int | tuple[int, ...] = -2,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds a Glorot (Xavier) uniform initializer.
 
@@ -394,6 +412,8 @@ def glorot_uniform(
     gain: positive multiplier (torch's ``gain``).
     <axes>
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer.
 
@@ -403,7 +423,7 @@ def glorot_uniform(
     >>> print(f"{abs(w).max():.4f} <= {(6 / 800) ** 0.5:.4f}")
     0.0866 <= 0.0866
   """
-  return _GlorotUniform(gain, in_axis, out_axis, batch_axis)
+  return _GlorotUniform(gain, in_axis, out_axis, batch_axis, dtype=dtype)
 
 
 @_axes_doc
@@ -415,6 +435,8 @@ def he_normal(
   in_axis: int | tuple[int, ...] = -2,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds a He (Kaiming) normal initializer.
 
@@ -436,6 +458,8 @@ def he_normal(
     truncated: truncate at 2 sigma (std-corrected) or not.
     <axes>
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer.
 
@@ -451,7 +475,9 @@ def he_normal(
     >>> jaxinit.he_normal(negative_slope=0.2, mode="fan_out")
     he_normal(negative_slope=0.2, mode='fan_out')
   """
-  return _HeNormal(negative_slope, mode, nonlinearity, truncated, in_axis, out_axis, batch_axis)
+  return _HeNormal(
+    negative_slope, mode, nonlinearity, truncated, in_axis, out_axis, batch_axis, dtype=dtype
+  )
 
 
 @_axes_doc
@@ -462,6 +488,8 @@ def he_uniform(
   in_axis: int | tuple[int, ...] = -2,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds a He (Kaiming) uniform initializer.
 
@@ -476,6 +504,8 @@ def he_uniform(
     nonlinearity: a name accepted by :func:`calculate_gain`.
     <axes>
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer.
 
@@ -485,7 +515,7 @@ def he_uniform(
     >>> print(f"{abs(w).max():.4f} <= {(6 / 600) ** 0.5:.4f}")
     0.1000 <= 0.1000
   """
-  return _HeUniform(negative_slope, mode, nonlinearity, in_axis, out_axis, batch_axis)
+  return _HeUniform(negative_slope, mode, nonlinearity, in_axis, out_axis, batch_axis, dtype=dtype)
 
 
 @_axes_doc
@@ -494,6 +524,8 @@ def lecun_normal(
   in_axis: int | tuple[int, ...] = -2,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds a LeCun normal initializer: variance ``1 / fan_in``.
 
@@ -505,6 +537,8 @@ def lecun_normal(
     truncated: truncate at 2 sigma (std-corrected) or not.
     <axes>
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer.
 
@@ -514,7 +548,7 @@ def lecun_normal(
     >>> print(f"{w.var() * 400:.2f}")
     1.00
   """
-  return _LecunNormal(truncated, in_axis, out_axis, batch_axis)
+  return _LecunNormal(truncated, in_axis, out_axis, batch_axis, dtype=dtype)
 
 
 @_axes_doc
@@ -522,12 +556,16 @@ def lecun_uniform(
   in_axis: int | tuple[int, ...] = -2,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds a LeCun uniform initializer: ``U(-a, a)``, ``a = sqrt(3 / fan_in)``.
 
   Args:
     <axes>
 
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
   Returns:
     An initializer.
 
@@ -537,7 +575,7 @@ def lecun_uniform(
     >>> print(f"{abs(w).max():.3f}")
     0.100
   """
-  return _LecunUniform(in_axis, out_axis, batch_axis)
+  return _LecunUniform(in_axis, out_axis, batch_axis, dtype=dtype)
 
 
 xavier_normal = glorot_normal
