@@ -140,6 +140,7 @@ def zeros(*, dtype: DTypeLike | None = None) -> Initializer:
   Args:
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer ``init(key, shape, dtype=None, out_sharding=None)``; the key
     is ignored.
@@ -159,6 +160,7 @@ def ones(*, dtype: DTypeLike | None = None) -> Initializer:
   Args:
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer; the key is ignored.
 
@@ -177,9 +179,9 @@ def constant(value: Any, *, dtype: DTypeLike | None = None) -> Initializer:
     value: a real or complex scalar, or an array broadcastable to the requested
       shape. A complex value needs a complex dtype at call time. The value is
       rounded to the target dtype once, from float64/complex128.
-
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer; the key is ignored.
 
@@ -339,9 +341,9 @@ def normal(
   Args:
     stddev: standard deviation, >= 0.
     mean: mean (added to the real part for complex dtypes).
-
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer.
 
@@ -371,9 +373,9 @@ def uniform(
   Args:
     minval: lower end (inclusive).
     maxval: upper end (exclusive), > ``minval``.
-
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer.
 
@@ -426,9 +428,9 @@ def truncated_normal(
     lower: lower bound in units of the scale; may be ``-inf``.
     upper: upper bound in units of the scale, > ``lower``; may be ``inf``.
     exact_std: make the standard deviation of the result exactly ``stddev``.
-
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer.
 

@@ -47,39 +47,83 @@ def _iota(shape: tuple[int, ...], axis: int) -> jax.Array:
 @dataclasses.dataclass(frozen=True, repr=False)
 class _Identity(Initializer):
   scale: float = 1.0
+  in_axis: int = -2
+  out_axis: int = -1
 
   name = "identity"
   deterministic = True
-  formula = "w[..., i, j] = scale if i == j else 0 (non-square allowed, batched over leading axes)"
+  layout_fields = (("in_axis", "in"), ("out_axis", "out"))
+  formula = (
+    "w[..., i, ..., j, ...] = scale if i == j else 0 between the in and out axes "
+    "(non-square allowed; every other axis is a batch)"
+  )
 
   def __post_init__(self):
-    object.__setattr__(self, "scale", check_real(self.name, "scale", self.scale))
+    fn = self.name
+    object.__setattr__(self, "scale", check_real(fn, "scale", self.scale))
+    _channel_axes_args(self)
     super().__post_init__()
 
   def _check(self, fn, shape, dtype):
-    if len(shape) < 2:
-      raise fail(fn, f"needs a shape with at least 2 dimensions (a matrix), got {shape}.")
+    _channel_axes(fn, self, shape)
 
   def _sample(self, key, shape, dtype):
-    eye = _iota(shape, len(shape) - 2) == _iota(shape, len(shape) - 1)
+    i, o = _channel_axes(self.name, self, shape)
+    eye = _iota(shape, i) == _iota(shape, o)
     return jnp.where(eye, jnp.asarray(self.scale, dtype), jnp.zeros((), dtype))
 
 
-def identity(scale: float = 1.0, *, dtype: DTypeLike | None = None) -> Initializer:
+def _channel_axes_args(init: Initializer) -> None:
+  """Checks the ``in_axis`` / ``out_axis`` fields of identity and dirac (one int each)."""
+  for arg in ("in_axis", "out_axis"):
+    object.__setattr__(init, arg, check_int(init.name, arg, getattr(init, arg)))
+  if init.in_axis == init.out_axis:
+    raise fail(init.name, f"`in_axis` and `out_axis` must differ, got {init.in_axis} for both.")
+
+
+def _channel_axes(fn: str, init: Initializer, shape: tuple[int, ...]) -> tuple[int, int]:
+  """The input and output axes of ``shape``, non-negative, or a clear error."""
+  if len(shape) < 2:
+    raise fail(
+      fn, f"needs a shape with at least 2 dimensions (an input and an output axis), got {shape}."
+    )
+  i = normalize_axes(fn, "in_axis", init.in_axis, shape)[0]
+  o = normalize_axes(fn, "out_axis", init.out_axis, shape)[0]
+  if i == o:
+    raise fail(
+      fn,
+      f"`in_axis`={init.in_axis} and `out_axis`={init.out_axis} name the same axis "
+      f"of the shape {shape}.",
+    )
+  return i, o
+
+
+def identity(
+  scale: float = 1.0,
+  in_axis: int = -2,
+  out_axis: int = -1,
+  *,
+  dtype: DTypeLike | None = None,
+) -> Initializer:
   """Builds an initializer of (scaled, possibly rectangular) identity matrices.
 
-  The last two axes hold ``scale * eye(m, n)``: ones on the main diagonal,
-  zeros elsewhere; for ``m != n`` the leading ``min(m, n)`` diagonal. Leading
-  axes are a batch (every matrix of a stack ``(layers, n, n)`` is the
-  identity). For a Flax ``Dense`` kernel ``(in, out)`` with ``in <= out`` the
-  layer copies its input into the first ``in`` outputs. For convolution kernels
-  use :func:`dirac`. (torch's ``eye_`` is 2-D only.)
+  The input and output axes (by default the last two, Flax's ``(in, out)``)
+  hold ``scale * eye(m, n)``: ones on the main diagonal, zeros elsewhere; for
+  ``m != n`` the leading ``min(m, n)`` diagonal. Every other axis is a batch
+  (every matrix of a stack ``(layers, n, n)`` is the identity). A torch/equinox
+  ``(out, in)`` weight gets the same map with ``in_axis=1, out_axis=0`` (what
+  ``with_layout("torch")`` and ``reinit(layout=...)`` set). For a Flax
+  ``Dense`` kernel ``(in, out)`` with ``in <= out`` the layer copies its input
+  into the first ``in`` outputs. For convolution kernels use :func:`dirac`.
+  (torch's ``eye_`` is 2-D only.)
 
   Args:
     scale: the diagonal value (any finite real).
-
+    in_axis: the input axis.
+    out_axis: the output axis.
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer; the key is ignored.
 
@@ -93,7 +137,7 @@ def identity(scale: float = 1.0, *, dtype: DTypeLike | None = None) -> Initializ
     Array([[2., 0., 0.],
            [0., 2., 0.]], dtype=float32)
   """
-  return _Identity(scale, dtype=dtype)
+  return _Identity(scale, in_axis, out_axis, dtype=dtype)
 
 
 @register("dirac")
@@ -101,41 +145,50 @@ def identity(scale: float = 1.0, *, dtype: DTypeLike | None = None) -> Initializ
 class _Dirac(Initializer):
   groups: int = 1
   scale: float = 1.0
+  in_axis: int = -2
+  out_axis: int = -1
 
   name = "dirac"
   deterministic = True
+  layout_fields = (("in_axis", "in"), ("out_axis", "out"))
   formula = (
-    "conv kernel (spatial..., in_per_group, out): w[centre, i, o] = scale if "
-    "i == o mod (out / groups); centre = (k-1)//2 per axis"
+    "conv kernel (in_per_group and out channel axes, the rest spatial): w[centre, i, o] = "
+    "scale if i == o mod (out / groups); centre = (k-1)//2 per spatial axis"
   )
 
   def __post_init__(self):
     object.__setattr__(self, "groups", check_int(self.name, "groups", self.groups, minimum=1))
     object.__setattr__(self, "scale", check_real(self.name, "scale", self.scale))
+    _channel_axes_args(self)
     super().__post_init__()
 
   def _check(self, fn, shape, dtype):
-    if len(shape) < 2:
-      raise fail(
-        fn, f"needs a kernel (spatial..., in, out) with at least 2 dimensions, got shape {shape}."
-      )
-    if shape[-1] % self.groups:
+    _, o = _channel_axes(fn, self, shape)
+    if shape[o] % self.groups:
       raise fail(
         fn,
-        f"the output channels ({shape[-1]}, the last axis of {shape}) are not "
+        f"the output channels ({shape[o]}, axis {o} of {shape}) are not "
         f"divisible by `groups`={self.groups}.",
       )
 
   def _sample(self, key, shape, dtype):
-    nd = len(shape)
-    per_group = shape[-1] // self.groups
-    hit = _iota(shape, nd - 2) == _iota(shape, nd - 1) % per_group
-    for axis, c in enumerate(centre(shape[:-2])):
+    i, o = _channel_axes(self.name, self, shape)
+    per_group = shape[o] // self.groups
+    hit = _iota(shape, i) == _iota(shape, o) % per_group
+    spatial = [a for a in range(len(shape)) if a not in (i, o)]
+    for axis, c in zip(spatial, centre(tuple(shape[a] for a in spatial)), strict=True):
       hit = hit & (_iota(shape, axis) == c)
     return jnp.where(hit, jnp.asarray(self.scale, dtype), jnp.zeros((), dtype))
 
 
-def dirac(groups: int = 1, scale: float = 1.0, *, dtype: DTypeLike | None = None) -> Initializer:
+def dirac(
+  groups: int = 1,
+  scale: float = 1.0,
+  in_axis: int = -2,
+  out_axis: int = -1,
+  *,
+  dtype: DTypeLike | None = None,
+) -> Initializer:
   """Builds an identity-preserving convolution kernel initializer (torch's ``dirac_``).
 
   For a Flax kernel ``(*spatial, in_per_group, out)`` (Flax stores grouped
@@ -155,9 +208,14 @@ def dirac(groups: int = 1, scale: float = 1.0, *, dtype: DTypeLike | None = None
   Args:
     groups: the convolution's ``feature_group_count``; it must divide ``out``.
     scale: the value of the centre taps.
-
+    in_axis: the input-channel axis (``-2`` for Flax ``(*spatial, in, out)``,
+      ``1`` for torch/equinox ``(out, in, *spatial)``: what
+      ``with_layout("torch")`` and ``reinit(layout=...)`` set).
+    out_axis: the output-channel axis (``-1`` for Flax, ``0`` for torch); every
+      other axis is spatial.
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer; the key is ignored.
 
@@ -174,7 +232,7 @@ def dirac(groups: int = 1, scale: float = 1.0, *, dtype: DTypeLike | None = None
     >>> bool(jnp.allclose(y, x))
     True
   """
-  return _Dirac(groups, scale, dtype=dtype)
+  return _Dirac(groups, scale, in_axis, out_axis, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -217,6 +275,7 @@ class _Normalized(Initializer):
   batch_axis: tuple[int, ...] = ()
 
   name = "normalized"
+  layout_fields = (("out_axis", "out"),)
   formula = (
     "w = scale * z / ||z||, z ~ N(0, I) over each output unit's incoming weights: "
     "uniform direction, norm exactly scale"
@@ -283,9 +342,9 @@ def normalized(
   Args:
     scale: the norm of every unit's incoming weights, > 0.
     <units>
-
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer.
 
@@ -346,6 +405,7 @@ class _Sparse(Initializer):
   batch_axis: tuple[int, ...] = ()
 
   name = "sparse"
+  layout_fields = (("out_axis", "out"),)
   formula = (
     "each output unit keeps exactly num_nonzero (default 15) incoming weights, or a "
     "fraction 1 - sparsity of them, at uniformly random positions; values from "
@@ -399,6 +459,11 @@ class _Sparse(Initializer):
 
   def _supports_complex(self):
     return self.values._supports_complex()
+
+  def _relayout(self, layout, only_defaults=False):
+    new = super()._relayout(layout, only_defaults)
+    values = self.values._relayout(layout, only_defaults)
+    return new if values is self.values else dataclasses.replace(new, values=values)
 
   def _check(self, fn, shape, dtype):
     if math.prod(shape):  # an empty array has no units to fill
@@ -470,9 +535,9 @@ def sparse(
     values: a jaxinit initializer, name or config dict drawing the nonzero
       values; default ``normal(stddev=1.0)``.
     <units>
-
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer.
 

@@ -362,7 +362,14 @@ def reinit(
       )
     if isinstance(init, SiblingRule):
       init = init.resolve(_sibling_shape(path, init, shapes, pattern), lay)
-    init = init.for_layout(lay, shape) if isinstance(init, Initializer) else init
+    if isinstance(init, Initializer):
+      try:
+        init = init.for_layout(lay, shape)
+      except (TypeError, ValueError) as e:
+        raise type(e)(
+          f"jaxinit.reinit: the rule {pattern!r} ({_describe(init)}) matched {path!r} of shape "
+          f"{shape}: {e}"
+        ) from None
     box = leaf if is_box(leaf) else None
     sharding = resolve_sharding(_FN, path, box, value, table, mesh)
     _check_leaf(path, pattern, init, shape, dtype, sharding)

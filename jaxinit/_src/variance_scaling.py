@@ -132,9 +132,9 @@ def variance_scaling(
     in_axis: input axis or axes (Flax layout by default; ``1`` for torch OIHW).
     out_axis: output axis or axes (``0`` for torch OIHW).
     batch_axis: axes of a stack of independent weights, ignored by the fans.
-
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer.
 
@@ -376,9 +376,9 @@ def glorot_normal(
     gain: positive multiplier of the standard deviation.
     truncated: truncate at 2 sigma (std-corrected) or not.
     <axes>
-
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer.
 
@@ -411,9 +411,9 @@ def glorot_uniform(
   Args:
     gain: positive multiplier (torch's ``gain``).
     <axes>
-
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer.
 
@@ -457,9 +457,9 @@ def he_normal(
     nonlinearity: a name accepted by :func:`calculate_gain`.
     truncated: truncate at 2 sigma (std-corrected) or not.
     <axes>
-
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer.
 
@@ -503,9 +503,9 @@ def he_uniform(
     mode: ``"fan_in"``, ``"fan_out"``, ``"fan_avg"`` or ``"fan_geo_avg"``.
     nonlinearity: a name accepted by :func:`calculate_gain`.
     <axes>
-
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer.
 
@@ -536,9 +536,9 @@ def lecun_normal(
   Args:
     truncated: truncate at 2 sigma (std-corrected) or not.
     <axes>
-
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer.
 
@@ -563,9 +563,9 @@ def lecun_uniform(
 
   Args:
     <axes>
-
     dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
       ``None``: float32, or float64 under x64.
+
   Returns:
     An initializer.
 
