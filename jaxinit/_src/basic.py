@@ -4,6 +4,7 @@ truncated_normal."""
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
 import numbers
 from typing import Any
@@ -17,10 +18,13 @@ from jaxinit._src.base import Initializer
 from jaxinit._src.checks import (
   DTypeLike,
   check_bool,
+  check_range,
   check_real,
   compute_dtype,
   fail,
   is_complex,
+  normal_reach,
+  short_repr,
 )
 from jaxinit._src.frozen import FrozenArray
 from jaxinit._src.registry import register
@@ -37,6 +41,9 @@ class _Zeros(Initializer):
   deterministic = True
   formula = "w = 0"
 
+  def _check(self, fn, shape, dtype):
+    check_range(fn, dtype, 0.0, 0.0, "zeros")
+
   def _sample(self, key, shape, dtype):
     return jnp.zeros(shape, dtype)
 
@@ -47,6 +54,9 @@ class _Ones(Initializer):
   name = "ones"
   deterministic = True
   formula = "w = 1"
+
+  def _check(self, fn, shape, dtype):
+    check_range(fn, dtype, 1.0, 1.0, "ones")
 
   def _sample(self, key, shape, dtype):
     return jnp.ones(shape, dtype)
@@ -62,18 +72,18 @@ def _constant_value(value: Any) -> int | float | complex | FrozenArray:
     value = value.array
   if isinstance(value, (bool, np.bool_)):
     raise fail(fn, f"`value` must be a number or an array of numbers, got {value!r}.", TypeError)
-  if isinstance(value, numbers.Number) and not isinstance(value, (np.ndarray, np.generic)):
+  if isinstance(value, numbers.Number | decimal.Decimal) and not isinstance(
+    value, (np.ndarray, np.generic)
+  ):
     if isinstance(value, numbers.Integral):
+      check_real(fn, "value", value)  # representable as a float64
       return int(value)
-    if isinstance(value, numbers.Real):
-      x = float(value)
-      if not math.isfinite(x):
-        raise fail(fn, f"`value` must be finite, got {x!r}.")
-      return x
+    if isinstance(value, numbers.Real | decimal.Decimal):
+      return check_real(fn, "value", value) + 0.0  # + 0.0: -0.0 is 0.0 (equal, one hash)
     x = complex(value)
     if not (math.isfinite(x.real) and math.isfinite(x.imag)):
       raise fail(fn, f"`value` must be finite, got {x!r}.")
-    return x
+    return complex(x.real + 0.0, x.imag + 0.0)
   try:
     arr = np.asarray(value)
   except Exception:
@@ -92,6 +102,8 @@ def _constant_value(value: Any) -> int | float | complex | FrozenArray:
     raise fail(fn, "`value` must hold only finite numbers.")
   if arr.ndim == 0:
     return _constant_value(arr.item())
+  if arr.dtype.kind in "fc" or arr.dtype == jnp.bfloat16:
+    arr = np.where(arr == 0, np.zeros_like(arr), arr)  # -0.0 is 0.0: equal values, one hash
   return FrozenArray(arr)
 
 
@@ -127,6 +139,11 @@ class _Constant(Initializer):
         out = None
       if out != shape:
         raise fail(fn, f"`value` of shape {v.shape} does not broadcast to the shape {shape}.")
+    a = np.asarray(v)
+    if a.size:
+      parts = np.concatenate([a.real.ravel(), a.imag.ravel()]).astype(np.float64)
+      what = f"`value`={short_repr(v)}"
+      check_range(fn, dtype, float(parts.min()), float(parts.max()), what)
 
   def _sample(self, key, shape, dtype):
     wide = np.complex128 if is_complex(dtype) else np.float64
@@ -225,6 +242,11 @@ class _Normal(Initializer):
     object.__setattr__(self, "mean", check_real(self.name, "mean", self.mean))
     super().__post_init__()
 
+  def _check(self, fn, shape, dtype):
+    reach = self.stddev * normal_reach(dtype)
+    what = f"`stddev`={self.stddev!r} and `mean`={self.mean!r}"
+    check_range(fn, dtype, min(self.mean, 0.0) - reach, max(self.mean, 0.0) + reach, what)
+
   def _sample(self, key, shape, dtype):
     real = compute_dtype(dtype)
     if is_complex(dtype):
@@ -253,9 +275,25 @@ class _Uniform(Initializer):
     object.__setattr__(self, "maxval", hi)
     super().__post_init__()
 
+  def _check(self, fn, shape, dtype):
+    what = f"`minval`={self.minval!r} and `maxval`={self.maxval!r}"
+    check_range(fn, dtype, self.minval, self.maxval, what)
+    real = compute_dtype(dtype)
+    if not self.maxval - self.minval <= float(np.finfo(real).max):
+      raise fail(
+        fn,
+        f"{what}: the width maxval - minval overflows {real.name}, the precision the draw "
+        f"is computed in for {dtype.name}; narrow the interval.",
+      )
+
   def _sample(self, key, shape, dtype):
     real = compute_dtype(dtype)
     return sampling.uniform(key, shape, real, self.minval, self.maxval).astype(dtype)
+
+
+# The largest quantization error (relative) a truncated draw may have: an interval
+# spanning fewer than ~1000 representable values is refused (see truncated_resolution).
+_RESOLUTION = 1e-3
 
 
 def _check_bound(fn: str, arg: str, value: Any) -> float:
@@ -299,12 +337,27 @@ class _TruncatedNormal(Initializer):
     super().__post_init__()
 
   def _check(self, fn, shape, dtype):
-    if is_complex(dtype) and self.lower != -self.upper:
+    cplx = is_complex(dtype)
+    if cplx and self.lower != -self.upper:
       raise fail(
         fn,
         "complex draws are truncated in modulus, |z - mean| <= upper * scale, and "
         f"need symmetric bounds (lower == -upper); got lower={self.lower!r}, "
         f"upper={self.upper!r}.",
+      )
+    reach = normal_reach(dtype)
+    s = self.scale(cplx)
+    lo, hi = (max(self.lower, -reach), min(self.upper, reach))
+    what = f"`stddev`={self.stddev!r}, `mean`={self.mean!r} and the bounds"
+    check_range(fn, dtype, self.mean + s * lo, self.mean + s * hi, what)
+    real = compute_dtype(dtype)
+    if not cplx and sampling.truncated_resolution(self.lower, self.upper, real) > _RESOLUTION:
+      raise fail(
+        fn,
+        f"the interval [{self.lower!r}, {self.upper!r}] is too narrow to sample in "
+        f"{real.name} (the precision the draw is computed in for {dtype.name}): it spans "
+        "too few representable numbers for the distribution's moments to hold. Widen it, "
+        "or draw float64 with jax_enable_x64.",
       )
 
   def scale(self, complex_: bool = False) -> float:
@@ -321,7 +374,14 @@ class _TruncatedNormal(Initializer):
       z = sampling.complex_truncated_standard_normal(key, shape, real, self.upper)
     else:
       z = sampling.truncated_standard_normal(key, shape, real, self.lower, self.upper)
-    return sampling.affine(z, self.scale(is_complex(dtype)), self.mean, dtype)
+    s = self.scale(is_complex(dtype))
+    out = sampling.affine(z, s, self.mean, dtype)
+    if is_complex(dtype):
+      return out
+    # the bounds, rounded inwards in the output dtype: no value lands an ulp outside
+    lo = sampling.inward(self.mean + s * self.lower, dtype, up=True)
+    hi = sampling.inward(self.mean + s * self.upper, dtype, up=False)
+    return jnp.clip(out, lo, hi)
 
 
 def normal(

@@ -74,6 +74,7 @@ from jaxinit._src.checks import (
   check_axes,
   check_choice,
   check_int,
+  check_range,
   check_real,
   complex_of,
   compute_dtype,
@@ -335,6 +336,7 @@ class _Orthogonal(Initializer):
     super().__post_init__()
 
   def _check(self, fn, shape, dtype):
+    check_range(fn, dtype, -self.scale, self.scale, f"`scale`={self.scale!r}")
     if len(shape) < 2:
       raise fail(
         fn,
@@ -521,6 +523,7 @@ class _DeltaOrthogonal(Initializer):
     return i, o, tuple(a for a in range(len(shape)) if a not in (i, o))
 
   def _check(self, fn, shape, dtype):
+    check_range(fn, dtype, -self.scale, self.scale, f"`scale`={self.scale!r}")
     self._axes(fn, shape)
 
   def _sample(self, key, shape, dtype):

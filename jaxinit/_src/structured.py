@@ -21,6 +21,7 @@ from jaxinit._src.checks import (
   as_tuple,
   check_axes,
   check_int,
+  check_range,
   check_real,
   compute_dtype,
   fail,
@@ -65,12 +66,18 @@ class _Identity(Initializer):
     super().__post_init__()
 
   def _check(self, fn, shape, dtype):
+    _check_scale_range(fn, self.scale, dtype)
     _channel_axes(fn, self, shape)
 
   def _sample(self, key, shape, dtype):
     i, o = _channel_axes(self.name, self, shape)
     eye = _iota(shape, i) == _iota(shape, o)
     return jnp.where(eye, jnp.asarray(self.scale, dtype), jnp.zeros((), dtype))
+
+
+def _check_scale_range(fn: str, scale: float, dtype) -> None:
+  """The values of identity and dirac, ``0`` and ``scale``, fit ``dtype``."""
+  check_range(fn, dtype, min(0.0, scale), max(0.0, scale), f"`scale`={scale!r}")
 
 
 def _channel_axes_args(init: Initializer) -> None:
@@ -163,6 +170,7 @@ class _Dirac(Initializer):
     super().__post_init__()
 
   def _check(self, fn, shape, dtype):
+    _check_scale_range(fn, self.scale, dtype)
     _, o = _channel_axes(fn, self, shape)
     if shape[o] % self.groups:
       raise fail(
@@ -289,6 +297,7 @@ class _Normalized(Initializer):
     super().__post_init__()
 
   def _check(self, fn, shape, dtype):
+    check_range(fn, dtype, -self.scale, self.scale, f"`scale`={self.scale!r}")
     _unit_axes(fn, self.out_axis, self.batch_axis, shape)
 
   def _sample(self, key, shape, dtype):
@@ -470,6 +479,7 @@ class _Sparse(Initializer):
       self.nonzero(fn, shape)
     else:
       _unit_axes(fn, self.out_axis, self.batch_axis, shape)
+    check_range(fn, dtype, 0.0, 0.0, "the zeros of a sparse matrix")
     self.values._check(fn, shape, dtype)
 
   def _sample(self, key, shape, dtype):

@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxinit._src import draw, serialization
 from jaxinit._src.base import Initializer
-from jaxinit._src.checks import canonical_dtype, canonical_key, fail
+from jaxinit._src.checks import canonical_dtype, canonical_key, canonical_shape, fail
 from jaxinit._src.framework_types import is_box, is_equinox_module, rebox, unbox
 from jaxinit._src.layouts import Layout, get_layout
 from jaxinit._src.paths import flatten_with_paths, hash_words
@@ -347,7 +347,7 @@ def reinit(
   # Resolve and check everything on the host before drawing anything.
   draws = []
   for i, path, leaf, value, pattern, init in plan:
-    shape = tuple(int(d) for d in value.shape)
+    shape = canonical_shape(_FN, value.shape)
     dtype = (
       np.dtype(value.dtype)
       if not jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key)

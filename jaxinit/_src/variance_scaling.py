@@ -13,10 +13,12 @@ from jaxinit._src.checks import (
   check_axes,
   check_bool,
   check_choice,
+  check_range,
   check_real,
   compute_dtype,
   fail,
   is_complex,
+  normal_reach,
 )
 from jaxinit._src.fans import Axes, batch_axes, fans
 from jaxinit._src.gain import gain as _gain
@@ -61,6 +63,15 @@ class _VarianceScaling(Initializer):
 
   def _check(self, fn, shape, dtype):
     fans(fn, shape, self.in_axis, self.out_axis, self.batch_axis)
+    if math.prod(shape):
+      std = math.sqrt(self.variance(shape))
+      reach = {
+        "truncated_normal": 2.0 / _TRUNC2_STD,
+        "normal": normal_reach(dtype),
+        "uniform": math.sqrt(3.0),
+      }[self.distribution]
+      what = f"the standard deviation {std:.4g} (`scale` / fan for the shape {shape})"
+      check_range(fn, dtype, -std * reach, std * reach, what)
 
   def variance(self, shape: Shape) -> float:
     """The target variance E|w - E w|^2 for ``shape``, in float64."""
@@ -195,6 +206,7 @@ class _GlorotNormal(_Specialization):
 
   def __post_init__(self):
     object.__setattr__(self, "gain", check_real(self.name, "gain", self.gain, positive=True))
+    _squared_gain(self.name, "gain", self.gain, self.gain)
     object.__setattr__(self, "truncated", check_bool(self.name, "truncated", self.truncated))
     self._check_axes()
     super().__post_init__()
@@ -216,6 +228,7 @@ class _GlorotUniform(_Specialization):
 
   def __post_init__(self):
     object.__setattr__(self, "gain", check_real(self.name, "gain", self.gain, positive=True))
+    _squared_gain(self.name, "gain", self.gain, self.gain)
     self._check_axes()
     super().__post_init__()
 
@@ -223,9 +236,22 @@ class _GlorotUniform(_Specialization):
     return self._vs(self.gain**2, "fan_avg", "uniform")
 
 
+def _squared_gain(fn: str, arg: str, value: float, gain: float) -> float:
+  """``gain ** 2``, which must be a positive float64: a factory's argument can push it out."""
+  scale = gain * gain
+  if not (math.isfinite(scale) and scale > 0):
+    raise fail(
+      fn,
+      f"`{arg}`={value!r} gives the gain {gain!r}, whose square {scale!r} is not a positive "
+      "float64 (a variance scale must be).",
+    )
+  return scale
+
+
 def _he_scale(fn: str, negative_slope: float, nonlinearity: str) -> float:
   if nonlinearity == "leaky_relu":
-    return _gain(fn, "leaky_relu", negative_slope) ** 2
+    gain = _gain(fn, "leaky_relu", negative_slope)
+    return _squared_gain(fn, "negative_slope", negative_slope, gain)
   if negative_slope != 0.0:
     raise fail(
       fn,
