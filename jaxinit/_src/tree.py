@@ -573,4 +573,20 @@ def _call_foreign(init: Callable, key, shape, dtype, sharding) -> Any:
   """Runs an ``init(key, shape, dtype)`` callable that is not a jaxinit initializer."""
   if sharding is None:
     return init(key, shape, dtype)
+  explicit = base._explicit_context()
+  spec = getattr(sharding, "spec", sharding)
+  if explicit is not None and (
+    isinstance(sharding, jax.sharding.PartitionSpec)
+    or (
+      isinstance(sharding, jax.sharding.NamedSharding) and sharding.mesh.abstract_mesh == explicit
+    )
+  ):
+    # Under a mesh with Explicit axes, inside an outer jit, a nested jit's out_shardings
+    # do not reach the result's type: the leaf came back replicated, every device
+    # drawing all of it (found by tests/test_multiprocess.py). As base._run_explicit
+    # does, the draw runs in auto_axes and the result takes the explicit sharding.
+    def draw(k):
+      return jax.jit(lambda k: init(k, shape, dtype), out_shardings=spec)(k)
+
+    return jax.sharding.auto_axes(draw, out_sharding=sharding)(key)
   return jax.jit(lambda k: init(k, shape, dtype), out_shardings=sharding)(key)
