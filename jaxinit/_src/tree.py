@@ -29,7 +29,12 @@ from jaxinit._src.framework_types import is_box, is_equinox_module, rebox, unbox
 from jaxinit._src.layouts import Layout, get_layout
 from jaxinit._src.paths import flatten_with_paths, hash_words
 from jaxinit._src.rules import SiblingRule
-from jaxinit._src.sharding import check_sharding, resolve_sharding, sharding_table
+from jaxinit._src.sharding import (
+  check_sharding,
+  explicit_context,
+  resolve_sharding,
+  sharding_table,
+)
 
 _FN = "reinit"
 
@@ -393,4 +398,20 @@ def _call_foreign(init: Callable, key, shape, dtype, sharding) -> Any:
   """Runs an ``init(key, shape, dtype)`` callable that is not a jaxinit initializer."""
   if sharding is None:
     return init(key, shape, dtype)
+  explicit = explicit_context()
+  spec = getattr(sharding, "spec", sharding)
+  if explicit is not None and (
+    isinstance(sharding, jax.sharding.PartitionSpec)
+    or (
+      isinstance(sharding, jax.sharding.NamedSharding) and sharding.mesh.abstract_mesh == explicit
+    )
+  ):
+    # Under a mesh with Explicit axes, inside an outer jit, a nested jit's out_shardings
+    # do not reach the result's type: the leaf came back replicated, every device
+    # drawing all of it (found by tests/test_multiprocess.py). As draw._run_explicit
+    # does, the draw runs in auto_axes and the result takes the explicit sharding.
+    def draw(k):
+      return jax.jit(lambda k: init(k, shape, dtype), out_shardings=spec)(k)
+
+    return jax.sharding.auto_axes(draw, out_sharding=sharding)(key)
   return jax.jit(lambda k: init(k, shape, dtype), out_shardings=sharding)(key)
