@@ -148,7 +148,8 @@ def _keras_axes(fn: str, cls: str, args: Mapping[str, Any]) -> dict[str, Any]:
     batch = tuple(a for a in range(min(listed), 0) if a not in listed)
   else:  # mixed signs: the axes between them depend on the rank
     batch = ()
-  return {"in_axis": ins, "out_axis": outs, "batch_axis": batch}
+  one = lambda axes: axes[0] if len(axes) == 1 else axes  # as jaxinit's factories store them
+  return {"in_axis": one(ins), "out_axis": one(outs), "batch_axis": batch}
 
 
 def _choice(fn: str, cls: str, arg: str, value: Any, choices) -> str:
