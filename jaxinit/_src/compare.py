@@ -402,7 +402,8 @@ def check_sizes(depth: Any, width: Any, batch: Any, seed: Any) -> None:
     ("--seed", seed, 0, MAX_SEED),
   ):
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-      shown = f"an integer of {value.bit_length()} bits" if isinstance(value, int) else value
+      big = isinstance(value, int) and value.bit_length() > 64
+      shown = f"an integer of {value.bit_length()} bits" if big else value
       raise _error(f"{flag} must be an integer in [{lo}, {hi}], got {shown!s:.40}.")
   cells = depth * width * max(width, batch)
   if cells > MAX_CELLS:
@@ -413,6 +414,10 @@ def check_sizes(depth: Any, width: Any, batch: Any, seed: Any) -> None:
     )
 
 
+def _tail(path: str, n: int = 80) -> str:
+  return repr(path if len(path) <= n else "..." + path[-n:])
+
+
 def check_plot_path(path: Any) -> None:
   """Refuses a ``--plot`` file that cannot be written, before anything is computed."""
   if not isinstance(path, str) or not path or "\0" in path or len(path) > 4096:
@@ -420,14 +425,14 @@ def check_plot_path(path: Any) -> None:
   suffix = os.path.splitext(path)[1].lower()
   if suffix not in PLOT_SUFFIXES:
     raise _error(
-      f"--plot {_short(path)}: the file must end in one of {', '.join(PLOT_SUFFIXES)} "
+      f"--plot {_tail(path)}: the file must end in one of {', '.join(PLOT_SUFFIXES)} "
       f"(the image format), got {suffix or 'no suffix'!r}."
     )
   folder = os.path.dirname(path) or "."
   if not os.path.isdir(folder):
-    raise _error(f"--plot {_short(path)}: the folder {_short(folder)} does not exist.")
+    raise _error(f"--plot {_tail(path)}: the folder {_tail(folder)} does not exist.")
   if not os.access(folder, os.W_OK) or os.path.isdir(path):
-    raise _error(f"--plot {_short(path)}: cannot write a file there.")
+    raise _error(f"--plot {_tail(path)}: cannot write a file there.")
   if importlib.util.find_spec("matplotlib") is None:
     raise _error(
       "--plot needs matplotlib: pip install matplotlib (or pip install 'jaxinit[notebooks]').",
