@@ -63,13 +63,13 @@ HOSTILE_FLAGS = [
   ),
   (["--seed", "-1"], "--seed", r"expected an integer in \[0, 4294967294\], got '-1'"),
   (["--seed", "1e3"], "--seed", r"expected an integer"),
-  (["--depth", "10**100"], "--depth", r"expected an integer in \[1, 1000\], got '10\*\*100'"),
-  (["--depth", "0"], "--depth", r"expected an integer in \[1, 1000\]"),
+  (["--depth", "10**100"], "--depth", r"expected an integer in \[1, 500\], got '10\*\*100'"),
+  (["--depth", "0"], "--depth", r"expected an integer in \[1, 500\]"),
   (["--width", "99999999999999999999999"], "--width", r"expected an integer in \[1, 4096\]"),
   (["--batch", "-5"], "--batch", r"expected an integer in \[1, 4096\]"),
   (["--batch", "nan"], "--batch", r"expected an integer"),
-  (["--depth", "1000", "--width", "4096"], "--depth", r"over the bound 33554432"),
-  (["--depth", "1000", "--width", "64", "--batch", "4096"], "--depth", r"1000 x 64 x 4096"),
+  (["--depth", "500", "--width", "4096"], "--depth", r"over the bound 33554432"),
+  (["--depth", "500", "--width", "64", "--batch", "4096"], "--depth", r"500 x 64 x 4096"),
   (["--activation", ""], "--activation", r"names no activation; choose from"),
   (["--activation", ","], "--activation", r"names no activation"),
   (["--activation", "relu,relu"], "--activation", r"names an activation twice"),
@@ -158,6 +158,6 @@ def test_help_documents_the_bounds(capsys):
   with pytest.raises(SystemExit):
     cli.main(["compare", "--help"])
   text = " ".join(capsys.readouterr().out.split())
-  assert "depth <= 1000, width <= 4096, batch <= 4096" in text
+  assert "depth <= 500, width <= 4096, batch <= 4096" in text
   assert "depth x width x max(width, batch) <= 2**25 = 33554432" in text
   assert "Exit status: 0 done, 2 bad flags, 1 a failure while running" in text

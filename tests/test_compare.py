@@ -242,16 +242,16 @@ def test_split_specs_respects_quotes():
 @pytest.mark.parametrize(
   "sizes,pattern",
   [
-    ((0, 8, 8, 0), r"--depth must be an integer in \[1, 1000\], got 0"),
-    ((10**100, 8, 8, 0), r"--depth must be an integer in \[1, 1000\], got an integer of 333 bits"),
+    ((0, 8, 8, 0), r"--depth must be an integer in \[1, 500\], got 0"),
+    ((10**100, 8, 8, 0), r"--depth must be an integer in \[1, 500\], got an integer of 333 bits"),
     ((8, 4097, 8, 0), r"--width must be an integer in \[1, 4096\]"),
     ((8, 8, 2**40, 0), r"--batch must be an integer in \[1, 4096\]"),
     ((8, 8, 8, -1), r"--seed must be an integer in \[0, 4294967294\], got -1"),
     ((8, 8, 8, 2**64), r"--seed must be an integer in \[0, 4294967294\]"),
     ((8, 8.5, 8, 0), r"--width must be an integer"),
     ((True, 8, 8, 0), r"--depth must be an integer"),
-    ((1000, 4096, 8, 0), r"1000 x 4096 x 4096 = 16777216000 is over the bound 33554432"),
-    ((600, 256, 256, 0), r"600 x 256 x 256 = 39321600 is over the bound"),
+    ((500, 4096, 8, 0), r"500 x 4096 x 4096 = 8388608000 is over the bound 33554432"),
+    ((400, 300, 300, 0), r"400 x 300 x 300 = 36000000 is over the bound"),
     ((50, 16, 4096, 0), r"50 x 16 x 4096 = 3276800"),  # under: no error
   ],
 )
