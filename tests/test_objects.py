@@ -600,5 +600,8 @@ def test_keras_names_and_configs_without_keras():
     jaxinit.identity(3.0)
   )
   assert jaxinit.get({"class_name": "Constant", "config": {}}) == jaxinit.constant(0.0)
+  # a Keras name in jaxinit's form: Keras's defaults, then jaxinit's arguments
+  assert jaxinit.get({"name": "RandomNormal", "stddev": 0.1}) == jaxinit.normal(0.1)
+  assert jaxinit.deserialize({"name": "Constant"}) == jaxinit.constant(0.0)
   for init in (jaxinit.he_normal(), jaxinit.normal(0.3, 1.0), jaxinit.orthogonal(2.0)):
     assert jaxinit.get(jaxinit.serialize(init, format="keras")) == init

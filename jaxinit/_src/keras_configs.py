@@ -130,7 +130,7 @@ def _axes(fn: str, cls: str, arg: str, value: Any) -> tuple[int, ...]:
     raise fail(
       fn,
       f"Keras {cls}: `{arg}` must be null or a list of 1 to {_MAX_AXES} axis indices "
-      f"in [-{_MAX_AXES}, {_MAX_AXES}), got {_short(value)}.",
+      f"in [-{_MAX_AXES}, {_MAX_AXES}), got {short(value)}.",
     )
   return tuple(value)
 
@@ -155,7 +155,7 @@ def _keras_axes(fn: str, cls: str, args: Mapping[str, Any]) -> dict[str, Any]:
 def _choice(fn: str, cls: str, arg: str, value: Any, choices) -> str:
   if not isinstance(value, str) or value.lower() not in choices:
     allowed = ", ".join(map(repr, choices))
-    raise fail(fn, f"Keras {cls}: `{arg}` must be one of {allowed}, got {_short(value)}.")
+    raise fail(fn, f"Keras {cls}: `{arg}` must be one of {allowed}, got {short(value)}.")
   return value.lower()
 
 
@@ -165,7 +165,7 @@ def _variance_scaling(fn: str, cls: str, a: dict[str, Any]) -> dict[str, Any]:
   if mode not in _MODES:  # Keras compares case-sensitively
     raise fail(
       fn,
-      f"Keras {cls}: `mode` must be one of {', '.join(map(repr, _MODES))}, got {_short(mode)}.",
+      f"Keras {cls}: `mode` must be one of {', '.join(map(repr, _MODES))}, got {short(mode)}.",
     )
   out = {"name": "variance_scaling", "scale": a["scale"], "mode": mode}
   out["distribution"] = _FROM_KERAS_DISTRIBUTION[dist]
@@ -254,18 +254,18 @@ for _c in KERAS_CLASSES:
 KERAS_NAMES: tuple[str, ...] = tuple(sorted(_BY_NAME))
 
 
-def _short(value: Any, n: int = 40) -> str:
-  """A bounded repr: never more than about ``n`` characters, cheap for huge values."""
+def short(value: Any, n: int = 40) -> str:
+  """A bounded repr of an untrusted value: a prefix of a string, a size for a large
+  container or integer; never more than about ``n`` characters, cheap for huge values."""
   if isinstance(value, str):
     return repr(value[:n]) + ("..." if len(value) > n else "")
   if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
     return f"an integer of {value.bit_length()} bits"
-  if isinstance(value, (list, tuple, dict)):
-    return f"a {type(value).__name__} of {len(value)} items" if len(value) > 8 else _cut(value, n)
-  return _cut(value, n)
-
-
-def _cut(value: Any, n: int) -> str:
+  containers = (list, tuple, Mapping)
+  if isinstance(value, containers) and (
+    len(value) > 8 or any(isinstance(v, (*containers, str)) for v in value)
+  ):
+    return f"a {type(value).__name__} of {len(value)} items"
   try:
     text = repr(value)
   except Exception:
@@ -283,7 +283,7 @@ def from_keras(class_name: Any, config: Any, fn: str) -> dict[str, Any]:
   if cls is None:
     raise fail(
       fn,
-      f"unknown Keras initializer class {_short(class_name)}; Keras 3's built-in classes are "
+      f"unknown Keras initializer class {short(class_name)}; Keras 3's built-in classes are "
       f"{', '.join(c.name for c in KERAS_CLASSES)}.",
     )
   if cls.to_jaxinit is None:
@@ -295,14 +295,14 @@ def from_keras(class_name: Any, config: Any, fn: str) -> dict[str, Any]:
   if config is None:
     config = {}
   if not isinstance(config, Mapping):
-    raise fail(fn, f"Keras {cls.name}: `config` must be a dict, got {_short(config)}.", TypeError)
+    raise fail(fn, f"Keras {cls.name}: `config` must be a dict, got {short(config)}.", TypeError)
   args = {k: v for k, v in config.items() if k != "seed"}  # Keras seeds: see the module doc
   unknown = [k for k in args if k not in cls.defaults]
   if unknown:
     takes = ", ".join(cls.defaults) or "no arguments"
     raise fail(
       fn,
-      f"Keras {cls.name} got unexpected argument(s) {', '.join(_short(k) for k in unknown[:5])}; "
+      f"Keras {cls.name} got unexpected argument(s) {', '.join(short(k) for k in unknown[:5])}; "
       f"it takes {takes} (and seed).",
       TypeError,
     )
@@ -431,12 +431,12 @@ def to_keras(
   """
   c = {k: v for k, v in config.items() if k != "name"}
   changed = {k: v for k, v in c.items() if k not in defaults or defaults[k] != v}
-  what = f"{name}({', '.join(f'{k}={_short(v)}' for k, v in changed.items())})"
+  what = f"{name}({', '.join(f'{k}={short(v)}' for k, v in changed.items())})"
   if name not in _HANDLED:
     raise _refuse(fn, what, f"Keras 3 has no {name} initializer.")
   for k, v in changed.items():
     if k not in _HANDLED[name]:
-      raise _refuse(fn, what, f"Keras has no argument for `{k}`={_short(v)}.")
+      raise _refuse(fn, what, f"Keras has no argument for `{k}`={short(v)}.")
   if name in _FAMILY_FIELDS:
     return _to_keras_family(fn, name, c, what)
   if name == "constant":

@@ -23,6 +23,7 @@ from jaxinit._src import keras_configs
 from jaxinit._src.base import Initializer
 from jaxinit._src.checks import check_choice, fail
 from jaxinit._src.frozen import FrozenArray
+from jaxinit._src.keras_configs import short
 from jaxinit._src.registry import lookup, names
 
 #: The most values (dict entries, list items, numbers, strings) one config may hold.
@@ -65,24 +66,6 @@ _ARRAY_KEYS = ("array", "dtype", "shape", "complex")
 FORMATS = ("jaxinit", "keras")
 
 
-def _short(value: Any, n: int = 40) -> str:
-  """A bounded repr of an untrusted value (a prefix of strings, a size for containers)."""
-  if isinstance(value, str):
-    return repr(value[:n]) + ("..." if len(value) > n else "")
-  if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
-    return f"an integer of {value.bit_length()} bits"
-  if isinstance(value, (list, tuple, Mapping)):
-    if len(value) > 8:
-      return f"a {type(value).__name__} of {len(value)} items"
-    if any(isinstance(v, (list, tuple, Mapping, str)) for v in value):
-      return f"a {type(value).__name__} of {len(value)} items"
-  try:
-    text = repr(value)
-  except Exception:
-    text = f"<{type(value).__name__}>"
-  return text if len(text) <= n else text[:n] + "..."
-
-
 # ---------------------------------------------------------------------------
 # The size and depth bound, checked before anything is decoded.
 # ---------------------------------------------------------------------------
@@ -92,26 +75,25 @@ def _check_leaf(fn: str, arg: str, value: Any) -> None:
   if isinstance(value, str) and len(value) > MAX_STRING:
     raise fail(
       fn,
-      f"argument {arg!r} holds a string of {len(value)} characters ({_short(value)}); "
+      f"argument {arg!r} holds a string of {len(value)} characters ({short(value)}); "
       f"config strings are at most {MAX_STRING} characters.",
     )
   is_int = isinstance(value, int) and not isinstance(value, bool)
   if is_int and not INT_RANGE[0] <= value < INT_RANGE[1]:
     raise fail(
       fn,
-      f"argument {arg!r} holds {_short(value)}; integers in a config must lie in [-2**63, 2**64).",
+      f"argument {arg!r} holds {short(value)}; integers in a config must lie in [-2**63, 2**64).",
     )
 
 
 def _key_error(fn: str, k: Any) -> Exception:
   if not isinstance(k, str):
     return fail(
-      fn, f"the config has a non-string key {_short(k)}; keys are argument names.", TypeError
+      fn, f"the config has a non-string key {short(k)}; keys are argument names.", TypeError
     )
   return fail(
     fn,
-    f"the config has a key longer than {MAX_NAME} characters: {_short(k)}; keys are argument "
-    "names.",
+    f"the config has a key longer than {MAX_NAME} characters: {short(k)}; keys are argument names.",
   )
 
 
@@ -177,7 +159,7 @@ def _build(cls: type[Initializer], kwargs: Mapping[str, Any], fn: str) -> Initia
     raise fail(fn, f"{cls.name} needs the argument(s) {', '.join(missing)}.", TypeError)
   if unknown:
     args = ", ".join(allowed) if allowed else "no arguments"
-    shown = ", ".join(_short(k) for k in sorted(unknown)[:5])
+    shown = ", ".join(short(k) for k in sorted(unknown)[:5])
     more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
     raise fail(
       fn,
@@ -189,21 +171,27 @@ def _build(cls: type[Initializer], kwargs: Mapping[str, Any], fn: str) -> Initia
 
 def _check_name(fn: str, name: Any, what: str = "an initializer name") -> str:
   if not isinstance(name, str):
-    raise fail(fn, f"{what} must be a string, got {_short(name)}.", TypeError)
+    raise fail(fn, f"{what} must be a string, got {short(name)}.", TypeError)
   if len(name) > MAX_NAME:
     raise fail(
       fn,
-      f"unknown initializer {_short(name)} ({len(name)} characters; names are at most {MAX_NAME}).",
+      f"unknown initializer {short(name)} ({len(name)} characters; names are at most {MAX_NAME}).",
     )
   return name
 
 
-def _from_name(name: str, fn: str) -> Initializer:
-  """A jaxinit name or alias, else a Keras 3 class name or alias, else jaxinit's lookup."""
-  name = _check_name(fn, name)
+def _resolve(name: str, fn: str) -> tuple[type[Initializer], dict[str, Any]]:
+  """The class of a jaxinit name or alias, else of a Keras 3 class name or alias (with the
+  arguments of Keras's defaults), else jaxinit's lookup error (close matches listed)."""
   if name not in names() and keras_configs.is_keras_name(name):
-    return _from_keras({"class_name": name, "config": {}}, {}, fn)
-  return _build(lookup(name, fn), {}, fn)
+    init = _from_keras({"class_name": name, "config": {}}, {}, fn)
+    return type(init), init.config()
+  return lookup(name, fn), {}
+
+
+def _from_name(name: str, fn: str) -> Initializer:
+  cls, base = _resolve(_check_name(fn, name), fn)
+  return _build(cls, base, fn)
 
 
 def get(identifier: Any, **kwargs: Any) -> Any:
@@ -278,14 +266,14 @@ def get(identifier: Any, **kwargs: Any) -> Any:
       raise fail(
         "get",
         "keyword arguments apply only to jaxinit initializers and names, got "
-        f"{_short(identifier)} with {sorted(kwargs)[:5]}.",
+        f"{short(identifier)} with {sorted(kwargs)[:5]}.",
         TypeError,
       )
     return identifier
   raise fail(
     "get",
     "`identifier` must be an initializer name, a config dict or an initializer, "
-    f"got {_short(identifier)}.",
+    f"got {short(identifier)}.",
     TypeError,
   )
 
@@ -293,18 +281,17 @@ def get(identifier: Any, **kwargs: Any) -> Any:
 def _from_dict(d: Mapping[str, Any], overrides: Mapping[str, Any], fn: str) -> Initializer:
   if "name" in d:
     args = {k: v for k, v in d.items() if k != "name"}
-    cls = lookup(_check_name(fn, d["name"]), fn)
+    cls, base = _resolve(_check_name(fn, d["name"]), fn)
   elif "class_name" in d:
     return _from_keras(d, overrides, fn)
   else:
-    keys = ", ".join(_short(k) for k in list(d)[:8])
+    keys = ", ".join(short(k) for k in list(d)[:8])
     raise fail(
       fn,
       f"a config dict needs a 'name' key (jaxinit) or 'class_name' and 'config' (Keras), "
       f"got keys [{keys}].",
     )
-  decoded = {k: _decode(v, fn, k) for k, v in args.items()}
-  decoded.update(overrides)
+  decoded = {**base, **{k: _decode(v, fn, k) for k, v in args.items()}, **overrides}
   return _build(cls, decoded, fn)
 
 
@@ -315,7 +302,7 @@ def _from_keras(d: Mapping[str, Any], overrides: Mapping[str, Any], fn: str) -> 
     raise fail(
       fn,
       f"a Keras config has the keys {', '.join(map(repr, _KERAS_KEYS))}, got also "
-      f"{', '.join(_short(k) for k in extra[:5])}.",
+      f"{', '.join(short(k) for k in extra[:5])}.",
     )
   class_name = _check_name(fn, d["class_name"], "`class_name`")
   module, registered = d.get("module"), d.get("registered_name")
@@ -325,8 +312,8 @@ def _from_keras(d: Mapping[str, Any], overrides: Mapping[str, Any], fn: str) -> 
   if not builtin or registered not in (None, class_name):
     raise fail(
       fn,
-      f"the Keras config of {_short(class_name)} comes from module {_short(module)} "
-      f"(registered as {_short(registered)}), not Keras's built-in initializers; "
+      f"the Keras config of {short(class_name)} comes from module {short(module)} "
+      f"(registered as {short(registered)}), not Keras's built-in initializers; "
       "jaxinit knows only those.",
     )
   config = keras_configs.from_keras(class_name, d.get("config"), fn)
@@ -344,7 +331,7 @@ def _keras_value(fn: str, value: Any) -> Any:
   ):
     raise fail(
       fn,
-      f"Keras Constant: `value` must be a number or a serialized array, got {_short(value)}.",
+      f"Keras Constant: `value` must be a number or a serialized array, got {short(value)}.",
     )
   inner = value["config"]
   if not isinstance(inner.get("value"), list):  # a 0-d tensor holds a number
@@ -375,7 +362,7 @@ def deserialize(config: Mapping[str, Any]) -> Initializer:
     truncated_normal(stddev=0.02)
   """
   if not isinstance(config, Mapping):
-    raise fail("deserialize", f"`config` must be a dict, got {_short(config)}.", TypeError)
+    raise fail("deserialize", f"`config` must be a dict, got {short(config)}.", TypeError)
   check_config_bounds("deserialize", config)
   return _from_dict(config, {}, "deserialize")
 
@@ -390,7 +377,7 @@ def _decode_scalar(fn: str, arg: str, value: Any) -> Any:
     try:
       x = float(value)
     except (ValueError, OverflowError):
-      raise fail(fn, f"argument {arg!r} holds {_short(value)}, not a finite number.") from None
+      raise fail(fn, f"argument {arg!r} holds {short(value)}, not a finite number.") from None
     return x
   return value
 
@@ -408,14 +395,13 @@ def _decode(value: Any, fn: str, arg: str) -> Any:
       if not ok:
         raise fail(
           fn,
-          f"argument {arg!r}: a complex number is {{'complex': [real, imag]}}, got "
-          f"{_short(parts)}.",
+          f"argument {arg!r}: a complex number is {{'complex': [real, imag]}}, got {short(parts)}.",
         )
       re_, im = (float(_decode_scalar(fn, arg, p)) for p in parts)
       return complex(re_, im)
     if "name" in value or "class_name" in value:
       return _from_dict(value, {}, fn)
-    keys = ", ".join(_short(k) for k in list(value)[:8])
+    keys = ", ".join(short(k) for k in list(value)[:8])
     raise fail(
       fn,
       f"cannot decode argument {arg!r}: a dict value is an array {{'array', 'dtype', "
@@ -443,13 +429,13 @@ def _array_shape(fn: str, arg: str, data: Any, shape: Any) -> tuple[int, ...]:
     raise fail(
       fn,
       f"argument {arg!r}: an array's `shape` must be a list of at most {MAX_ARRAY_NDIM} "
-      f"non-negative integers, got {_short(shape)}.",
+      f"non-negative integers, got {short(shape)}.",
     )
   size = math.prod(shape)
   if size > MAX_ARRAY_ELEMENTS:
     raise fail(
       fn,
-      f"argument {arg!r}: an array of shape {_short(tuple(shape), 80)} has {size} elements; "
+      f"argument {arg!r}: an array of shape {short(tuple(shape), 80)} has {size} elements; "
       f"config arrays hold at most {MAX_ARRAY_ELEMENTS}.",
     )
   _check_nested(fn, arg, data, tuple(shape), 0)
@@ -468,7 +454,7 @@ def _check_nested(fn: str, arg: str, node: Any, shape: tuple[int, ...], d: int) 
     raise fail(
       fn,
       f"argument {arg!r}: the array data must be nested lists of numbers of shape "
-      f"{_short(shape, 80)}; found {_short(node)} at depth {d}.",
+      f"{short(shape, 80)}; found {short(node)} at depth {d}.",
     )
   if d < len(shape) - 1:
     for x in node:
@@ -481,13 +467,13 @@ def _decode_array(value: Mapping[str, Any], fn: str, arg: str) -> np.ndarray:
     raise fail(
       fn,
       f"argument {arg!r}: an array has the keys {', '.join(map(repr, _ARRAY_KEYS))}, got also "
-      f"{', '.join(_short(k) for k in extra[:5])}.",
+      f"{', '.join(short(k) for k in extra[:5])}.",
     )
   name = value.get("dtype", "float64")
   if not isinstance(name, str) or name not in DTYPES:
     raise fail(
       fn,
-      f"argument {arg!r}: an array's dtype must be one of {', '.join(DTYPES)}, got {_short(name)}.",
+      f"argument {arg!r}: an array's dtype must be one of {', '.join(DTYPES)}, got {short(name)}.",
     )
   dtype = DTYPES[name]
   is_complex = value.get("complex", False)
@@ -532,7 +518,7 @@ def _encode(value: Any, path: str) -> Any:
     return serialize(value)
   raise fail(
     "serialize",
-    f"argument {path!r} holds {_short(value)}, which has no JSON form; "
+    f"argument {path!r} holds {short(value)}, which has no JSON form; "
     "use a registered name instead of a Python object.",
     TypeError,
   )
@@ -600,7 +586,7 @@ def serialize(init: Initializer, format: str = "jaxinit") -> dict[str, Any]:
   if not isinstance(init, Initializer):
     raise fail(
       "serialize",
-      f"`init` must be a jaxinit initializer, got {_short(init)}; closures such as "
+      f"`init` must be a jaxinit initializer, got {short(init)}; closures such as "
       "jax.nn.initializers have no serializable configuration.",
       TypeError,
     )
