@@ -238,7 +238,7 @@ def parse_init(spec: str) -> Any:
       cls = registry.lookup(tree.func.id, "get")
     except ValueError as e:
       raise ValueError(f"jaxinit compare: {_short(text)}: {e}") from None
-    fields = [f.name for f in dataclasses.fields(cls)]
+    fields = [f.name for f in dataclasses.fields(cls) if not f.kw_only]  # positional ones
     if len(tree.args) > len(fields):
       raise _error(
         f"{_short(text)}: {cls.name} takes at most {len(fields)} arguments ({', '.join(fields)})."
