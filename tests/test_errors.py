@@ -236,6 +236,31 @@ FACTORY_ERRORS = [
     TypeError,
     r"jaxinit\.deserialize: `config` must be a dict",
   ),
+  (
+    lambda: jaxinit.get("constant"),
+    TypeError,
+    r"jaxinit\.get: constant needs the argument\(s\) value\.",
+  ),
+  (
+    lambda: jaxinit.get({"class_name": "STFT", "config": {}}),
+    ValueError,
+    r"jaxinit\.get: Keras's STFT initializer has no jaxinit equivalent",
+  ),
+  (
+    lambda: jaxinit.deserialize({"name": "constant", "value": {"array": [1], "dtype": "V8"}}),
+    ValueError,
+    r"jaxinit\.deserialize: argument 'value': an array's dtype must be one of float16, bfloat16",
+  ),
+  (
+    lambda: jaxinit.serialize(jaxinit.dirac(), format="keras"),
+    ValueError,
+    r"jaxinit\.serialize: dirac\(\) has no Keras 3 form: Keras 3 has no dirac initializer\.",
+  ),
+  (
+    lambda: jaxinit.serialize(jaxinit.normal(), format="json"),
+    ValueError,
+    r"jaxinit\.serialize: `format` must be one of 'jaxinit', 'keras', got 'json'",
+  ),
 ]
 
 
