@@ -261,3 +261,79 @@ def test_truncated_draws_never_leave_their_bounds(dtype, lower, upper):
   init = jaxinit.truncated_normal(0.7, 0.013, lower, upper)
   w = np.asarray(init(KEY, (200_000,), dtype), np.float64)
   assert w.min() >= 0.013 + 0.7 * lower and w.max() <= 0.013 + 0.7 * upper
+
+
+# ---------------------------------------------------------------------------
+# reinit: everything checked before anything is drawn; patterns bounded
+# ---------------------------------------------------------------------------
+
+
+def test_reinit_checks_every_foreign_callable_before_drawing_any_leaf():
+  drawn = []
+
+  def flaky(key, shape, dtype):
+    if not isinstance(key, jax.core.Tracer):
+      drawn.append(shape)  # a real draw, not the check's trace
+    if shape == (5,):
+      raise ValueError("boom")
+    return jax.random.normal(key, shape, dtype)
+
+  tree = {"a": jnp.zeros((3,)), "b": jnp.zeros((5,))}
+  with pytest.raises(
+    ValueError, match=r"^jaxinit\.reinit: the rule '\.\*' \(flaky\) matched 'b' .*ValueError: boom"
+  ):
+    jaxinit.reinit(tree, {".*": flaky}, KEY)
+  assert drawn == []
+  with pytest.raises(
+    TypeError,
+    match=r"^jaxinit\.reinit: .* returned an array of shape \(2,\) float32, not an array of shape \(3,\)",
+  ):
+    jaxinit.reinit(tree, {".*": lambda k, s, d: jnp.zeros((2,))}, KEY)
+  with pytest.raises(TypeError, match=r"returned tuple, not an array"):
+    jaxinit.reinit(tree, {".*": lambda k, s, d: (jnp.zeros(s), 1)}, KEY)
+
+
+@pytest.mark.parametrize(
+  "pattern,match",
+  [
+    ("a{99999999999}", r"is not a valid regular expression: the repetition number is too large"),
+    ("(" * 3000 + ")" * 3000, r"has 6000 characters, more than 4096"),
+    ("[", r"is not a valid regular expression"),
+  ],
+)
+def test_reinit_patterns_that_python_cannot_build_fail_clearly(pattern, match):
+  with pytest.raises(ValueError, match=rf"^jaxinit\.reinit: the rule pattern .*{match}"):
+    jaxinit.reinit({"a": jnp.zeros(3)}, {pattern: jaxinit.zeros()}, KEY)
+
+
+def test_leaf_keys_exist_for_every_path_even_undecodable_ones():
+  tree = {"caf\udce9": jnp.zeros(3), "ok": jnp.zeros(3)}  # a key decoded with surrogateescape
+  new = jaxinit.reinit(tree, {".*": jaxinit.normal()}, KEY)
+  assert not np.array_equal(new["caf\udce9"], new["ok"])
+
+
+@pytest.mark.parametrize(
+  "tree",
+  [
+    {"a/b": jnp.zeros(3), "a": {"b": jnp.zeros(3)}},
+    {"mlp/~/linear_0": {"w": jnp.zeros(3)}, "mlp": {"~": {"linear_0": {"w": jnp.zeros(3)}}}},
+    {"layers": {"0": jnp.zeros(3)}, "layers/0": jnp.zeros(3)},
+  ],
+)
+def test_two_leaves_with_one_path_are_refused(tree):
+  with pytest.raises(
+    ValueError, match=r"^jaxinit\.reinit: two leaves of the tree have the same path"
+  ):
+    jaxinit.reinit(tree, {".*": jaxinit.normal()}, KEY)
+  with pytest.raises(ValueError, match=r"^jaxinit\.leaf_paths: two leaves"):
+    jaxinit.leaf_paths(tree)
+
+
+def test_haiku_style_keys_with_the_separator_still_work():
+  params = {"mlp/~/linear_0": {"w": jnp.zeros((4, 8)), "b": jnp.zeros(8)}}
+  new = jaxinit.reinit(params, {".*linear_0/w": jaxinit.he_normal()}, KEY)
+  assert jaxinit.leaf_paths(params) == ["mlp/~/linear_0/b", "mlp/~/linear_0/w"]
+  np.testing.assert_array_equal(
+    new["mlp/~/linear_0"]["w"],
+    jaxinit.he_normal()(jaxinit.leaf_key(KEY, "mlp/~/linear_0/w"), (4, 8)),
+  )

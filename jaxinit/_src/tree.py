@@ -27,7 +27,7 @@ from jaxinit._src.base import Initializer
 from jaxinit._src.checks import canonical_dtype, canonical_key, canonical_shape, fail
 from jaxinit._src.framework_types import is_box, is_equinox_module, rebox, unbox
 from jaxinit._src.layouts import Layout, get_layout
-from jaxinit._src.paths import flatten_with_paths, hash_words
+from jaxinit._src.paths import compile_pattern, flatten_with_paths, hash_words
 from jaxinit._src.rules import SiblingRule
 from jaxinit._src.sharding import (
   check_sharding,
@@ -139,12 +139,7 @@ def _compile_rules(rules: Any) -> list[tuple[str, re.Pattern, Any]]:
         f"a rule's pattern must be a string (a regular expression), got {pattern!r}.",
         TypeError,
       )
-    try:
-      compiled = re.compile(pattern)
-    except re.error as e:
-      raise fail(
-        _FN, f"the rule pattern {pattern!r} is not a valid regular expression: {e}."
-      ) from None
+    compiled = compile_pattern(_FN, "the rule", pattern)
     out.append((pattern, compiled, _rule_init(pattern, init)))
   return out
 
@@ -224,11 +219,43 @@ def _check_leaf(path, pattern, init, shape, dtype, sharding) -> None:
       raise type(e)(f"jaxinit.reinit: {what}, which it cannot initialize: {e}") from None
   elif not jax.numpy.issubdtype(dtype, jax.numpy.inexact):
     raise fail(_FN, f"{what}: only floating-point or complex leaves can be initialized.", TypeError)
+  else:
+    _check_foreign(what, init, shape, dtype)
   if sharding is not None:
     try:
       check_sharding(_FN, sharding, shape)
     except ValueError as e:
       raise fail(_FN, f"{what}: {str(e).removeprefix('jaxinit.reinit: ')}") from None
+
+
+def _check_foreign(what: str, init: Callable, shape, dtype) -> None:
+  """Traces an ``init(key, shape, dtype)`` callable without running it (``jax.eval_shape``):
+  it must accept the leaf and return its shape and dtype. So a callable that fails does
+  so before any leaf is drawn."""
+  key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+  try:
+    out = jax.eval_shape(lambda k: init(k, shape, dtype), key)
+  except Exception as e:  # user code: any exception becomes one clear error
+    kind = TypeError if isinstance(e, TypeError) else ValueError
+    raise fail(
+      _FN,
+      f"{what}: calling it as init(key, shape, dtype) failed: {type(e).__name__}: {str(e)[:300]}",
+      kind,
+    ) from None
+  got = (tuple(getattr(out, "shape", ())), getattr(out, "dtype", None))
+  if not isinstance(out, jax.ShapeDtypeStruct) or got != (tuple(shape), np.dtype(dtype)):
+    raise fail(
+      _FN,
+      f"{what}: it returned {_short_aval(out)}, not an array of shape {shape} "
+      f"{np.dtype(dtype).name}.",
+      TypeError,
+    )
+
+
+def _short_aval(out: Any) -> str:
+  if isinstance(out, jax.ShapeDtypeStruct):
+    return f"an array of shape {out.shape} {out.dtype}"
+  return f"{type(out).__name__}"
 
 
 def reinit(
