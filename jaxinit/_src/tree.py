@@ -408,17 +408,43 @@ def reinit(
     draws.append((i, path, leaf, box, init, shape, dtype, sharding))
 
   leaves = [leaf for _, leaf in flat]
-  for i, path, _, box, init, shape, dtype, sharding in draws:
-    if isinstance(init, Initializer):
-      # the same key as leaf_key(key, path), folded inside the compiled draw (one
-      # dispatch per leaf instead of three)
-      fold = np.asarray(hash_words(path), np.uint32)
-      d = canonical_dtype(init.name, dtype, allow_complex=init._supports_complex())
-      new = draw.run(init, key, shape, d, sharding, fold)
-    else:
-      new = _call_foreign(init, leaf_key(key, path), shape, dtype, sharding)
-    leaves[i] = rebox(box, new) if box is not None else new
+  boxes = {d[0]: d[3] for d in draws}
+  for i, new in _draw_all(draws, key):
+    leaves[i] = rebox(boxes[i], new) if boxes[i] is not None else new
   return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _draw_all(draws: list, key: Any) -> list[tuple[int, Any]]:
+  """``(leaf index, new value)`` for every planned draw.
+
+  Each jaxinit leaf is drawn with the key of :func:`leaf_key`, folded inside the
+  compiled draw (one dispatch per leaf instead of three). Inside a traced program,
+  unsharded leaves of one (initializer, shape, dtype) are drawn by one batched
+  program (the same bits), so compile time does not grow with the number of
+  identical leaves; eagerly, each distinct draw is compiled once and reused anyway.
+  """
+  batch = isinstance(key, jax.core.Tracer)
+  groups: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+  out = []
+  for i, path, _, _, init, shape, dtype, sharding in draws:
+    if not isinstance(init, Initializer):
+      out.append((i, _call_foreign(init, leaf_key(key, path), shape, dtype, sharding)))
+      continue
+    fold = np.asarray(hash_words(path), np.uint32)
+    d = canonical_dtype(init.name, dtype, allow_complex=init._supports_complex())
+    if batch and sharding is None:
+      groups.setdefault((init, shape, d), []).append((i, fold))
+    else:
+      out.append((i, draw.run(init, key, shape, d, sharding, fold)))
+  for (init, shape, d), members in groups.items():
+    if len(members) == 1:
+      i, fold = members[0]
+      out.append((i, draw.run(init, key, shape, d, None, fold)))
+    else:
+      folds = np.stack([f for _, f in members])
+      values = draw.run_many(init, key, shape, d, folds)
+      out.extend((i, v) for (i, _), v in zip(members, values, strict=True))
+  return out
 
 
 def _call_foreign(init: Callable, key, shape, dtype, sharding) -> Any:
