@@ -233,7 +233,7 @@ def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 def _signal_impl(apply, batch_pos, params, args):
   """One forward pass through LSUV's interpreter, recording moments at every layer."""
   prog = layers_lib.trace(
-    "signal_propagation", apply, params, args, models.param_paths(apply, params)
+    "diagnostics.signal_propagation", apply, params, args, models.param_paths(apply, params)
   )
   out: dict[int, tuple] = {}
   post: dict[int, tuple] = {}
@@ -312,7 +312,7 @@ def signal_propagation(
     >>> bool(0.5 < report.ratio < 2)
     True
   """
-  fn = "signal_propagation"
+  fn = "diagnostics.signal_propagation"
   m = _bind(fn, model, args, model_kwargs)
   _check_concrete(fn, m.params, m.args)
   _batch_size(fn, m.args[m.batch_pos])
@@ -482,7 +482,7 @@ def gradient_norms(
     w1           4x4       4        2               2
     w2           4x4       2        4             0.5
   """
-  fn = "gradient_norms"
+  fn = "diagnostics.gradient_norms"
   m = _bind(fn, model, args, model_kwargs)
   _check_concrete(fn, m.params, m.args)
   if loss is None:
@@ -580,7 +580,7 @@ def _example_fn(apply, params, args, batch_pos, example):
     ys = [y for y in jax.tree_util.tree_leaves(out) if jnp.issubdtype(y.dtype, jnp.floating)]
     if any(y.ndim == 0 or y.shape[0] != 2 for y in ys):
       raise fail(
-        "jacobian_spectrum",
+        "diagnostics.jacobian_spectrum",
         "every floating output of the model must have a leading "
         f"batch axis (got output shapes {[tuple(y.shape) for y in ys]} for a batch of "
         "2); the Jacobian is that of one example's outputs.",
@@ -717,7 +717,7 @@ def jacobian_spectrum(
     >>> bool(abs(spec.condition - 1) < 1e-5)
     True
   """
-  fn = "jacobian_spectrum"
+  fn = "diagnostics.jacobian_spectrum"
   method = check_choice(fn, "method", method, ("auto", "exact", "lanczos"))
   num_iters = check_int(fn, "num_iters", num_iters, minimum=1)
   num_probes = check_int(fn, "num_probes", num_probes, minimum=1)
@@ -784,7 +784,7 @@ def _pyplot(fn: str):
     import matplotlib.pyplot as plt
   except ImportError:
     raise ImportError(
-      f"jaxinit.diagnostics.{fn} needs matplotlib: pip install matplotlib "
+      f"jaxinit.{fn} needs matplotlib: pip install matplotlib "
       "(or pip install 'jaxinit[notebooks]')."
     ) from None
   return plt
@@ -797,14 +797,14 @@ def _labelled(fn: str, reports: Any, cls: type) -> list[tuple[str | None, Any]]:
     items = list(reports.items())
   else:
     raise fail(
-      f"diagnostics.{fn}",
+      fn,
       f"expected a {cls.__name__} or a dict label -> {cls.__name__}, got {type(reports).__name__}.",
       TypeError,
     )
   for label, r in items:
     if not isinstance(r, cls):
       raise fail(
-        f"diagnostics.{fn}",
+        fn,
         f"{label!r} maps to {type(r).__name__}, not a {cls.__name__}.",
         TypeError,
       )
@@ -843,10 +843,8 @@ def plot_signal_propagation(
     >>> ax.lines[0].get_ydata().tolist()
     [1.0, 0.5]
   """
-  fn = "plot_signal_propagation"
-  quantity = check_choice(
-    f"diagnostics.{fn}", "quantity", quantity, ("var", "post_var", "mean", "post_mean")
-  )
+  fn = "diagnostics.plot_signal_propagation"
+  quantity = check_choice(fn, "quantity", quantity, ("var", "post_var", "mean", "post_mean"))
   plt = _pyplot(fn)
   ax = _axes(plt, ax)
   for label, r in _labelled(fn, reports, SignalReport):
@@ -899,8 +897,8 @@ def plot_gradient_norms(
     >>> diagnostics.plot_gradient_norms(r).lines[0].get_ydata().tolist()
     [1.0, 0.1]
   """
-  fn = "plot_gradient_norms"
-  quantity = check_choice(f"diagnostics.{fn}", "quantity", quantity, ("grad_norm", "ratio"))
+  fn = "diagnostics.plot_gradient_norms"
+  quantity = check_choice(fn, "quantity", quantity, ("grad_norm", "ratio"))
   plt = _pyplot(fn)
   ax = _axes(plt, ax)
   items = _labelled(fn, reports, GradientReport)
@@ -945,7 +943,7 @@ def plot_jacobian_spectrum(
     >>> ax.get_xscale()
     'log'
   """
-  fn = "plot_jacobian_spectrum"
+  fn = "diagnostics.plot_jacobian_spectrum"
   plt = _pyplot(fn)
   ax = _axes(plt, ax)
   items = _labelled(fn, spectra, JacobianSpectrum)
