@@ -180,7 +180,7 @@ class Initializer:
     if only_defaults and any(getattr(self, f) != defaults[f] for f, _ in self.layout_fields):
       return self
     roles = {"in": layout.in_axis, "out": layout.out_axis}
-    new = {}
+    new: dict[str, Any] = {}
     for field, role in self.layout_fields:
       axes = roles[role]
       if isinstance(getattr(self, field), int) and isinstance(axes, tuple) and len(axes) == 1:

@@ -80,7 +80,7 @@ def _constant_value(value: Any) -> int | float | complex | FrozenArray:
       return int(value)
     if isinstance(value, numbers.Real | decimal.Decimal):
       return check_real(fn, "value", value) + 0.0  # + 0.0: -0.0 is 0.0 (equal, one hash)
-    x = complex(value)
+    x = complex(value)  # type: ignore[call-overload]  # a numbers.Complex
     if not (math.isfinite(x.real) and math.isfinite(x.imag)):
       raise fail(fn, f"`value` must be finite, got {x!r}.")
     return complex(x.real + 0.0, x.imag + 0.0)

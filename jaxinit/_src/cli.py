@@ -10,6 +10,7 @@ import sys
 import textwrap
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from jaxinit._src import catalog
 
@@ -22,7 +23,7 @@ def _defaults(cls) -> str:
   return ", ".join(parts)
 
 
-def list_initializers(out=None) -> None:
+def list_initializers(out: Any = None) -> None:
   """Prints every registered initializer with its formula and defaults."""
 
   out = out or sys.stdout

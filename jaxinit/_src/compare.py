@@ -269,7 +269,9 @@ def split_specs(text: str, flag: str = "--inits") -> list[str]:
     raise _error(f"{flag} must be a string, got {type(text).__name__}.", TypeError)
   if len(text) > MAX_SPECS_CHARS:
     raise _error(f"{flag} is {len(text)} characters long; at most {MAX_SPECS_CHARS}.")
-  out, depth, cur, quote = [], 0, [], None
+  out: list[str] = []
+  cur: list[str] = []
+  depth, quote = 0, None
   for ch in text:
     if quote:
       quote = None if ch == quote else quote

@@ -36,7 +36,9 @@ from jaxinit._src.sharding import check_sharding, explicit_context, grouped_shap
 # sharded axis with the unsharded axes after it would lower the rank further; it
 # was once seen to make XLA materialize the whole array, so the partitioner is
 # never asked to split a merged axis.
-_KEEP_SHAPE = contextvars.ContextVar("jaxinit_keep_shape", default=False)
+_KEEP_SHAPE: contextvars.ContextVar[Any] = contextvars.ContextVar(
+  "jaxinit_keep_shape", default=False
+)
 
 
 def bits_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -59,7 +61,7 @@ def _draw(
   shape: tuple[int, ...],
   dtype: np.dtype,
   sharded: tuple[Any, ...] | None,
-  fold: Array | None = None,
+  fold: Array | np.ndarray | None = None,
 ) -> Array:
   if math.prod(shape) == 0:
     return jnp.zeros(shape, dtype)
@@ -92,7 +94,7 @@ def run(
   shape: tuple[int, ...],
   dtype: np.dtype,
   out_sharding: Sharding,
-  fold: Array | None = None,
+  fold: Array | np.ndarray | None = None,
 ) -> Array:
   """The compiled draw; ``fold`` (two uint32 words) is folded into ``key`` first."""
   if out_sharding is None:

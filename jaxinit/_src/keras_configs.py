@@ -102,14 +102,14 @@ class KerasClass:
     name: the Keras class name.
     aliases: the other names Keras resolves to this class.
     defaults: Keras's constructor defaults (``seed`` aside).
-    to_jaxinit: Keras arguments (defaults filled in) -> jaxinit config, or None when
-      jaxinit has no equivalent.
+    to_jaxinit: ``(fn, class name, Keras arguments with defaults filled in) ->``
+      jaxinit config, or None when jaxinit has no equivalent.
   """
 
   name: str
   aliases: tuple[str, ...]
   defaults: Mapping[str, Any]
-  to_jaxinit: Callable[[str, dict[str, Any]], dict[str, Any]] | None
+  to_jaxinit: Callable[[str, str, dict[str, Any]], dict[str, Any]] | None
 
 
 def _snake(name: str) -> str:

@@ -308,7 +308,7 @@ def _to_shape(q: Array, shape: tuple[int, ...], order: tuple[int, ...]) -> Array
 class _Orthogonal(Initializer):
   scale: float = 1.0
   column_axis: int = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
   method: str = "stewart"
 
   name = "orthogonal"

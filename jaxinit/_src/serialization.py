@@ -418,7 +418,8 @@ def _is_plain_real(x: Any) -> bool:
 def _array_shape(fn: str, arg: str, data: Any, shape: Any) -> tuple[int, ...]:
   """The shape of nested lists ``data``: ``shape`` when given (it must match), else inferred."""
   if shape is None:
-    inferred, node = [], data
+    inferred: list[int] = []
+    node = data
     while isinstance(node, (list, tuple)) and len(inferred) <= MAX_ARRAY_NDIM:
       inferred.append(len(node))
       node = node[0] if node else None

@@ -80,7 +80,7 @@ def _check_scale_range(fn: str, scale: float, dtype) -> None:
   check_range(fn, dtype, min(0.0, scale), max(0.0, scale), f"`scale`={scale!r}")
 
 
-def _channel_axes_args(init: Initializer) -> None:
+def _channel_axes_args(init: Any) -> None:
   """Checks the ``in_axis`` / ``out_axis`` fields of identity and dirac (one int each)."""
   for arg in ("in_axis", "out_axis"):
     object.__setattr__(init, arg, check_int(init.name, arg, getattr(init, arg)))
@@ -88,7 +88,7 @@ def _channel_axes_args(init: Initializer) -> None:
     raise fail(init.name, f"`in_axis` and `out_axis` must differ, got {init.in_axis} for both.")
 
 
-def _channel_axes(fn: str, init: Initializer, shape: tuple[int, ...]) -> tuple[int, int]:
+def _channel_axes(fn: str, init: Any, shape: tuple[int, ...]) -> tuple[int, int]:
   """The input and output axes of ``shape``, non-negative, or a clear error."""
   if len(shape) < 2:
     raise fail(
@@ -250,7 +250,7 @@ def dirac(
 # ---------------------------------------------------------------------------
 
 
-def _unit_axes(fn: str, out_axis: Axes, batch_axis: tuple[int, ...], shape: tuple[int, ...]):
+def _unit_axes(fn: str, out_axis: Axes, batch_axis: Axes, shape: tuple[int, ...]):
   """(unit axes, fan-in axes) of ``shape`` as non-negative ints, or a clear error."""
   outs = normalize_axes(fn, "out_axis", out_axis, shape)
   batch = normalize_axes(fn, "batch_axis", batch_axis, shape)
@@ -280,7 +280,7 @@ def _batch(fn: str, value: Any) -> tuple[int, ...]:
 class _Normalized(Initializer):
   scale: float = 1.0
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "normalized"
   layout_fields = (("out_axis", "out"),)
@@ -409,9 +409,9 @@ def _count_zeros(sparsity: float, fan_in: int) -> int:
 class _Sparse(Initializer):
   num_nonzero: int | None = None
   sparsity: float | None = None
-  values: Initializer = _DEFAULT_VALUES
+  values: Any = _DEFAULT_VALUES  # an initializer, a name or a config; stored as an initializer
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "sparse"
   layout_fields = (("out_axis", "out"),)
@@ -457,6 +457,7 @@ class _Sparse(Initializer):
           fn, f"`num_nonzero`={self.num_nonzero} exceeds the fan-in {fan_in} of shape {shape}."
         )
       return self.num_nonzero
+    assert self.sparsity is not None  # __post_init__ sets one of the two
     k = fan_in - _count_zeros(self.sparsity, fan_in)
     if k < 1 and fan_in > 0:
       raise fail(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from jaxinit._src import sampling
 from jaxinit._src.base import Initializer
@@ -41,7 +42,7 @@ class _VarianceScaling(Initializer):
   distribution: str = "truncated_normal"
   in_axis: Axes = -2
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "variance_scaling"
   layout_fields = (("in_axis", "in"), ("out_axis", "out"))
@@ -179,10 +180,12 @@ class _Specialization(Initializer):
 
   layout_fields = (("in_axis", "in"), ("out_axis", "out"))
 
-  def _vs(self, scale: float, mode: str, distribution: str) -> _VarianceScaling:
+  # ``self: Any``: the fields are declared by each subclass, in its factory's order.
+
+  def _vs(self: Any, scale: float, mode: str, distribution: str) -> _VarianceScaling:
     return _VarianceScaling(scale, mode, distribution, self.in_axis, self.out_axis, self.batch_axis)
 
-  def _check_axes(self) -> None:
+  def _check_axes(self: Any) -> None:
     object.__setattr__(self, "in_axis", check_axes(self.name, "in_axis", self.in_axis))
     object.__setattr__(self, "out_axis", check_axes(self.name, "out_axis", self.out_axis))
     object.__setattr__(self, "batch_axis", batch_axes(self.name, self.batch_axis))
@@ -199,7 +202,7 @@ class _GlorotNormal(_Specialization):
   truncated: bool = True
   in_axis: Axes = -2
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "glorot_normal"
   formula = "Var[w] = gain^2 * 2 / (fan_in + fan_out); truncated at 2 sigma (std-corrected)"
@@ -221,7 +224,7 @@ class _GlorotUniform(_Specialization):
   gain: float = 1.0
   in_axis: Axes = -2
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "glorot_uniform"
   formula = "w ~ U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))"
@@ -263,7 +266,7 @@ def _he_scale(fn: str, negative_slope: float, nonlinearity: str) -> float:
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class _HeBase(_Specialization):
-  def _check_he(self):
+  def _check_he(self: Any):
     fn = self.name
     object.__setattr__(
       self, "negative_slope", check_real(fn, "negative_slope", self.negative_slope)
@@ -280,7 +283,7 @@ class _HeBase(_Specialization):
     self._check_axes()
 
   @property
-  def _scale(self) -> float:
+  def _scale(self: Any) -> float:
     return _he_scale(self.name, self.negative_slope, self.nonlinearity)
 
 
@@ -293,7 +296,7 @@ class _HeNormal(_HeBase):
   truncated: bool = True
   in_axis: Axes = -2
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "he_normal"
   formula = (
@@ -318,7 +321,7 @@ class _HeUniform(_HeBase):
   nonlinearity: str = "leaky_relu"
   in_axis: Axes = -2
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "he_uniform"
   formula = "w ~ U(-a, a), a = gain * sqrt(3 / fan_mode), gain as in he_normal"
@@ -337,7 +340,7 @@ class _LecunNormal(_Specialization):
   truncated: bool = True
   in_axis: Axes = -2
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "lecun_normal"
   formula = "Var[w] = 1 / fan_in; truncated at 2 sigma (std-corrected)"
@@ -356,7 +359,7 @@ class _LecunNormal(_Specialization):
 class _LecunUniform(_Specialization):
   in_axis: Axes = -2
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "lecun_uniform"
   formula = "w ~ U(-a, a), a = sqrt(3 / fan_in)"
