@@ -13,24 +13,30 @@ pure function. Plots need matplotlib (``pip install 'jaxinit[notebooks]'``).
 True
 """
 
+from jaxinit._src.coord_check import CoordCheck as CoordCheck
+from jaxinit._src.coord_check import coord_check as coord_check
 from jaxinit._src.diagnostics import GradientReport as GradientReport
 from jaxinit._src.diagnostics import JacobianSpectrum as JacobianSpectrum
 from jaxinit._src.diagnostics import SignalReport as SignalReport
 from jaxinit._src.diagnostics import default_loss as default_loss
 from jaxinit._src.diagnostics import gradient_norms as gradient_norms
 from jaxinit._src.diagnostics import jacobian_spectrum as jacobian_spectrum
+from jaxinit._src.diagnostics import layer_outputs as layer_outputs
 from jaxinit._src.diagnostics import plot_gradient_norms as plot_gradient_norms
 from jaxinit._src.diagnostics import plot_jacobian_spectrum as plot_jacobian_spectrum
 from jaxinit._src.diagnostics import plot_signal_propagation as plot_signal_propagation
 from jaxinit._src.diagnostics import signal_propagation as signal_propagation
 
 __all__ = [
+  "CoordCheck",
   "GradientReport",
   "JacobianSpectrum",
   "SignalReport",
+  "coord_check",
   "default_loss",
   "gradient_norms",
   "jacobian_spectrum",
+  "layer_outputs",
   "plot_gradient_norms",
   "plot_jacobian_spectrum",
   "plot_signal_propagation",
