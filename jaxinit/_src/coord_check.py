@@ -203,15 +203,23 @@ class CoordCheck:
     fig = fig or plt.figure(figsize=(4 * len(names), 3.4))
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     cmap = plt.get_cmap("viridis")
+    span = self.widths[-1] / self.widths[0]
     for ax, g in zip(axes, names, strict=True):
       cols = [j for j, gj in enumerate(groups) if gj == g]
+      ys = []
       for t in range(t0, self.steps + 1):
         with np.errstate(divide="ignore"):
           y = np.exp(np.mean(np.log(data[:, t, cols]), axis=1))
         ax.plot(self.widths, y, "o-", color=cmap(t / max(self.steps, 1)), label=f"t={t}")
+        ys.append(y)
       ax.set(xscale="log", yscale="log", xlabel="width", title=f"{g} ({len(cols)})")
+      ys = np.concatenate(ys)
+      ys = ys[np.isfinite(ys) & (ys > 0)]
+      if ys.size and ys.max() / ys.min() < span:  # y spans at least the widths' range:
+        mid = math.sqrt(ys.max() * ys.min())  # a slope of 1 looks like one
+        ax.set_ylim(mid / math.sqrt(span), mid * math.sqrt(span))
       ax.set_xticks(self.widths, [str(w) for w in self.widths])
-      ax.minorticks_off()
+      ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
     label = {
       "delta": "RMS of output change since init",
       "output": "RMS of output",
