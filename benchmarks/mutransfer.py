@@ -76,7 +76,10 @@ class Block(nn.Module):
   def __call__(self, x, mask):
     dh = self.d // HEADS
     scale = self.attn_scale * math.sqrt(dh)  # nn.dot_product_attention divides q by sqrt(dh)
-    attn = lambda q, k, v, **kw: nn.dot_product_attention(q * scale, k, v, **kw)
+
+    def attn(q, k, v, mask=None):  # Flax passes only the keywords this signature names
+      return nn.dot_product_attention(q * scale, k, v, mask=mask)
+
     h = nn.LayerNorm()(x)
     x = x + self.residual * nn.MultiHeadDotProductAttention(HEADS, attention_fn=attn)(
       h, h, mask=mask
