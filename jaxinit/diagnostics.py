@@ -1,4 +1,5 @@
-"""Init-time diagnostics for any JAX model: signal propagation, gradients, Jacobian spectra.
+"""Diagnostics for any JAX model: signal propagation, gradients, Jacobian spectra, and the
+µP coordinate check (how training moves each layer's output across widths).
 
 Same three call forms as :func:`jaxinit.lsuv`: ``(module, variables, batch)`` for
 Flax linen, ``(model, batch)`` for Flax nnx, ``(apply_fn, params, batch)`` for a

@@ -426,6 +426,8 @@ def coord_check(
   ``fix_data``), and at ``t = 0 … steps`` the RMS of every layer's output and of its change
   since ``t = 0`` are recorded (on ``batch``; layers as :func:`jaxinit.find_layers` lists
   them, outputs with their bias), with the loss and each weight's ``‖W_t − W_0‖₂``.
+  (``t = steps`` is recorded after the last update: 4 steps observe 4 updates, where
+  mup's ``get_coord_data(nsteps=4)`` records before each step and observes 3.)
   The slope of ``log RMS`` against ``log width``, per layer and step, says how a quantity
   scales: under µP the change of every layer's output since initialization is Θ(1) in width
   (|slope| small) — the network's output *at* initialization shrinks like ``1/√width`` in µP
