@@ -338,6 +338,71 @@ def signal_propagation(
   )
 
 
+@_register_jit(1)
+def _outputs_impl(apply, params, args):
+  """One forward pass through LSUV's interpreter, keeping every layer's output (with its bias)."""
+  prog = layers_lib.trace(
+    "diagnostics.layer_outputs", apply, params, args, models.param_paths(apply, params)
+  )
+  out: dict[int, jax.Array] = {}
+
+  def hook(io):
+    out[io.layer.index] = io.pre if io.bias_term is None else io.pre + io.bias_term
+
+  prog.evaluate(
+    jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(tuple(args)), hook=hook
+  )
+  return tuple(out[i] for i in range(len(prog.layers)))
+
+
+def layer_outputs(
+  model: Any, *args: Any, model_kwargs: dict[str, Any] | None = None
+) -> tuple[tuple[layers_lib.Layer, ...], tuple[jax.Array, ...]]:
+  """The output of every linear/conv layer :func:`jaxinit.find_layers` lists, as arrays.
+
+  What :func:`signal_propagation` summarizes, whole: each layer's output (its
+  dot/conv result plus its bias), in execution order, from one forward pass.
+  Unlike the other diagnostics it is traceable: called inside ``jax.jit`` or
+  ``jax.grad`` it returns traced arrays (the layer list is found from shapes
+  alone), which is how :func:`coord_check` compares a layer's output during
+  training with its output at initialization.
+
+  Args:
+    model: a linen ``nn.Module``, an ``nnx.Module`` or ``apply_fn(params,
+      batch)``.
+    *args: ``variables, batch`` / ``batch`` / ``params, batch``.
+    model_kwargs: keyword arguments for the model call.
+
+  Returns:
+    ``(layers, outputs)``: the :class:`jaxinit.Layer` tuple of
+    :func:`jaxinit.find_layers` and one array per layer, of shape
+    ``layer.output_shape``.
+
+  Raises:
+    ValueError: no layers were found. TypeError: a wrong call form.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from jaxinit import diagnostics
+    >>> f = lambda p, x: jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"]
+    >>> p = {"w1": jnp.ones((3, 4)), "b1": jnp.ones(4), "w2": jnp.ones((4, 2))}
+    >>> layers, outs = diagnostics.layer_outputs(f, p, jnp.ones((5, 3)))
+    >>> [(lay.path, out.shape) for lay, out in zip(layers, outs)]
+    [('w1', (5, 4)), ('w2', (5, 2))]
+    >>> float(outs[0][0, 0])  # 3 ones summed, plus the bias
+    4.0
+  """
+  fn = "diagnostics.layer_outputs"
+  m = _bind(fn, model, args, model_kwargs)
+  _batch_size(fn, m.args[m.batch_pos])
+  prog = layers_lib.trace(fn, m.apply, m.params, m.args, m.paths)
+  if not prog.layers:
+    raise fail(
+      fn, "found no linear layers (dot_general or convolution reading a parameter) in the model."
+    )
+  return prog.layers, _cached_jit(_outputs_impl, (m.apply,))(m.params, m.args)
+
+
 # ---------------------------------------------------------------------------
 # Gradient norms.
 # ---------------------------------------------------------------------------
