@@ -213,10 +213,10 @@ class CoordCheck:
         ax.plot(self.widths, y, "o-", color=cmap(t / max(self.steps, 1)), label=f"t={t}")
         ys.append(y)
       ax.set(xscale="log", yscale="log", xlabel="width", title=f"{g} ({len(cols)})")
-      ys = np.concatenate(ys)
-      ys = ys[np.isfinite(ys) & (ys > 0)]
-      if ys.size and ys.max() / ys.min() < span:  # y spans at least the widths' range:
-        mid = math.sqrt(ys.max() * ys.min())  # a slope of 1 looks like one
+      yv = np.concatenate(ys)
+      yv = yv[np.isfinite(yv) & (yv > 0)]
+      if yv.size and yv.max() / yv.min() < span:  # y spans at least the widths' range:
+        mid = math.sqrt(yv.max() * yv.min())  # a slope of 1 looks like one
         ax.set_ylim(mid / math.sqrt(span), mid * math.sqrt(span))
       ax.set_xticks(self.widths, [str(w) for w in self.widths])
       ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)

@@ -710,7 +710,7 @@ def lanczos(
     if j == num_iters - 1:
       break
     if b <= 1e-5 * scale or b == 0.0:
-      r = _orthogonalize(rng.standard_normal(d), basis[: j + 1])
+      r = _orthogonalize(np.asarray(rng.standard_normal(d)), basis[: j + 1])
       v, beta[j] = r / np.linalg.norm(r), 0.0
     else:
       v, beta[j] = w / b, b
@@ -1018,7 +1018,7 @@ def plot_jacobian_spectrum(
     lo, hi = positive.min(), positive.max()
     if hi <= lo * 1.0001:
       lo, hi = lo / 1.1, hi * 1.1
-    edges = np.geomspace(lo, hi, bins + 1)
+    edges: Any = np.geomspace(lo, hi, bins + 1)
   else:
     edges = bins
   for label, s in items:

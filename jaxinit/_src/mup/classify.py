@@ -111,7 +111,7 @@ def layout_option(fn: str, layout: Any) -> Any:
   if isinstance(layout, Mapping):
     out = []
     for pattern, lay in layout.items():
-      (pattern,) = patterns(fn, "layout", pattern)
+      pattern = (patterns(fn, "layout", pattern) or (pattern,))[0]
       out.append((pattern, get_layout(fn, lay)))
     return tuple(out)
   return get_layout(fn, layout)

@@ -38,7 +38,7 @@ def leaf_to_dict(leaf: Leaf) -> dict[str, Any]:
 
 
 def _ints(fn: str, d: Mapping, key: str, n: int | None = None) -> tuple[int, ...]:
-  v = d.get(key)
+  v: Any = d.get(key)
   ok = isinstance(v, Sequence) and not isinstance(v, str)
   ok = ok and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
   if not ok or (n is not None and len(v) != n):
@@ -51,14 +51,14 @@ def leaf_from_dict(fn: str, d: Any) -> Leaf:
     raise fail(fn, f"each leaf must be a dict with a 'path' string, got {d!r:.100}.")
   shape = _ints(fn, d, "shape")
   base = _ints(fn, d, "base_shape", len(shape))
-  inf = d.get("infinite")
+  inf: Any = d.get("infinite")
   if not (
     isinstance(inf, Sequence) and len(inf) == len(shape) and all(x in (True, False) for x in inf)
   ):
     raise fail(fn, f"leaf {d['path']!r}: 'infinite' must be one bool per axis, got {inf!r}.")
   if d.get("kind") not in KINDS:
     raise fail(fn, f"leaf {d['path']!r}: 'kind' must be one of {KINDS}, got {d.get('kind')!r}.")
-  lay = d.get("layout")
+  lay: Any = d.get("layout")
   try:
     layout = Layout(lay[0], _axes_back(lay[1]), _axes_back(lay[2]))
   except Exception as e:

@@ -31,14 +31,14 @@ _SUPPORTED = (
 )
 
 
-def _root(init: Initializer) -> Initializer:
+def _root(init: Initializer) -> Any:
   """The general initializer a named specialization draws with (he_normal -> variance_scaling)."""
   while (d := init._delegate()) is not None:
     init = d
   return init
 
 
-def _orthogonal_var(init: Initializer, shape: tuple[int, ...]) -> float:
+def _orthogonal_var(init: Any, shape: tuple[int, ...]) -> float:
   """E w² of scale·Q: scale² / max(rows, cols) of the (prod(other axes), columns) matrix."""
   ndim = len(shape)
   col = init.column_axis % ndim

@@ -554,7 +554,7 @@ class Parametrization:
       return NotImplemented
     return self.config() == other.config()
 
-  __hash__ = None
+  __hash__ = None  # type: ignore[assignment]  # equal by config, mutable trees inside
 
 
 def _structure(fn: str, tree: Any, leaves: Mapping[str, Leaf]) -> tuple[Any, list[str]]:
