@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxinit
+from jaxinit._src import orthogonal as orth_lib
 from jaxinit._src.orthogonal import METHODS
 
 try:
@@ -261,10 +262,29 @@ def orthogonal_section(smoke: bool, budget: Budget) -> None:
       mn = min(times) if times else None
       _print(f"  {name:28s} {_ms(first):>11s} {_ms(m):>11s} {_ms(mn):>11s} {e:>11s}")
     _orthogonal_ratios(med)
+    if (
+      "jaxinit cholesky_qr" in med
+      and dtype == jnp.float32
+      and budget.fits(3 * med["jaxinit cholesky_qr"])
+    ):
+      _print(f"  cholesky_qr's passes needed the Householder fallback: {_fallback_used(n, nstack)}")
     auto, chol, stew = (outputs.get(f"jaxinit {m}") for m in ("auto", "cholesky_qr", "stewart"))
     if auto is not None and chol is not None and stew is not None:
       same = lambda a, b: bool(jnp.array_equal(a, b))
       _print(f"  auto picked: cholesky_qr {same(auto, chol)}, stewart {same(auto, stew)}")
+
+
+def _fallback_used(n: int, nstack: int | None) -> str:
+  """Whether cholesky_qr's check rejected any matrix of the benchmark's draw (key 0)."""
+  nb = 1 if nstack is None else nstack
+  real = np.dtype(np.float32)
+
+  def check(k):
+    g = orth_lib._stored_gaussian(k, nb * n * n, real, False).reshape(nb, n, n)
+    return orth_lib.cholesky_qr3(g)[1]
+
+  ok = np.asarray(jax.jit(check)(jax.random.key(0)))
+  return f"{int((~ok).sum())} of {ok.size} matrices"
 
 
 def _orthogonal_ratios(med: dict[str, float]) -> None:

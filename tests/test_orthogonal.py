@@ -190,17 +190,17 @@ def _conditioned(n: int, kappa: float, seed: int) -> np.ndarray:
 
 def test_cholesky_qr_survives_ill_conditioned_and_singular_matrices():
   """Square float32 inputs from well conditioned to singular: the shifted passes handle
-  kappa = 1e5 and 1e6 (where CholeskyQR without the shift breaks down), the check hands a
-  zero column (the second pass meets an exactly singular Gram matrix) to Householder QR, and
-  every result, a repeated column included, is orthonormal with Q^T G upper triangular with
-  a non-negative diagonal: a QR factor of G with Mezzadri's sign choice."""
+  kappa = 1e5 and 1e6 (where CholeskyQR without the shift breaks down), the two rescue
+  passes kappa = 1e8, Householder QR a zero column (every later pass meets an exactly
+  singular Gram matrix); every result, a repeated column included, is orthonormal with
+  Q^T G upper triangular with a non-negative diagonal: a QR factor of G with Mezzadri's sign
+  choice."""
   n = 48
-  zero_column, repeated = _conditioned(n, 10.0, 3), _conditioned(n, 10.0, 4)
+  zero_column, repeated = _conditioned(n, 10.0, 4), _conditioned(n, 10.0, 5)
   zero_column[:, -1] = 0.0
   repeated[:, -1] = repeated[:, 0]
-  g64 = np.stack(
-    [*(_conditioned(n, k, i) for i, k in enumerate([10.0, 1e5, 1e6])), zero_column, repeated]
-  )
+  kappas = [10.0, 1e5, 1e6, 1e8]
+  g64 = np.stack([*(_conditioned(n, k, i) for i, k in enumerate(kappas)), zero_column, repeated])
   g = jnp.asarray(g64, jnp.float32)
   q = np.asarray(jax.jit(lambda g: orth_lib.haar_by_cholesky(g))(g), np.float64)
   testing.assert_orthonormal(q, batch_axis=(0,), atol=1e-5)
@@ -208,27 +208,39 @@ def test_cholesky_qr_survives_ill_conditioned_and_singular_matrices():
   tol = 1e-5 * np.linalg.norm(g64, 2, axis=(1, 2))[:, None, None]
   assert (np.abs(np.tril(r, -1)) < tol).all()
   assert (np.diagonal(r, axis1=-2, axis2=-1)[..., None] > -tol).all()
-  # which ones the passes handled, and which went to Householder QR (the repeated column
-  # may go either way: rounding decides)
-  passes_ok = np.asarray(jax.jit(lambda g: orth_lib.cholesky_qr3(g)[1])(g))
-  assert passes_ok[:4].tolist() == [True, True, True, False]
+
+  # which matrices each stage handled (the repeated column may go either way: rounding)
+  def stages(g):
+    _, ok, y1 = orth_lib.cholesky_qr3(g)
+    return ok, orth_lib.rescue_passes(y1)[1]
+
+  main_ok, rescue_ok = (np.asarray(x)[:5].tolist() for x in jax.jit(stages)(g))
+  assert main_ok == [True, True, True, False, False]
+  assert rescue_ok[3:] == [True, False]
 
 
-def test_cholesky_qr_fallback_runs_per_matrix_and_once_under_vmap(monkeypatch):
-  """The routing: matrices that fail the check (here: every other one, by a patched check)
-  get the fallback, the others keep their CholeskyQR result; under jax.vmap one condition
-  remains for the whole batch (a batched condition would run the QR for every matrix)."""
-  monkeypatch.setattr(orth_lib, "haar_from_gaussian", lambda g: jnp.full_like(g, 7.0))
+def test_cholesky_qr_repairs_per_matrix_and_keeps_its_conditions_under_vmap(monkeypatch):
+  """The routing of failed matrices: those the main passes handled keep their result, the
+  others take the rescue passes' result where that one is trusted, else Householder QR (here
+  both replaced by markers, and the checks by patterns); nothing changes when every matrix
+  passed; under jax.vmap the conditions stay conditions (a batched condition would become a
+  select that computes the rescue and the QR for every matrix)."""
   g = jax.random.normal(jax.random.key(22), (2, 4, 10, 6))
-  jaxpr = str(jax.make_jaxpr(jax.vmap(jax.vmap(orth_lib.haar_by_cholesky)))(g[None]))
-  assert jaxpr.count("cond[") == 1  # vmap of a batched cond would leave a select_n, no cond
-  fresh = lambda: jax.jit(lambda g: jax.vmap(orth_lib.haar_by_cholesky)(g))  # new trace
+  plain = str(jax.make_jaxpr(orth_lib.haar_by_cholesky)(g[0]))
+  vmapped = str(jax.make_jaxpr(jax.vmap(jax.vmap(orth_lib.haar_by_cholesky)))(g[None]))
+  assert plain.count("cond[") == vmapped.count("cond[") == 3
+  monkeypatch.setattr(orth_lib, "haar_from_gaussian", lambda g: jnp.full_like(g, 7.0))
+  monkeypatch.setattr(
+    orth_lib, "rescue_passes", lambda y1: (jnp.full_like(y1, 5.0), jnp.arange(len(y1)) % 4 == 1)
+  )
+  fresh = lambda: jax.jit(lambda g: jax.vmap(orth_lib.haar_by_cholesky)(g))  # a new trace
   q = np.asarray(fresh()(g))
-  assert not (q == 7).any()  # every matrix passed: the fallback did not run
-  monkeypatch.setattr(orth_lib, "_accurate", lambda a, lower: jnp.arange(a.shape[0]) % 2 == 0)
-  q = np.asarray(fresh()(g))
-  assert (q[:, 1::2] == 7).all() and not (q[:, ::2] == 7).any()
-  testing.assert_orthonormal(q[:, ::2], batch_axis=(0, 1))
+  assert not np.isin(q, [5.0, 7.0]).any()  # every matrix passed: nothing recomputed
+  testing.assert_orthonormal(q, batch_axis=(0, 1))
+  monkeypatch.setattr(orth_lib, "_accurate", lambda a, lower: jnp.arange(len(a)) % 4 == 0)
+  q = np.asarray(fresh()(g))  # vmap folds (2, 4) into a stack of 8: index i = 4 b + j
+  testing.assert_orthonormal(q[:, 0], batch_axis=(0,))
+  assert (q[:, 1] == 5).all() and (q[:, 2:] == 7).all()
 
 
 # ---------------------------------------------------------------------------
@@ -326,9 +338,11 @@ def test_large_float32_precision(method, shape):
 
 
 def _cholesky_passes_only(monkeypatch, key, shape):
-  """``orthogonal(method="cholesky_qr")``'s matrix with the Householder fallback replaced by
-  NaN: finite only if the three CholeskyQR passes handled every matrix on their own."""
-  monkeypatch.setattr(orth_lib, "haar_from_gaussian", lambda g: jnp.full_like(g, jnp.nan))
+  """``orthogonal(method="cholesky_qr")``'s matrix with the rescue passes and the Householder
+  fallback replaced by NaN: finite only if the three main passes handled it on their own."""
+  nan = lambda x: jnp.full_like(x, jnp.nan)
+  monkeypatch.setattr(orth_lib, "haar_from_gaussian", nan)
+  monkeypatch.setattr(orth_lib, "rescue_passes", lambda y1: (nan(y1), jnp.ones(len(y1), bool)))
   rows, cols = shape
   real = np.dtype(np.float32)
   draw = jax.jit(lambda k: orth_lib.haar(k, 1, rows, cols, real, "cholesky_qr")[0])  # new trace

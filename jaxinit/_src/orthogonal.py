@@ -85,33 +85,45 @@ equivariant, ``Q(UG) = U Q(G)`` for every unitary ``U``, because ``(UG)^H (UG)
 Why three passes and a shift (rounding). One pass loses orthogonality like
 ``u kappa(G)^2`` (``u`` the unit roundoff); a second pass (CholeskyQR2) repairs
 that if ``u kappa(G)^2 < ~1`` (Yamamoto, Nakatsukasa, Yanagisawa, Fukaya
-2015), but a square Gaussian has ``kappa ~ 2n`` with a
-heavy tail (``P(kappa > x n) ~ 2/x``, Edelman 1988), so in float32 the Gram
-matrix of a square ``G`` with ``n >~ 2000`` is numerically singular and the
-Cholesky factorization breaks down (NaN). The shift ``s = u E[tr G^H G] = u m n``
-(``2 u m n`` for complex draws, whose entries have ``E|g|^2 = 2``; a constant, so
-every program computes the same bits) is larger than the rounding error of the
-Gram matrix and of its factorization, so the first factorization does not
-break down, and it leaves ``Y_1`` with ``kappa(Y_1)^2 ~ s / sigma_min(G)^2``,
-small enough for the two plain passes. (The paper's shift, ``11 (mn + n(n+1))
-u ||G||_2^2``, comes from worst-case bounds: about ``90 n`` times ours for a
-square ``G``, which would leave ``u kappa(Y_1)^2 ~ 90 n^4 u^2 > 1``, too much
-for two plain passes, from ``n ~ 1300`` on. Ours is chosen from measurements,
-and the check below covers its failures.) Measured (float32, CPU): ``max |Q^T Q - I|``
-is 4e-7 to 9e-7 for ``n = 256, 1024, 2048``, square and ``2n x n``, the same as
-Householder QR; on square matrices with the spectrum stretched to
-``kappa(G) = 1e6`` (n = 512) and ``3e6`` (n = 2048) it still is; at
-``kappa = 1e7`` (``~u^{-1}``) the passes fail.
+2015). A tall Gaussian is well conditioned (``kappa <~ 6`` for ``m >= 2n``),
+but a square one has ``kappa`` about ``3.6 n`` (median) with a heavy tail,
+``P(kappa > x n) -> 1 - exp(-2/x - 2/x^2) ~ 2/x`` (Edelman 1988; checked on
+3000 draws of n = 128), so in float32 ``u kappa^2`` reaches 1
+around ``n ~ 1000``: without a shift, CholeskyQR2 and CholeskyQR3 break down
+(NaN) on square matrices with ``kappa = 3e4`` to ``1e5`` (measured, n = 512).
+The shift ``s = u E[tr G^H G] = u m n`` (``2 u m n`` for complex draws, whose
+entries have ``E|g|^2 = 2``; a constant, so every program computes the same
+bits) exceeds the rounding error of the Gram matrix and of its factorization,
+so the first factorization does not break down, and it leaves ``Y_1`` with
+``kappa(Y_1)^2 ~ s / sigma_min(G)^2``, small enough for the two plain passes
+while ``kappa(G) <~ 1.4 / (u sqrt(n))``: 1e6 at n = 512, 5e5 at n = 2048
+(measured: accepted up to 1e6 and 1e5 respectively, rejected from 3e6 and
+1e6). (The paper's shift, ``11 (mn + n(n+1)) u ||G||_2^2``, comes from
+worst-case bounds: about ``90 n`` times ours for a square ``G``, which would
+leave ``u kappa(Y_1)^2 ~ 90 n^4 u^2 > 1``, too much for two plain passes, from
+``n ~ 1300`` on. Ours is chosen from measurements, and the checks below cover
+its failures.) Measured (float32, CPU, three keys each): ``max |Q^T Q - I|`` is
+4.1e-7 to 7.5e-7 for ``n = 256, 1024, 2048``, square and ``2n x n``, where
+Householder QR (``"qr"``) gives 3.5e-7 to 6.7e-7 and ``"stewart"`` 2e-7 to
+4e-7; after two passes instead of three, a square 2048 matrix is orthonormal
+to only 4e-6 to 7e-5.
 
-A failure is never returned. The last pass factors ``A_3 = Y_2^H Y_2``; if
-``||A_3 - I||_F >= 1/2`` or its Cholesky factor is not finite, that matrix is
-recomputed by Householder QR of the same ``G`` with the sign fix (``"qr"``),
-which is the same ``Q``, so the distribution stays exactly Haar. The check
-costs ``O(n^2)``; the QR runs only when a matrix fails (a ``lax.cond``; under
-``jax.vmap`` a custom batching rule keeps one condition for the whole batch, so
-the QR does not run for every batch element). For a square float32 Gaussian
-this happens with probability about ``P(kappa(G) > 3e6) ~ 2n / 3e6``, under 1% for
-``n <= 8192``.
+A failure is never returned. The last pass factors ``A_3 = Y_2^H Y_2``; a
+matrix with ``||A_3 - I||_F >= 1/2`` or a non-finite factor is redone from
+``Y_1`` by one more shifted pass (shift ``u n``: ``Y_1``'s singular values are
+at most 1) and two plain ones, which handled every matrix tried up to
+``kappa(G) = 1e8`` (n = 512) and ``3e7`` (n = 2048), beyond ``1/u``; one that
+fails that check too gets Householder QR of the same ``G`` with the sign fix
+(``"qr"``). Both give the same ``Q`` (``G = Q R`` with ``R`` upper triangular
+with a positive diagonal), so the distribution stays exactly Haar. The checks
+cost ``O(n^2)``; the extra passes and the QR run only when a matrix fails
+(``lax.cond``; the QR one matrix at a time), and under ``jax.vmap`` a custom
+batching rule keeps the conditions (a batched condition becomes a select that
+computes every branch). By the thresholds above and Edelman's law, a square
+float32 Gaussian takes the extra passes with probability about
+``P(kappa > 1.4 / (u sqrt(n))) ~ 1.4 u n^{3/2}``: 0.3% for n = 1024, 2% for
+n = 4096, 6% for n = 8192 (a stack of matrices then runs them on the whole
+stack); tall ones (``m >= 2n``) never do.
 
 ``"auto"``: ``"stewart"`` where the program is compiled for CPU,
 ``"cholesky_qr"`` elsewhere (GPU, TPU), chosen with
@@ -339,35 +351,6 @@ def _cholesky_pass(y: Array, shift: float) -> tuple[Array, Array, Array]:
   return q, a, lower
 
 
-@jax.custom_batching.custom_vmap
-def _or_householder(q: Array, g: Array, ok: Array) -> Array:
-  """``q[i]`` where ``ok[i]``, else the Householder QR factor (sign-fixed) of ``g[i]``.
-
-  The QR runs only if some matrix failed (``lax.cond``). Under ``jax.vmap`` a
-  condition on a batched predicate would become a select that always runs
-  both branches, so the batching rule below folds the vmapped axis into the
-  stack and keeps one condition.
-  """
-  return jax.lax.cond(
-    jnp.all(ok),
-    lambda q, g: q,
-    lambda q, g: jnp.where(ok[:, None, None], q, haar_from_gaussian(g)),
-    q,
-    g,
-  )
-
-
-@_or_householder.def_vmap
-def _or_householder_vmap(axis_size, in_batched, q, g, ok):
-  args = [
-    x if batched else jnp.broadcast_to(x, (axis_size, *x.shape))
-    for x, batched in zip((q, g, ok), in_batched, strict=True)
-  ]
-  q, g, ok = (x.reshape(-1, *x.shape[2:]) for x in args)
-  out = _or_householder(q, g, ok)
-  return out.reshape(axis_size, -1, *out.shape[1:]), True
-
-
 def cholesky_qr(key: Array, nb: int, m: int, n: int, real: np.dtype, cplx: bool) -> Array:
   """``nb`` Haar ``m x n`` (``m >= n``) matrices: shifted CholeskyQR3 of a Gaussian.
 
@@ -378,8 +361,8 @@ def cholesky_qr(key: Array, nb: int, m: int, n: int, real: np.dtype, cplx: bool)
   return haar_by_cholesky(_stored_gaussian(key, nb * m * n, real, cplx).reshape(nb, m, n))
 
 
-# The last pass's Gram matrix A_3 = Y_2^H Y_2 must have ||A_3 - I||_F^2 below
-# this (so kappa(Y_2)^2 < 3 and the last pass is accurate to rounding).
+# The last pass's Gram matrix A = Y^H Y must have ||A - I||_F^2 below this (so
+# kappa(Y)^2 < 3 and the last pass is accurate to rounding).
 _MAX_DEVIATION = 0.25
 
 
@@ -393,30 +376,88 @@ def _accurate(a: Array, lower: Array) -> Array:
   return jnp.all(jnp.isfinite(lower), axis=(-2, -1)) & (dev < _MAX_DEVIATION)
 
 
-def cholesky_qr3(g: Array) -> tuple[Array, Array]:
+def _shifted_then_two_plain(y: Array, shift: float) -> tuple[Array, Array, Array]:
+  """``(Q, ok, Y_1)``: a pass shifted by ``shift``, giving ``Y_1``, then two plain passes."""
+  y1, _, _ = _cholesky_pass(y, shift)
+  y, _, _ = _cholesky_pass(y1, 0.0)
+  q, a, lower = _cholesky_pass(y, 0.0)
+  return q, _accurate(a, lower), y1
+
+
+def cholesky_qr3(g: Array) -> tuple[Array, Array, Array]:
   """Shifted CholeskyQR3 of a stack ``g`` of ``(nb, m, n)``, ``m >= n``, scaled like a Gaussian.
 
-  Returns the three passes' ``Q`` and, per matrix, whether it can be trusted
-  (:func:`_accurate` of the last pass). The shift assumes ``E[tr g^H g] = m n``
-  (``2 m n`` complex), true for the standard Gaussians of ``cholesky_qr``.
+  Returns ``(Q, ok, Y_1)``: the passes' ``Q``, whether each matrix can be
+  trusted (:func:`_accurate` of the last pass), and the first pass's result
+  (for :func:`rescue_passes`). The shift ``u E[tr G^H G] = u m n`` (``2 u m n``
+  complex) assumes the standard Gaussians of ``cholesky_qr``.
   """
   _, m, n = g.shape
   unit_roundoff = float(jnp.finfo(g.dtype).eps) / 2
-  shift = unit_roundoff * m * n * (2 if jnp.iscomplexobj(g) else 1)  # u E[tr G^H G]
-  y, _, _ = _cholesky_pass(g, shift)
-  y, _, _ = _cholesky_pass(y, 0.0)
-  q, a, lower = _cholesky_pass(y, 0.0)
-  return q, _accurate(a, lower)
+  return _shifted_then_two_plain(g, unit_roundoff * m * n * (2 if jnp.iscomplexobj(g) else 1))
+
+
+def rescue_passes(y1: Array) -> tuple[Array, Array]:
+  """``(Q, ok)`` from the first pass's ``Y_1``: one more shifted pass, then two plain ones.
+
+  ``Y_1`` has singular values in (0, 1], so ``tr Y_1^H Y_1 <= n`` and the shift
+  is ``u n``. It divides ``kappa(Y_1)^2`` by about ``1 / (u n)``.
+  """
+  n = y1.shape[-1]
+  q, ok, _ = _shifted_then_two_plain(y1, float(jnp.finfo(y1.dtype).eps) / 2 * n)
+  return q, ok
 
 
 def haar_by_cholesky(g: Array) -> Array:
   """The ``Q`` of ``g = QR`` with ``R_jj > 0`` for a Gaussian stack ``g`` of ``(nb, m, n)``.
 
-  Shifted CholeskyQR3, with Householder QR for any matrix the passes cannot
-  make orthonormal; see the module docstring (passes, shift, proof, fallback).
+  Shifted CholeskyQR3; matrices it cannot make orthonormal get two more
+  shifted passes, and matrices that still fail get Householder QR. See the
+  module docstring (passes, shift, proof, fallbacks).
   """
-  q, ok = cholesky_qr3(g)
-  return _or_householder(q, g, ok)
+  q, ok, y1 = cholesky_qr3(g)
+  return _repair(q, ok, y1, g)
+
+
+@jax.custom_batching.custom_vmap
+def _repair(q: Array, ok: Array, y1: Array, g: Array) -> Array:
+  """``q`` with every matrix that is not ``ok`` recomputed: by :func:`rescue_passes`, and if
+  they fail too, by Householder QR of ``g`` (sign-fixed), one matrix at a time.
+
+  Nothing is recomputed unless some matrix failed (``lax.cond``). Under
+  ``jax.vmap`` a condition on a batched predicate would become a select that
+  always runs both branches, so the batching rule below folds the vmapped
+  axis into the stack and keeps the conditions.
+  """
+
+  def rescue(q, ok, y1, g):
+    q2, ok2 = rescue_passes(y1)
+    q = jnp.where(ok[:, None, None], q, q2)
+    ok = ok | ok2
+    householder = lambda q, ok, g: _householder_where_failed(q, ok, g)  # traced anew each time
+    return jax.lax.cond(jnp.all(ok), lambda q, ok, g: q, householder, q, ok, g)
+
+  return jax.lax.cond(jnp.all(ok), lambda q, ok, y1, g: q, rescue, q, ok, y1, g)
+
+
+def _householder_where_failed(q: Array, ok: Array, g: Array) -> Array:
+  """``q[i]`` where ``ok[i]``, else the sign-fixed Householder QR factor of ``g[i]``."""
+
+  def one(args):
+    q, ok, g = args
+    return jax.lax.cond(ok, lambda q, g: q, lambda q, g: haar_from_gaussian(g[None])[0], q, g)
+
+  return jax.lax.map(one, (q, ok, g))
+
+
+@_repair.def_vmap
+def _repair_vmap(axis_size, in_batched, q, ok, y1, g):
+  args = [
+    x if batched else jnp.broadcast_to(x, (axis_size, *x.shape))
+    for x, batched in zip((q, ok, y1, g), in_batched, strict=True)
+  ]
+  out = _repair(*(x.reshape(-1, *x.shape[2:]) for x in args))
+  return out.reshape(axis_size, -1, *out.shape[1:]), True
 
 
 _METHODS = {"stewart": stewart, "qr": qr, "cholesky_qr": cholesky_qr}
@@ -565,10 +606,11 @@ def orthogonal(
     ``u m n`` so that its factorization cannot break down). Matrix products,
     a small Cholesky and triangular solves: the accelerator-friendly method.
     Orthonormal to float32 rounding like the others (``max |Q^T Q - I|``
-    about 5e-7 up to n = 2048, square or tall); a matrix the passes cannot
-    make orthonormal (a Gaussian with condition number above ~1e6, rare) is
-    recomputed by Householder QR, so the result is always the exact Haar
-    ``Q``. On CPU it is slower than ``"stewart"``.
+    4e-7 to 8e-7 up to n = 2048, square or tall). A matrix the passes
+    cannot make orthonormal (an ill-conditioned square Gaussian, estimated
+    2% of them at n = 4096 and 6% at n = 8192; never a tall one) gets two more
+    shifted passes, and Householder QR if those fail too, so the result is
+    always the exact Haar ``Q``. On CPU it is slower than ``"stewart"``.
   * ``"auto"``: ``"stewart"`` when the program is compiled for CPU,
     ``"cholesky_qr"`` for GPU and TPU, chosen when the program is lowered
     (``jax.lax.platform_dependent``), so it follows the devices of
@@ -582,8 +624,9 @@ def orthogonal(
   ``orgqr`` is not partitioned) and keeps its shard: per-device peak memory is
   about 3.5 full float32 matrices, not one shard (measured with
   ``memory_analysis`` for 1024 x 1024 on 8 devices: 13.5 MiB per device for a
-  4 MiB matrix; 16.5 MiB with ``"qr"``). Batch draws (``batch_axis``) are
-  computed whole too.
+  4 MiB matrix; 16.5 MiB with ``"qr"``, 29 MiB with ``"cholesky_qr"``, which
+  keeps its Gaussian and first pass for the fallbacks). Batch draws
+  (``batch_axis``) are computed whole too.
 
   A depthwise kernel ``(3, 3, 1, C)`` is the ``9 x C`` matrix: for ``C > 9`` it
   gets orthonormal *rows*, and each output channel's 9 taps have norm
