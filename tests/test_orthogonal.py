@@ -293,6 +293,17 @@ def test_auto_chooses_by_the_platform_it_is_lowered_for(platforms, present, abse
     assert name not in text, (platforms, name)
 
 
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_cholesky_qr_matrix_products_are_full_float32_on_accelerators(platform):
+  """The Gram matrices must not run in TF32 (GPU default) or one bfloat16 pass (TPU default):
+  the passes would then stop at ~1e-3. The CPU ignores the precision, so check the lowering."""
+  init = jaxinit.orthogonal(method="cholesky_qr")
+  text = _lowered_text(lambda k: init(k, (32, 32)), (platform,), jax.random.key(0))
+  dots = [line for line in text.splitlines() if "stablehlo.dot_general" in line]
+  assert len(dots) == 6  # three passes and three rescue passes
+  assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots), dots
+
+
 # ---------------------------------------------------------------------------
 # Orthonormality for every shape family
 # ---------------------------------------------------------------------------
