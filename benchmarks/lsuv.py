@@ -42,6 +42,19 @@ from jaxinit._src import lsuv as lsuv_lib
 
 TOL, MAX_ITERS = 0.1, 10
 
+# The two models of the issue, and tiny versions for smoke runs (benchmarks/accelerator.py
+# uses these too).
+CONFIGS = {
+  "full": {
+    "mlp": dict(depth=32, width=512, batch=256, d_in=784),
+    "conv": dict(depth=16, channels=64, batch=64, hw=32),
+  },
+  "quick": {
+    "mlp": dict(depth=4, width=64, batch=32, d_in=32),
+    "conv": dict(depth=3, channels=8, batch=16, hw=8),
+  },
+}
+
 
 # ---------------------------------------------------------------------------
 # Models.
@@ -68,6 +81,26 @@ class ConvNet(nn.Module):
     for _ in range(self.depth):
       x = nn.relu(nn.Conv(self.channels, (3, 3), padding="SAME")(x))
     return nn.Dense(10)(jnp.mean(x, axis=(1, 2)))
+
+
+def model_and_batch(kind, cfg):
+  """The Flax model of ``kind`` ("mlp" or "conv") for ``cfg`` and its input batch (NHWC)."""
+  rng = np.random.default_rng(1)
+  if kind == "mlp":
+    model = MLP(cfg["depth"], cfg["width"])
+    x = rng.standard_normal((cfg["batch"], cfg["d_in"]))
+  else:
+    model = ConvNet(cfg["depth"], cfg["channels"])
+    x = rng.standard_normal((cfg["batch"], cfg["hw"], cfg["hw"], 3))
+  return model, jnp.asarray(x, jnp.float32)
+
+
+def torch_batch(kind, x):
+  """The batch ``x`` as a CPU torch tensor in torch's layout (NCHW for the conv net)."""
+  import torch
+
+  xn = np.array(x)
+  return torch.from_numpy(xn if kind == "mlp" else np.ascontiguousarray(xn.transpose(0, 3, 1, 2)))
 
 
 def _fast_init(model, x, seed=0):
@@ -197,16 +230,7 @@ def torch_lsuv(model, x, preinit=True):
 
 
 def bench_model(kind, cfg, repeat, use_torch):
-  if kind == "mlp":
-    model = MLP(cfg["depth"], cfg["width"])
-    x = jnp.asarray(
-      np.random.default_rng(1).standard_normal((cfg["batch"], cfg["d_in"])), jnp.float32
-    )
-  else:
-    model = ConvNet(cfg["depth"], cfg["channels"])
-    x = jnp.asarray(
-      np.random.default_rng(1).standard_normal((cfg["batch"], cfg["hw"], cfg["hw"], 3)), jnp.float32
-    )
+  model, x = model_and_batch(kind, cfg)
   variables = _fast_init(model, x)
   key = jax.random.key(0)
   row = {}
@@ -234,8 +258,7 @@ def bench_model(kind, cfg, repeat, use_torch):
 
     torch.manual_seed(0)
     tmodel = torch_models(kind, cfg)
-    xn = np.array(x)
-    tx = torch.from_numpy(xn if kind == "mlp" else np.ascontiguousarray(xn.transpose(0, 3, 1, 2)))
+    tx = torch_batch(kind, x)
     with torch.no_grad():
       row["torch_forward"] = _steady_torch(lambda: tmodel(tx), repeat)
     t = time.perf_counter()
@@ -291,18 +314,8 @@ def main():
       del torch
     except ImportError:
       use_torch = False
-  if args.quick:
-    cfgs = {
-      "mlp": dict(depth=4, width=64, batch=32, d_in=32),
-      "conv": dict(depth=3, channels=8, batch=16, hw=8),
-    }
-    repeat, depths = 2, (2, 4, 8)
-  else:
-    cfgs = {
-      "mlp": dict(depth=32, width=512, batch=256, d_in=784),
-      "conv": dict(depth=16, channels=64, batch=64, hw=32),
-    }
-    repeat, depths = 5, (8, 16, 32, 64)
+  cfgs = CONFIGS["quick" if args.quick else "full"]
+  repeat, depths = (2, (2, 4, 8)) if args.quick else (5, (8, 16, 32, 64))
 
   cpu = "?"
   try:

@@ -2,8 +2,9 @@
 
 Side by side in one run, for n = 256, 1024, 2048, 4096:
 
-* every ``jaxinit.orthogonal`` method (``stewart``, the default, and ``qr``),
-  called as users call it (the draw is jit-compiled inside);
+* every ``jaxinit.orthogonal`` method (``stewart``, the default, ``qr`` and
+  ``cholesky_qr``; ``auto`` is ``stewart`` on the CPU), called as users call it
+  (the draw is jit-compiled inside);
 * ``jax.nn.initializers.orthogonal`` under ``jax.jit``;
 * ``torch.nn.init.orthogonal_`` (CPU torch, optional: skipped if not installed);
 * the floor for forming Q: one ``jax.lax.linalg.householder_product`` on a
@@ -85,7 +86,7 @@ def contenders(n: int) -> dict[str, tuple[Callable[[], object], Callable[[], obj
     compile_ = lambda: jax.jit(lambda k: init(k, shape, dtype)).lower(key).compile()
     return run, compile_
 
-  for method in ("stewart", "qr"):
+  for method in ("stewart", "qr", "cholesky_qr"):
     out[f"jaxinit {method}"] = jaxinit_call(jaxinit.orthogonal(method=method))
   out["jaxinit stewart bf16"] = jaxinit_call(jaxinit.orthogonal(), jnp.bfloat16)
 
@@ -159,6 +160,11 @@ def report(n: int, times: dict[str, list[float]], compile_s: dict[str, float]) -
     f"    stewart bf16 / stewart f32       {med['jaxinit stewart bf16'] / d:6.2f}   (bar: <= 1.1)"
   )
   print(f"    qr / jax.nn orthogonal           {med['jaxinit qr'] / med['jax.nn orthogonal']:6.2f}")
+  chol = med["jaxinit cholesky_qr"]
+  print(f"    cholesky_qr / stewart            {chol / d:6.2f}")
+  print(f"    cholesky_qr / jax.nn orthogonal  {chol / med['jax.nn orthogonal']:6.2f}")
+  if "torch orthogonal_" in med:
+    print(f"    cholesky_qr / torch orthogonal_  {chol / med['torch orthogonal_']:6.2f}")
 
 
 def main() -> None:

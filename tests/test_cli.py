@@ -30,6 +30,7 @@ def test_list_names_every_initializer_with_formula_and_defaults():
   assert "he_normal(negative_slope=0.0, mode='fan_in'" in text
   assert "Var[w] = gain^2 / fan_mode" in text
   assert "calculate_gain" in text
+  assert "'cholesky_qr'" in text and "'auto'" in text  # orthogonal's methods
 
 
 def test_no_command_prints_help():

@@ -68,16 +68,20 @@ KNOWN_CUSTOM_CALLS: dict[str, dict[str, str]] = {
     **{f"lapack_{t}orgqr_ffi": "LAPACK orgqr: product of Householder reflectors" for t in "sd"},
     **{f"lapack_{t}ungqr_ffi": "LAPACK ungqr: the same, complex" for t in "cz"},
     **{f"lapack_{t}geqrf_ffi": "LAPACK geqrf: Householder QR" for t in "sdcz"},
+    **{f"lapack_{t}potrf_ffi": "LAPACK potrf: Cholesky (orthogonal's cholesky_qr)" for t in "sdcz"},
+    **{f"lapack_{t}trsm_ffi": "BLAS trsm: triangular solve (cholesky_qr)" for t in "sdcz"},
   },
   "cuda": {
     "cusolver_orgqr_ffi": "cuSOLVER orgqr/ungqr",
     "cusolver_geqrf_ffi": "cuSOLVER geqrf",
     "cublas_geqrf_batched_ffi": "cuBLAS batched geqrf (small matrices)",
+    "cusolver_potrf_ffi": "cuSOLVER potrf: Cholesky (cholesky_qr)",
   },
   "rocm": {
     "hipsolver_orgqr_ffi": "hipSOLVER orgqr/ungqr",
     "hipsolver_geqrf_ffi": "hipSOLVER geqrf",
     "hipblas_geqrf_batched_ffi": "hipBLAS batched geqrf (small matrices)",
+    "hipsolver_potrf_ffi": "hipSOLVER potrf: Cholesky (cholesky_qr)",
   },
   "tpu": {
     "ProductOfElementaryHouseholderReflectors": "XLA:TPU's householder_product",

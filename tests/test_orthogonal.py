@@ -21,6 +21,8 @@ from jaxinit._src import orthogonal as orth_lib
 P = jax.sharding.PartitionSpec
 
 METHODS = orth_lib.METHODS
+# The constructions; "auto" is one of them per platform (stewart on CPU, see test_auto_*).
+CONSTRUCTIONS = tuple(m for m in METHODS if m != "auto")
 N_HAAR = 20_000  # 3x3 draws per Haar check
 
 
@@ -77,7 +79,7 @@ def haar_failures(q: np.ndarray) -> list[str]:
   return bad
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CONSTRUCTIONS)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.complex64])
 def test_haar_square(method, dtype):
   key = jax.random.key(9103 + METHODS.index(method) + 10 * (dtype == jnp.complex64))
@@ -88,7 +90,7 @@ def test_haar_square(method, dtype):
   assert not failures, failures
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CONSTRUCTIONS)
 @pytest.mark.parametrize("shape", [(3, 2), (2, 3)], ids=["tall", "wide"])
 def test_haar_rectangular(method, shape):
   key = jax.random.key(7717 + METHODS.index(method) + 10 * shape[0])
@@ -152,6 +154,157 @@ def test_qr_method_matches_jax_layout():
 
 
 # ---------------------------------------------------------------------------
+# cholesky_qr: the QR factor with R_jj > 0, and its Householder fallback
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+  "shape,batch,dtype",
+  [
+    ((40, 24), (), jnp.float32),  # tall
+    ((24, 24), (), jnp.float32),  # square
+    ((16, 40), (), jnp.float32),  # wide (drawn tall, transposed)
+    ((5, 12, 12), (0,), jnp.float32),  # a stack
+    ((20, 12), (), jnp.complex64),  # unitary
+  ],
+  ids=["tall", "square", "wide", "stack", "complex"],
+)
+def test_cholesky_qr_equals_the_sign_fixed_householder_qr(shape, batch, dtype):
+  """Exactness, directly: with the same key both methods factor the same Gaussian, and the
+  CholeskyQR passes must return Mezzadri's Q (the QR factor with R_jj > 0) to rounding."""
+  key = jax.random.key(21)
+  chol = jaxinit.orthogonal(batch_axis=batch, method="cholesky_qr")(key, shape, dtype)
+  ref = jaxinit.orthogonal(batch_axis=batch, method="qr")(key, shape, dtype)
+  np.testing.assert_allclose(chol, ref, atol=2e-5)
+
+
+def _conditioned(n: int, kappa: float, seed: int) -> np.ndarray:
+  """A square float64 matrix with singular values geometrically spaced from 1 to 1/kappa,
+  scaled to ||G||_F^2 = n^2 like an n x n standard Gaussian (the shift assumes that)."""
+  rng = np.random.default_rng(seed)
+  u = np.linalg.qr(rng.standard_normal((n, n)))[0]
+  v = np.linalg.qr(rng.standard_normal((n, n)))[0]
+  s = np.geomspace(1.0, 1.0 / kappa, n)
+  return (u * s * n / np.linalg.norm(s)) @ v.T
+
+
+def test_cholesky_qr_survives_ill_conditioned_and_singular_matrices():
+  """Square float32 inputs from well conditioned to singular: the shifted passes handle
+  kappa = 1e5 and 1e6 (where CholeskyQR without the shift breaks down), the two rescue
+  passes kappa = 1e8, Householder QR a zero column (every later pass meets an exactly
+  singular Gram matrix); every result, a repeated column included, is orthonormal with
+  Q^T G upper triangular with a non-negative diagonal: a QR factor of G with Mezzadri's sign
+  choice."""
+  n = 48
+  zero_column, repeated = _conditioned(n, 10.0, 4), _conditioned(n, 10.0, 5)
+  zero_column[:, -1] = 0.0
+  repeated[:, -1] = repeated[:, 0]
+  kappas = [10.0, 1e5, 1e6, 1e8]
+  g64 = np.stack([*(_conditioned(n, k, i) for i, k in enumerate(kappas)), zero_column, repeated])
+  g = jnp.asarray(g64, jnp.float32)
+  q = np.asarray(jax.jit(lambda g: orth_lib.haar_by_cholesky(g))(g), np.float64)
+  testing.assert_orthonormal(q, batch_axis=(0,), atol=1e-5)
+  r = np.swapaxes(q, -1, -2) @ np.asarray(g, np.float64)
+  tol = 1e-5 * np.linalg.norm(g64, 2, axis=(1, 2))[:, None, None]
+  assert (np.abs(np.tril(r, -1)) < tol).all()
+  assert (np.diagonal(r, axis1=-2, axis2=-1)[..., None] > -tol).all()
+
+  # which matrices each stage handled (the repeated column may go either way: rounding)
+  def stages(g):
+    _, ok, y1 = orth_lib.cholesky_qr3(g)
+    return ok, orth_lib.rescue_passes(y1)[1]
+
+  main_ok, rescue_ok = (np.asarray(x)[:5].tolist() for x in jax.jit(stages)(g))
+  assert main_ok == [True, True, True, False, False]
+  assert rescue_ok[3:] == [True, False]
+
+
+def test_cholesky_qr_repairs_per_matrix_and_keeps_its_conditions_under_vmap(monkeypatch):
+  """The routing of failed matrices: those the main passes handled keep their result, the
+  others take the rescue passes' result where that one is trusted, else Householder QR (here
+  both replaced by markers, and the checks by patterns); nothing changes when every matrix
+  passed; under jax.vmap the conditions stay conditions (a batched condition would become a
+  select that computes the rescue and the QR for every matrix)."""
+  g = jax.random.normal(jax.random.key(22), (2, 4, 10, 6))
+  plain = str(jax.make_jaxpr(orth_lib.haar_by_cholesky)(g[0]))
+  vmapped = str(jax.make_jaxpr(jax.vmap(jax.vmap(orth_lib.haar_by_cholesky)))(g[None]))
+  assert plain.count("cond[") == vmapped.count("cond[") == 3
+  monkeypatch.setattr(orth_lib, "haar_from_gaussian", lambda g: jnp.full_like(g, 7.0))
+  monkeypatch.setattr(
+    orth_lib, "rescue_passes", lambda y1: (jnp.full_like(y1, 5.0), jnp.arange(len(y1)) % 4 == 1)
+  )
+  fresh = lambda: jax.jit(lambda g: jax.vmap(orth_lib.haar_by_cholesky)(g))  # a new trace
+  q = np.asarray(fresh()(g))
+  assert not np.isin(q, [5.0, 7.0]).any()  # every matrix passed: nothing recomputed
+  testing.assert_orthonormal(q, batch_axis=(0, 1))
+  monkeypatch.setattr(orth_lib, "_accurate", lambda a, lower: jnp.arange(len(a)) % 4 == 0)
+  q = np.asarray(fresh()(g))  # vmap folds (2, 4) into a stack of 8: index i = 4 b + j
+  testing.assert_orthonormal(q[:, 0], batch_axis=(0,))
+  assert (q[:, 1] == 5).all() and (q[:, 2:] == 7).all()
+
+
+# ---------------------------------------------------------------------------
+# auto: stewart on CPU, cholesky_qr on accelerators
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+  "shape,batch,dtype",
+  [
+    ((24, 24), (), jnp.float32),
+    ((40, 16), (), jnp.bfloat16),
+    ((16, 40), (), jnp.complex64),
+    ((3, 8, 8), (0,), jnp.float32),
+  ],
+  ids=["square", "tall-bf16", "wide-complex", "stack"],
+)
+def test_auto_is_stewart_bit_for_bit_on_cpu(shape, batch, dtype):
+  key = jax.random.key(23)
+  auto = jaxinit.orthogonal(batch_axis=batch, method="auto")(key, shape, dtype)
+  stewart = jaxinit.orthogonal(batch_axis=batch)(key, shape, dtype)
+  np.testing.assert_array_equal(auto, stewart)
+
+
+def _lowered_text(fn, platforms, *args):
+  return jax.export.export(jax.jit(fn), platforms=platforms)(*args).mlir_module()
+
+
+@pytest.mark.parametrize(
+  "platforms,present,absent",
+  [
+    (("cpu",), ["lapack_sorgqr_ffi"], ["lapack_spotrf_ffi"]),
+    (("cuda",), ["cusolver_potrf_ffi"], []),
+    (("rocm",), ["hipsolver_potrf_ffi"], []),
+    (("tpu",), ["stablehlo.cholesky"], []),
+    # both branches, each with a lowering per platform inside
+    (("cpu", "cuda"), ["lapack_sorgqr_ffi", "cusolver_potrf_ffi"], []),
+  ],
+  ids=lambda v: "-".join(v) if isinstance(v, tuple) else None,
+)
+def test_auto_chooses_by_the_platform_it_is_lowered_for(platforms, present, absent):
+  """jax.export lowers for platforms this machine does not have: auto's program holds the
+  Householder product on CPU and the Cholesky passes on GPU/TPU (whose Householder QR, the
+  fallback, is there too)."""
+  init = jaxinit.orthogonal(method="auto")
+  text = _lowered_text(lambda k: init(k, (32, 32)), platforms, jax.random.key(0))
+  for name in present:
+    assert name in text, (platforms, name)
+  for name in absent:
+    assert name not in text, (platforms, name)
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_cholesky_qr_matrix_products_are_full_float32_on_accelerators(platform):
+  """The Gram matrices must not run in TF32 (GPU default) or one bfloat16 pass (TPU default):
+  the passes would then stop at ~1e-3. The CPU ignores the precision, so check the lowering."""
+  init = jaxinit.orthogonal(method="cholesky_qr")
+  text = _lowered_text(lambda k: init(k, (32, 32)), (platform,), jax.random.key(0))
+  dots = [line for line in text.splitlines() if "stablehlo.dot_general" in line]
+  assert len(dots) == 6  # three passes and three rescue passes
+  assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots), dots
+
+
+# ---------------------------------------------------------------------------
 # Orthonormality for every shape family
 # ---------------------------------------------------------------------------
 
@@ -166,8 +319,13 @@ SHAPES = [  # square: test_haar_square, test_large_square_float32_precision
 ]
 
 
-# every family with the default method; "qr" shares the flattening, so a few suffice
-CASES = [(s, "stewart") for s in SHAPES] + [(SHAPES[i], "qr") for i in (1, 5)]
+# every family with the default method and with cholesky_qr (its own passes on stacks of
+# tall matrices); "qr" shares the flattening, so a few suffice
+CASES = (
+  [(s, "stewart") for s in SHAPES]
+  + [(SHAPES[i], "qr") for i in (1, 5)]
+  + [(s, "cholesky_qr") for s in SHAPES]
+)
 
 
 @pytest.mark.parametrize(
@@ -183,9 +341,38 @@ def test_orthonormal(shape, col, batch, method):
     assert not np.allclose(flat[0], flat[1])
 
 
-def test_large_square_float32_precision():
-  w = jaxinit.orthogonal()(jax.random.key(6), (512, 512))
-  assert testing.assert_orthonormal(w) < 2e-5  # 10 * eps * n is 6e-4
+@pytest.mark.parametrize("method", CONSTRUCTIONS)
+@pytest.mark.parametrize("shape", [(512, 512), (1024, 256)], ids=["square", "tall"])
+def test_large_float32_precision(method, shape):
+  w = jaxinit.orthogonal(method=method)(jax.random.key(6), shape)
+  assert testing.assert_orthonormal(w) < 2e-5  # 10 * eps * n is 6e-4 (measured: ~6e-7)
+
+
+def _cholesky_passes_only(monkeypatch, key, shape):
+  """``orthogonal(method="cholesky_qr")``'s matrix with the rescue passes and the Householder
+  fallback replaced by NaN: finite only if the three main passes handled it on their own."""
+  nan = lambda x: jnp.full_like(x, jnp.nan)
+  monkeypatch.setattr(orth_lib, "haar_from_gaussian", nan)
+  monkeypatch.setattr(orth_lib, "rescue_passes", lambda y1: (nan(y1), jnp.ones(len(y1), bool)))
+  rows, cols = shape
+  real = np.dtype(np.float32)
+  draw = jax.jit(lambda k: orth_lib.haar(k, 1, rows, cols, real, "cholesky_qr")[0])  # new trace
+  return np.asarray(draw(key))
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (1024, 256)], ids=["square", "tall"])
+def test_cholesky_qr_passes_need_no_fallback_for_ordinary_draws(monkeypatch, shape):
+  w = _cholesky_passes_only(monkeypatch, jax.random.key(6), shape)
+  assert testing.assert_orthonormal(w) < 2e-6  # measured: ~6e-7, as Householder QR
+
+
+@pytest.mark.slow
+def test_cholesky_qr_third_pass_at_n_2048(monkeypatch):
+  """Where the third pass matters: a square float32 matrix of 2048 (kappa ~ 4000) is
+  orthonormal to ~5e-7 after three passes and 4e-6 to 7e-5 after two (measured), and the
+  passes need no fallback."""
+  w = _cholesky_passes_only(monkeypatch, jax.random.key(26), (2048, 2048))
+  assert testing.assert_orthonormal(w) < 2e-6
 
 
 def test_depthwise_kernel_gets_orthonormal_rows():
@@ -203,7 +390,10 @@ def test_depthwise_kernel_gets_orthonormal_rows():
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method,dtype", [("stewart", jnp.bfloat16), ("qr", jnp.float16)])
+@pytest.mark.parametrize(
+  "method,dtype",
+  [("stewart", jnp.bfloat16), ("qr", jnp.float16), ("cholesky_qr", jnp.bfloat16)],
+)
 def test_16_bit_is_float32_rounded_once(method, dtype):
   init = jaxinit.orthogonal(method=method)
   key = jax.random.key(8)
@@ -213,9 +403,10 @@ def test_16_bit_is_float32_rounded_once(method, dtype):
   testing.assert_orthonormal(w16)
 
 
-def test_float64_under_x64_is_computed_in_float64():
+@pytest.mark.parametrize("method", ["stewart", "cholesky_qr"])
+def test_float64_under_x64_is_computed_in_float64(method):
   with jax.enable_x64(True):  # (the conformance sweep checks complex128 too)
-    w = jaxinit.orthogonal()(jax.random.key(10), (64, 48), jnp.float64)
+    w = jaxinit.orthogonal(method=method)(jax.random.key(10), (64, 48), jnp.float64)
   assert w.dtype == jnp.float64
   assert testing.assert_orthonormal(w) < 1e-13
 
@@ -226,6 +417,8 @@ def test_zero_size_shapes():
     (jaxinit.orthogonal(), plain),
     (jaxinit.delta_orthogonal(), plain),
     (jaxinit.orthogonal(batch_axis=0, method="qr"), [(0, 4, 4), (4, 0, 4), (2, 3, 0)]),
+    (jaxinit.orthogonal(batch_axis=0, method="cholesky_qr"), [(0, 4, 4), (4, 0, 4), (2, 3, 0)]),
+    (jaxinit.orthogonal(method="cholesky_qr"), plain),
   ]:
     for shape in shapes:
       w = init(jax.random.key(0), shape, jnp.bfloat16)
@@ -253,6 +446,34 @@ def test_out_sharding():
   with jax.set_mesh(_mesh()):
     w = jaxinit.orthogonal()(jax.random.key(13), (32, 32), None, P(None, "b"))
   assert w.sharding.spec == P(None, "b")
+
+
+@pytest.mark.parametrize("method", ["cholesky_qr", "auto"])
+@pytest.mark.parametrize(
+  "shape,batch,spec",
+  [
+    ((8, 16, 16), (0,), P(("a", "b"))),  # one matrix per device
+    ((64, 32), (), P("a", "b")),  # one matrix, rows and columns split
+    ((32, 64), (), P(None, ("a", "b"))),  # wide, columns split 8 ways
+    ((4, 24, 8), (0,), P("a", None, "b")),  # stack and columns
+  ],
+  ids=["stack", "tall", "wide", "stack-cols"],
+)
+def test_sharded_draw_is_bit_identical_to_unsharded(method, shape, batch, spec):
+  init = jaxinit.orthogonal(batch_axis=batch, method=method)
+  w = _sharded_equals_unsharded(init, shape, spec, jax.random.key(24))
+  testing.assert_orthonormal(w, batch_axis=batch)
+
+
+@pytest.mark.parametrize("method", ["cholesky_qr", "auto"])
+def test_same_bits_eagerly_under_jit_and_under_vmap(method):
+  init = jaxinit.orthogonal(batch_axis=0, method=method)
+  shape, keys = (3, 20, 12), jax.random.split(jax.random.key(25), 3)
+  eager = np.stack([init(k, shape) for k in keys])
+  jitted = jax.jit(lambda k: init(k, shape))
+  np.testing.assert_array_equal(np.stack([jitted(k) for k in keys]), eager)
+  np.testing.assert_array_equal(jax.vmap(lambda k: init(k, shape))(keys), eager)
+  np.testing.assert_array_equal(jax.jit(jax.vmap(lambda k: init(k, shape)))(keys), eager)
 
 
 def test_stored_gaussian_path_is_bit_exact_under_vmap_and_sharding(monkeypatch):
@@ -285,10 +506,14 @@ def test_one_compilation_per_shape_dtype_method(monkeypatch):
   jaxinit.orthogonal(1.25)(jax.random.key(0), shape, jnp.bfloat16)
   jaxinit.orthogonal(1.25, method="qr")(jax.random.key(0), shape)
   jaxinit.orthogonal(1.25)(jax.random.key(0), (7, 5))
+  jaxinit.orthogonal(1.25, method="cholesky_qr")(jax.random.key(0), shape)
+  jaxinit.orthogonal(1.25, method="auto")(jax.random.key(0), shape)
   for i in range(2):
     jaxinit.orthogonal(1.25, method="qr")(jax.random.key(i), shape)
     jaxinit.orthogonal(1.25)(jax.random.key(i), (7, 5))
-  assert len(traces) == 4, traces
+    jaxinit.orthogonal(1.25, method="cholesky_qr")(jax.random.key(i), shape)
+    jaxinit.orthogonal(1.25, method="auto")(jax.random.PRNGKey(i), shape)
+  assert len(traces) == 6, traces
 
 
 # ---------------------------------------------------------------------------
@@ -331,6 +556,11 @@ def test_registry_and_serialization():
     assert jaxinit.deserialize(jaxinit.serialize(init)) == init
     assert pickle.loads(pickle.dumps(init)) == init
   assert jaxinit.orthogonal(batch_axis=1).batch_axis == (1,)
+  for method in METHODS:
+    init = jaxinit.get({"name": "orthogonal", "method": method})
+    assert init == jaxinit.orthogonal(method=method)
+    assert jaxinit.deserialize(jaxinit.serialize(init)) == init
+  assert repr(jaxinit.orthogonal(method="auto")) == "orthogonal(method='auto')"
   assert hash(jaxinit.orthogonal()) == hash(jaxinit.orthogonal())
 
 
@@ -347,7 +577,7 @@ def test_registry_and_serialization():
     (
       {"method": "householder"},
       ValueError,
-      r"`method` must be one of 'stewart', 'qr', got 'householder'",
+      r"`method` must be one of 'stewart', 'qr', 'cholesky_qr', 'auto', got 'householder'",
     ),
   ],
 )
