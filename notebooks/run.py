@@ -32,10 +32,12 @@ def execute(path: pathlib.Path, timeout: int = TIMEOUT):
   import nbclient
 
   nb = jupytext.read(path)
-  nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3",
-                                        "language": "python"})
-  nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                          resources={"metadata": {"path": str(ROOT)}}).execute()
+  nb.metadata.setdefault(
+    "kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"}
+  )
+  nbclient.NotebookClient(
+    nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+  ).execute()
   return nb
 
 
