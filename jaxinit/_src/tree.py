@@ -24,11 +24,18 @@ import numpy as np
 
 from jaxinit._src import draw, serialization
 from jaxinit._src.base import Initializer
-from jaxinit._src.checks import canonical_dtype, canonical_key, fail
+from jaxinit._src.checks import (
+  canonical_dtype,
+  canonical_key,
+  complex_of,
+  compute_dtype,
+  fail,
+  is_complex,
+)
 from jaxinit._src.framework_types import is_box, is_equinox_module, rebox, unbox
 from jaxinit._src.layouts import Layout, get_layout
 from jaxinit._src.paths import flatten_with_paths, hash_words
-from jaxinit._src.rules import SiblingRule
+from jaxinit._src.rules import DepthRule, SiblingRule
 from jaxinit._src.sharding import check_sharding, resolve_sharding, sharding_table
 
 _FN = "reinit"
@@ -140,12 +147,15 @@ def _compile_rules(rules: Any) -> list[tuple[str, re.Pattern, Any]]:
       raise fail(
         _FN, f"the rule pattern {pattern!r} is not a valid regular expression: {e}."
       ) from None
-    out.append((pattern, compiled, _rule_init(pattern, init)))
+    init = _rule_init(pattern, init)
+    if isinstance(init, DepthRule):
+      init.check_pattern(_FN, pattern, compiled)
+    out.append((pattern, compiled, init))
   return out
 
 
 def _rule_init(pattern: str, init: Any) -> Any:
-  if init is None or isinstance(init, Initializer | SiblingRule):
+  if init is None or isinstance(init, Initializer | SiblingRule | DepthRule):
     return init
   if isinstance(init, str | Mapping):
     return serialization.get(init)
@@ -155,8 +165,8 @@ def _rule_init(pattern: str, init: Any) -> Any:
     _FN,
     f"the rule {pattern!r} maps to {init!r}, which is not an initializer; "
     "use a jaxinit initializer, a name or config dict (jaxinit.get), any "
-    "init(key, shape, dtype) callable, a sibling rule (jaxinit.torch_bias), or None "
-    "to keep the leaf.",
+    "init(key, shape, dtype) callable, a sibling rule (jaxinit.torch_bias), a depth "
+    "rule (jaxinit.depth_rule), or None to keep the leaf.",
     TypeError,
   )
 
@@ -164,7 +174,7 @@ def _rule_init(pattern: str, init: Any) -> Any:
 def _describe(init: Any) -> str:
   return (
     repr(init)
-    if isinstance(init, Initializer | SiblingRule)
+    if isinstance(init, Initializer | SiblingRule | DepthRule)
     else getattr(init, "__name__", repr(init))
   )
 
@@ -274,7 +284,9 @@ def reinit(
   **Rule values.** A jaxinit initializer; a name or config dict accepted by
   :func:`jaxinit.get`; any ``init(key, shape, dtype)`` callable (such as a
   ``jax.nn.initializers`` one); :func:`jaxinit.torch_bias` (scale from the
-  sibling kernel); or ``None`` (keep).
+  sibling kernel); :func:`jaxinit.depth_rule` (a draw multiplied by a function
+  of the layer index the pattern captured); or ``None`` (keep). A preset of
+  ``jaxinit.presets`` is a mapping of such rules.
 
   **Sharding.** Each redrawn leaf is produced directly in its target sharding,
   under ``jit`` with ``out_shardings``, each device generating only its shard;
@@ -335,10 +347,11 @@ def reinit(
   plan = []
   for i, path, leaf, value in arrays:
     for r, (pattern, regex, init) in enumerate(compiled):
-      if regex.fullmatch(path):
+      match = regex.fullmatch(path)
+      if match:
         used[r] = True
         if init is not None:
-          plan.append((i, path, leaf, value, pattern, init))
+          plan.append((i, path, leaf, value, pattern, init, match))
         break
   for r, (pattern, _, _) in enumerate(compiled):
     if not used[r]:
@@ -346,7 +359,7 @@ def reinit(
 
   # Resolve and check everything on the host before drawing anything.
   draws = []
-  for i, path, leaf, value, pattern, init in plan:
+  for i, path, leaf, value, pattern, init, match in plan:
     shape = tuple(int(d) for d in value.shape)
     dtype = (
       np.dtype(value.dtype)
@@ -360,30 +373,43 @@ def reinit(
         "array, which cannot be initialized; exclude it from the pattern.",
         TypeError,
       )
+    scale = None
+    if isinstance(init, DepthRule):
+      scale, init = init.factor(_FN, pattern, path, match), init.init
     if isinstance(init, SiblingRule):
       init = init.resolve(_sibling_shape(path, init, shapes, pattern), lay)
     init = init.for_layout(lay, shape) if isinstance(init, Initializer) else init
     box = leaf if is_box(leaf) else None
     sharding = resolve_sharding(_FN, path, box, value, table, mesh)
     _check_leaf(path, pattern, init, shape, dtype, sharding)
-    draws.append((i, path, leaf, box, init, shape, dtype, sharding))
+    draws.append((i, path, leaf, box, init, shape, dtype, sharding, scale))
 
   leaves = [leaf for _, leaf in flat]
-  for i, path, _, box, init, shape, dtype, sharding in draws:
+  for i, path, _, box, init, shape, dtype, sharding, scale in draws:
     if isinstance(init, Initializer):
       # the same key as leaf_key(key, path), folded inside the compiled draw (one
       # dispatch per leaf instead of three)
       fold = np.asarray(hash_words(path), np.uint32)
       d = canonical_dtype(init.name, dtype, allow_complex=init._supports_complex())
-      new = draw.run(init, key, shape, d, sharding, fold)
+      new = draw.run(init, key, shape, d, sharding, fold, scale)
     else:
-      new = _call_foreign(init, leaf_key(key, path), shape, dtype, sharding)
+      new = _call_foreign(init, leaf_key(key, path), shape, dtype, sharding, scale)
     leaves[i] = rebox(box, new) if box is not None else new
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _call_foreign(init: Callable, key, shape, dtype, sharding) -> Any:
-  """Runs an ``init(key, shape, dtype)`` callable that is not a jaxinit initializer."""
-  if sharding is None:
+def _call_foreign(init: Callable, key, shape, dtype, sharding, scale=None) -> Any:
+  """Runs an ``init(key, shape, dtype)`` callable that is not a jaxinit initializer;
+  a depth rule's ``scale`` multiplies its result in float32 (float64 for 64-bit leaves)."""
+
+  def run(k):
+    out = init(k, shape, dtype)
+    if scale is None:
+      return out
+    real = compute_dtype(np.dtype(dtype))
+    wide = complex_of(real) if is_complex(np.dtype(dtype)) else real
+    return (out.astype(wide) * np.asarray(scale, real).astype(wide)).astype(dtype)
+
+  if sharding is None and scale is None:
     return init(key, shape, dtype)
-  return jax.jit(lambda k: init(k, shape, dtype), out_shardings=sharding)(key)
+  return jax.jit(run, out_shardings=sharding)(key)
