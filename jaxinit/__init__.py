@@ -8,6 +8,7 @@ nnx) and into plain JAX code.
 
 from jaxinit import diagnostics as diagnostics  # submodule: jaxinit.diagnostics.*
 from jaxinit import mean_field as mean_field  # submodule: jaxinit.mean_field.*
+from jaxinit import presets as presets  # submodule: jaxinit.presets.*
 from jaxinit._src.base import Initializer as Initializer
 from jaxinit._src.base import InitializerProtocol as InitializerProtocol
 from jaxinit._src.basic import constant as constant
@@ -31,6 +32,7 @@ from jaxinit._src.orthogonal import delta_orthogonal as delta_orthogonal
 from jaxinit._src.orthogonal import orthogonal as orthogonal
 from jaxinit._src.orthogonal import spectral as spectral
 from jaxinit._src.rules import depth_rule as depth_rule
+from jaxinit._src.rules import optional as optional
 from jaxinit._src.rules import torch_bias as torch_bias
 from jaxinit._src.serialization import deserialize as deserialize
 from jaxinit._src.serialization import get as get
@@ -94,7 +96,9 @@ __all__ = [
   "normal",
   "normalized",
   "ones",
+  "optional",
   "orthogonal",
+  "presets",
   "reinit",
   "serialize",
   "sparse",

@@ -297,3 +297,59 @@ def depth_rule(init: Any, scale: Callable[[int], float], group: int | str = 1) -
     if group < 1:
       raise fail(fn, f"`group` must be >= 1 (group 0 is the whole match), got {group}.")
   return DepthRule(init, scale, group)
+
+
+# ---------------------------------------------------------------------------
+# Optional rules.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class OptionalRule:
+  """A ``reinit`` rule that may match no parameter (built by :func:`optional`)."""
+
+  rule: Any
+
+  name: ClassVar[str] = "optional"
+
+  def __call__(self, *args, **kwargs):
+    raise fail(
+      self.name,
+      "this is a rule of jaxinit.reinit (it says the rule may match nothing), not an "
+      "initializer; call the rule it wraps instead.",
+      TypeError,
+    )
+
+  def __repr__(self):
+    return f"optional({self.rule!r})"
+
+
+def optional(rule: Any) -> OptionalRule:
+  """Marks a ``reinit`` rule as allowed to match no parameter.
+
+  ``reinit`` refuses a rule that matches nothing, since it usually means a typo.
+  A catch-all such as "every bias is zero" is different: a model without biases
+  is fine. ``optional(rule)`` behaves as ``rule`` on every path it matches, and
+  matching none is not an error. The presets' catch-all roles are optional.
+
+  Args:
+    rule: anything ``reinit`` accepts as a rule value (an initializer, a name or
+      config dict, a callable, :func:`jaxinit.torch_bias`,
+      :func:`jaxinit.depth_rule`, or None to keep).
+
+  Returns:
+    A rule for :func:`jaxinit.reinit`.
+
+  Raises:
+    TypeError: ``rule`` is already optional.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxinit
+    >>> params = {"fc": {"weight": jnp.zeros((4, 3))}}       # no biases
+    >>> rules = {".*bias": jaxinit.optional(jaxinit.zeros()), ".*weight": jaxinit.normal()}
+    >>> jaxinit.reinit(params, rules, jax.random.key(0))["fc"]["weight"].shape
+    (4, 3)
+  """
+  if isinstance(rule, OptionalRule):
+    raise fail("optional", f"`rule` is already optional: {rule!r}.", TypeError)
+  return OptionalRule(rule)

@@ -35,7 +35,7 @@ from jaxinit._src.checks import (
 from jaxinit._src.framework_types import is_box, is_equinox_module, rebox, unbox
 from jaxinit._src.layouts import Layout, get_layout
 from jaxinit._src.paths import flatten_with_paths, hash_words
-from jaxinit._src.rules import DepthRule, SiblingRule
+from jaxinit._src.rules import DepthRule, OptionalRule, SiblingRule
 from jaxinit._src.sharding import check_sharding, resolve_sharding, sharding_table
 
 _FN = "reinit"
@@ -110,7 +110,7 @@ def leaf_paths(tree: Any) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
-def _compile_rules(rules: Any) -> list[tuple[str, re.Pattern, Any]]:
+def _compile_rules(rules: Any) -> list[tuple[str, re.Pattern, Any, bool]]:
   if isinstance(rules, Mapping):
     items = list(rules.items())
   elif isinstance(rules, Sequence) and not isinstance(rules, str | bytes):
@@ -147,10 +147,11 @@ def _compile_rules(rules: Any) -> list[tuple[str, re.Pattern, Any]]:
       raise fail(
         _FN, f"the rule pattern {pattern!r} is not a valid regular expression: {e}."
       ) from None
-    init = _rule_init(pattern, init)
+    may_miss = isinstance(init, OptionalRule)
+    init = _rule_init(pattern, init.rule if may_miss else init)
     if isinstance(init, DepthRule):
       init.check_pattern(_FN, pattern, compiled)
-    out.append((pattern, compiled, init))
+    out.append((pattern, compiled, init, may_miss))
   return out
 
 
@@ -285,7 +286,8 @@ def reinit(
   :func:`jaxinit.get`; any ``init(key, shape, dtype)`` callable (such as a
   ``jax.nn.initializers`` one); :func:`jaxinit.torch_bias` (scale from the
   sibling kernel); :func:`jaxinit.depth_rule` (a draw multiplied by a function
-  of the layer index the pattern captured); or ``None`` (keep). A preset of
+  of the layer index the pattern captured); or ``None`` (keep). Wrapped in
+  :func:`jaxinit.optional`, a rule may match nothing. A preset of
   ``jaxinit.presets`` is a mapping of such rules.
 
   **Sharding.** Each redrawn leaf is produced directly in its target sharding,
@@ -346,15 +348,15 @@ def reinit(
   used = [False] * len(compiled)
   plan = []
   for i, path, leaf, value in arrays:
-    for r, (pattern, regex, init) in enumerate(compiled):
+    for r, (pattern, regex, init, _) in enumerate(compiled):
       match = regex.fullmatch(path)
       if match:
         used[r] = True
         if init is not None:
           plan.append((i, path, leaf, value, pattern, init, match))
         break
-  for r, (pattern, _, _) in enumerate(compiled):
-    if not used[r]:
+  for r, (pattern, _, _, may_miss) in enumerate(compiled):
+    if not used[r] and not may_miss:
       raise _no_match_error(pattern, [p for _, p, _, _ in arrays])
 
   # Resolve and check everything on the host before drawing anything.
