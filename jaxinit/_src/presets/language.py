@@ -12,7 +12,6 @@ from jaxinit._src.checks import check_bool
 from jaxinit._src.presets.preset import (
   ANY,
   BLOCK,
-  LAYER,
   InvSqrt,
   Preset,
   build,
@@ -30,7 +29,6 @@ from jaxinit._src.structured import zero_rows
 Patterns = Mapping[str, str | None] | None
 
 # Flax-native names shared by the presets (documented in jaxinit.presets).
-_FLAX_ATTN_IN = ANY + BLOCK + r"/(?:attn|cross_attn)/(?:qkv|query|key|value)/kernel"
 _FLAX_IN = ANY + BLOCK + r"/(?:(?:attn|cross_attn)/(?:qkv|query|key|value)|mlp/(?:up|gate))/kernel"
 _FLAX_OUT = ANY + BLOCK + r"/(?:(?:attn|cross_attn)/out|mlp/down)/kernel"
 _FLAX_NORM_SCALE = ANY + r"(?:" + BLOCK + r"/[^/]*norm|final_norm|embed_norm)/scale"
@@ -149,37 +147,41 @@ def gpt2(
 # ---------------------------------------------------------------------------
 
 _HF = r"(?:model/)?"
+# Llama-style names: each naming's block prefix (``{}`` is the layer index), the
+# suffixes of the block's weights, and the names outside the blocks.
 _LLAMA_NAMES = {
-  # role -> pattern; "attn_out", "mlp_down", "mlp_up" capture the layer index
   "hf": {
+    "block": _HF + r"layers/{}/",
+    "qkv": r"self_attn/(?:q|k|v)_proj/weight",
+    "attn_out": r"self_attn/o_proj/weight",
+    "mlp_gate": r"mlp/gate_proj/weight",
+    "mlp_up": r"mlp/up_proj/weight",
+    "mlp_down": r"mlp/down_proj/weight",
     "embedding": _HF + r"embed_tokens/weight",
-    "qkv": _HF + r"layers/\d+/self_attn/(?:q|k|v)_proj/weight",
-    "attn_out": _HF + r"layers/(?P<layer>\d+)/self_attn/o_proj/weight",
-    "mlp_gate": _HF + r"layers/\d+/mlp/gate_proj/weight",
-    "mlp_up": _HF + r"layers/(?P<layer>\d+)/mlp/up_proj/weight",
-    "mlp_down": _HF + r"layers/(?P<layer>\d+)/mlp/down_proj/weight",
     "norm_scale": _HF + r"(?:layers/\d+/[^/]*norm|norm)/weight",
     "bias": _HF + r"(?:layers/\d+/(?:self_attn|mlp)/[^/]+|layers/\d+/[^/]*norm|norm)/bias",
     "head": r"lm_head/weight",
   },
   "torchtitan": {
+    "block": r"layers/{}/",
+    "qkv": r"attention/(?:wq|wk|wv|wqkv)/weight",
+    "attn_out": r"attention/wo/weight",
+    "mlp_gate": r"feed_forward/w1/weight",
+    "mlp_up": r"feed_forward/w3/weight",
+    "mlp_down": r"feed_forward/w2/weight",
     "embedding": r"tok_embeddings/weight",
-    "qkv": r"layers/\d+/attention/(?:wq|wk|wv|wqkv)/weight",
-    "attn_out": r"layers/(?P<layer>\d+)/attention/wo/weight",
-    "mlp_gate": r"layers/\d+/feed_forward/w1/weight",
-    "mlp_up": r"layers/(?P<layer>\d+)/feed_forward/w3/weight",
-    "mlp_down": r"layers/(?P<layer>\d+)/feed_forward/w2/weight",
     "norm_scale": r"(?:layers/\d+/(?:attention_norm|ffn_norm)|norm)/weight",
     "bias": r"layers/\d+/(?:attention|feed_forward)/[^/]+/bias",
     "head": r"output/weight",
   },
   "flax": {
+    "block": ANY + r"blocks[_/]{}/",
+    "qkv": r"(?:attn|cross_attn)/(?:qkv|query|key|value)/kernel",
+    "attn_out": r"(?:attn|cross_attn)/out/kernel",
+    "mlp_gate": r"mlp/gate/kernel",
+    "mlp_up": r"mlp/up/kernel",
+    "mlp_down": r"mlp/down/kernel",
     "embedding": ANY + r"embed/embedding",
-    "qkv": _FLAX_ATTN_IN,
-    "attn_out": ANY + LAYER + r"/attn/out/kernel",
-    "mlp_gate": ANY + BLOCK + r"/mlp/gate/kernel",
-    "mlp_up": ANY + LAYER + r"/mlp/up/kernel",
-    "mlp_down": ANY + LAYER + r"/mlp/down/kernel",
     "norm_scale": _FLAX_NORM_SCALE,
     "bias": _FLAX_BIAS,
     "head": ANY + r"head/kernel",
@@ -187,9 +189,12 @@ _LLAMA_NAMES = {
 }
 
 
-def _merge(p: dict[str, str], *roles: str) -> str:
-  """One pattern matching any of ``roles`` (``(?:a|b)``), for roles that share a rule."""
-  return "(?:" + "|".join(p[r] for r in roles) + ")"
+def _blocks(names: str, *roles: str, layer: bool = False) -> str:
+  """One pattern for the block weights ``roles``; ``layer``: capture the index as ``layer``."""
+  q = _LLAMA_NAMES[names]
+  index = r"(?P<layer>\d+)" if layer else r"\d+"
+  suffix = q[roles[0]] if len(roles) == 1 else "(?:" + "|".join(q[r] for r in roles) + ")"
+  return q["block"].format(index) + suffix
 
 
 def hf_default(
@@ -362,8 +367,8 @@ def megatron(
     p = {
       "embedding": q["embedding"],
       "positions": ANY + (r"pos_embed/embedding" if names == "flax" else r"embed_positions/weight"),
-      "inputs": _merge(q, "qkv", "mlp_gate", "mlp_up").replace("(?P<layer>", "(?:"),
-      "residual_out": _merge(q, "attn_out", "mlp_down").replace("(?P<layer>", "(?:"),
+      "inputs": _blocks(names, "qkv", "mlp_gate", "mlp_up"),
+      "residual_out": _blocks(names, "attn_out", "mlp_down"),
       "norm_scale": q["norm_scale"],
       "bias": q["bias"],
       "head": q["head"],
@@ -500,16 +505,12 @@ def llama3(
   q = _LLAMA_NAMES[names]
   if depth_init:
     out = depth_rule(torch_trunc(0.02), InvSqrt(2.0, 1), group="layer")
-    out_pattern = _merge(q, "attn_out", "mlp_down", "mlp_up")
-    # one group named "layer" per pattern: keep the first, make the others plain
-    first, rest = out_pattern.split("(?P<layer>", 1)
-    out_pattern = first + "(?P<layer>" + rest.replace("(?P<layer>", "(?:")
   else:
     out = torch_trunc(0.02 / math.sqrt(2 * L))
-    out_pattern = _merge(q, "attn_out", "mlp_down", "mlp_up").replace("(?P<layer>", "(?:")
+  out_pattern = _blocks(names, "attn_out", "mlp_down", "mlp_up", layer=depth_init)
   rows = [
     ("embedding", q["embedding"], normal(1.0)),
-    ("inputs", _merge(q, "qkv", "mlp_gate"), torch_trunc(0.02)),
+    ("inputs", _blocks(names, "qkv", "mlp_gate"), torch_trunc(0.02)),
     ("depth_out", out_pattern, out),
     ("norm_scale", q["norm_scale"], ones()),
     ("head", q["head"], truncated_normal(1 / math.sqrt(d), lower=-3.0, upper=3.0)),
@@ -541,9 +542,9 @@ def _olmo_names(names: str) -> dict[str, str]:
   return {
     "embedding": q["embedding"],
     "positions": ANY + (r"pos_embed/embedding" if names == "flax" else r"embed_positions/weight"),
-    "inputs": _merge(q, "qkv", "mlp_gate", "mlp_up").replace("(?P<layer>", "(?:"),
-    "attn_out": q["attn_out"],
-    "ff_out": q["mlp_down"],
+    "inputs": _blocks(names, "qkv", "mlp_gate", "mlp_up"),
+    "attn_out": _blocks(names, "attn_out", layer=True),
+    "ff_out": _blocks(names, "mlp_down", layer=True),
     "norm_scale": q["norm_scale"],
     "bias": q["bias"],
     "head": q["head"],

@@ -141,7 +141,7 @@ def fixup(
 # ---------------------------------------------------------------------------
 
 
-def _tfixup_names(names: str, side: str) -> dict[str, str]:
+def _tfixup_names(names: str, side: str, shared: bool) -> dict[str, str]:
   if names == "fairseq":
     base = rf"{side}/layers/\d+/"
     return {
@@ -157,7 +157,7 @@ def _tfixup_names(names: str, side: str) -> dict[str, str]:
     "v": base + r"(?:attn|cross_attn)/value/kernel",
     "qk": base + r"(?:attn|cross_attn)/(?:query|key)/kernel",
     "bias": base + r"(?:attn|cross_attn|mlp)/[^/]+/bias",
-    "embedding": rf"{ANY}{side}/embed/embedding",
+    "embedding": ANY + (r"(?:encoder/)?embed/embedding" if shared else rf"{side}/embed/embedding"),
   }
 
 
@@ -182,7 +182,8 @@ def t_fixup(
     ``1/sqrt(2)``, which the reference multiplies back by ``sqrt(2)``);
   * ``q_proj``, ``k_proj``: fairseq's Xavier uniform with gain ``1/sqrt(2)``;
   * embeddings ``N(0, 1/d)`` times ``(9 N)^(-1/4)`` (encoder) and ``(9 M)^(-1/4)``
-    (decoder, unless ``shared_embeddings``: then the encoder's only), padding row 0;
+    (decoder, unless ``shared_embeddings``: then the encoder's only, at
+    ``embed/embedding`` or ``encoder/embed/embedding`` with Flax names), padding row 0;
   * biases 0.
 
   Roles: ``{side}_ffn``, ``{side}_v``, ``{side}_qk``, ``{side}_bias``,
@@ -231,7 +232,7 @@ def t_fixup(
   for side, n, s in (("encoder", N, 0.67 * N**-0.25 if N else 0), ("decoder", M, (9 * M) ** -0.25)):
     if not n:
       continue
-    p = _tfixup_names(names, side)
+    p = _tfixup_names(names, side, shared)
     emb_scale = (9 * N) ** -0.25 if side == "encoder" else (9 * M) ** -0.25
     emb = normal(d**-0.5 * emb_scale)
     emb = emb if pad is None else zero_rows(emb, rows=pad)
