@@ -94,7 +94,11 @@ def test_jit_abstract_path_stable_and_sharded():
   more = jaxinit.reinit(bigger, {PATTERN: RULE, "extra": jaxinit.normal()}, KEY)
   mesh = jax.make_mesh((2, 4), ("a", "b"))
   sharded = jaxinit.reinit(tree, {PATTERN: RULE}, KEY, shardings=NamedSharding(mesh, P("a", "b")))
-  for other in (jitted, abstract, more, sharded):
+  with jax.set_mesh(mesh):  # Explicit axes: the draw runs under auto_axes, multiplier included
+    explicit = jaxinit.reinit(
+      tree, {PATTERN: RULE}, KEY, shardings=NamedSharding(mesh, P("a", "b"))
+    )
+  for other in (jitted, abstract, more, sharded, explicit):
     for a, b in zip(
       jax.tree.leaves(eager), jax.tree.leaves({"layers": other["layers"]}), strict=True
     ):

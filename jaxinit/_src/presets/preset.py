@@ -120,6 +120,22 @@ class Preset(Mapping):
   arguments give equal presets: safe as a static ``jit`` argument). ``a + b``
   concatenates two presets' roles (``a``'s first), e.g. GPT-NeoX 20B's
   ``small_init(d) + wang_init(L, d)``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxinit
+    >>> p = jaxinit.presets.gpt2(n_layers=4, patterns={"norm_scale": None, "bias": None})
+    >>> p
+    Preset("gpt2(n_layers=4, initializer_range=0.02, names='hf')", layout='flax', 3 roles)
+    >>> sd = {"transformer": {"wte": {"weight": jnp.zeros((50, 8))},
+    ...                       "h": [{"attn": {"c_proj": {"weight": jnp.zeros((8, 8))},
+    ...                                       "c_attn": {"weight": jnp.zeros((8, 24))}}}]},
+    ...       "lm_head": {"weight": jnp.zeros((50, 8))}}
+    >>> new = p.apply(sd, jax.random.key(0))
+    >>> new["lm_head"]["weight"] is new["transformer"]["wte"]["weight"]   # re-tied
+    True
+    >>> new2 = jaxinit.reinit(sd, p.rules, jax.random.key(0), layout=p.layout)
+    >>> bool((new2["lm_head"]["weight"] == 0).all())                     # reinit alone: untied
+    True
   """
 
   name: str
