@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _preset_models import LM, EncoderDecoder, ResidualMLP, ViT
+from flax import linen as nn
 from flax import nnx
 from scipy import stats
 
@@ -329,6 +330,17 @@ def test_preset_is_a_mapping_of_rules_and_compares_by_value():
     np.testing.assert_array_equal(x, y)
   w2 = a["layers"][2]["attention"]["wo"]["weight"]
   testing.assert_moments(w2, var=0.02**2 / 6, name="torchtitan wo, layer 2")
+  # equal presets are one static jit argument: one trace for two separately built presets
+  traces = []
+
+  def init(key, preset):
+    traces.append(preset)
+    return preset.apply(sd, key)
+
+  jitted = jax.jit(init, static_argnums=1)
+  for _ in range(2):
+    jitted(KEY, presets.llama3(8, 64, names="torchtitan", patterns=dict.fromkeys(_TITAN_WO)))
+  assert len(traces) == 1
 
 
 def test_overrides_drop_and_errors():
@@ -396,28 +408,49 @@ def test_apply_names_a_role_that_matches_nothing_and_restores_ties():
     presets.gpt2(1, patterns={"norm_scale": None, "bias": None}).apply(sd, KEY)
 
 
-def test_depth_rules_survive_init_linen_and_init_nnx():
-  model = LM(16, 16, 2, 32, 3, block=dict(rms=True, gated=True, bias=False))
-  tokens = jnp.zeros((1, 4), jnp.int32)
-  p = presets.llama3(3, 16, names="flax")
-  v = jaxinit.init_linen(model, KEY, tokens, rules=p.rules, layout=p.layout)
-  ref = p.apply(model.init(KEY, tokens), KEY)
+class _LinenBlock(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(D, use_bias=False, name="out")(x)
+
+
+def test_preset_rules_in_init_linen_and_init_nnx():
+  """Depth-indexed preset rules through init_linen (linen ``blocks_{l}``) and init_nnx
+  (``nnx.List``: ``blocks/{l}``): every layer gets its own std."""
+  only = presets.llama3(L, D, names="flax", patterns=dict.fromkeys(_TITAN_WO))
+
+  class Block(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return _LinenBlock(name="attn")(x)
+
+  class Stack(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      for layer in range(L):
+        x = Block(name=f"blocks_{layer}")(x)
+      return x
+
+  x = jnp.ones((1, D))
+  v = jaxinit.init_linen(Stack(), KEY, x, rules=only.rules, layout=only.layout)
+  ref = only.apply(Stack().init(KEY, x), KEY)
   for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(ref), strict=True):
     np.testing.assert_array_equal(a, b)
 
-  class Block(nnx.Module):
+  class NnxBlock(nnx.Module):
     def __init__(self, rngs):
       self.attn = nnx.Dict(out=nnx.Linear(D, D, use_bias=False, rngs=rngs))
 
-  class Model(nnx.Module):
+  class NnxStack(nnx.Module):
     def __init__(self, rngs):
-      self.blocks = nnx.List([Block(rngs) for _ in range(L)])
+      self.blocks = nnx.List([NnxBlock(rngs) for _ in range(L)])
 
-  only = presets.llama3(L, D, names="flax", patterns=dict.fromkeys(_TITAN_WO))
-  model = jaxinit.init_nnx(lambda: Model(nnx.Rngs(0)), KEY, rules=only.rules, layout=only.layout)
+  model = jaxinit.init_nnx(lambda: NnxStack(nnx.Rngs(0)), KEY, rules=only.rules, layout=only.layout)
   for layer in range(L):
     w = model.blocks[layer].attn["out"].kernel[...]  # nnx path: blocks/{layer}/attn/out/kernel
     testing.assert_moments(w, var=0.02**2 / (2 * (layer + 1)), name=f"nnx layer {layer}")
+    linen_w = v["params"][f"blocks_{layer}"]["attn"]["out"]["kernel"]
+    testing.assert_moments(linen_w, var=0.02**2 / (2 * (layer + 1)), name=f"linen layer {layer}")
 
 
 def test_cli_lists_presets():
