@@ -463,3 +463,163 @@ def test_cli_lists_presets():
     if name != "Preset":
       assert f"presets.{name}(" in text, name
   assert "zero_hadamard(" in text and "spectral(" in text
+
+
+# ---------------------------------------------------------------------------
+# The reference codebases' names: each path goes to the role the reference gives it.
+# ---------------------------------------------------------------------------
+
+NAMES = [
+  (
+    presets.gpt2(2, names="nanogpt"),
+    {
+      "transformer/wte/weight": "embeddings",
+      "transformer/wpe/weight": "embeddings",
+      "transformer/h/1/attn/c_attn/weight": "inputs",
+      "transformer/h/1/attn/c_proj/weight": "residual_out",
+      "transformer/h/1/mlp/c_fc/weight": "inputs",
+      "transformer/h/1/mlp/c_proj/weight": "residual_out",
+      "transformer/h/1/ln_1/weight": "norm_scale",
+      "transformer/h/1/mlp/c_proj/bias": "bias",
+      "transformer/ln_f/bias": "bias",
+      "transformer/h/1/attn/bias": None,  # nanoGPT's causal-mask buffer: never touched
+      "lm_head/weight": None,  # tied: apply copies wte into it
+    },
+  ),
+  (
+    presets.megatron(4, 256),
+    {
+      "decoder/embed_tokens/weight": "embedding",
+      "decoder/embed_positions/weight": "positions",
+      "decoder/layers/3/self_attn/qkv_proj/weight": "inputs",
+      "decoder/layers/3/self_attn/qkv_proj/bias": "bias",
+      "decoder/layers/3/self_attn/out_proj/weight": "residual_out",
+      "decoder/layers/3/fc1/weight": "inputs",
+      "decoder/layers/3/fc2/weight": "residual_out",
+      "decoder/layers/3/self_attn_layer_norm/weight": "norm_scale",
+      "decoder/layer_norm/bias": "bias",
+      "decoder/output_projection/weight": "head",
+    },
+  ),
+  (
+    presets.olmo(4, 256, 512, names="hf", weight_tying=False),
+    {
+      "model/embed_tokens/weight": "embedding",
+      "model/layers/2/self_attn/q_proj/weight": "inputs",
+      "model/layers/2/mlp/up_proj/weight": "inputs",
+      "model/layers/2/self_attn/o_proj/weight": "attn_out",
+      "model/layers/2/mlp/down_proj/weight": "ff_out",
+      "model/layers/2/post_feedforward_layernorm/weight": "norm_scale",
+      "model/norm/weight": "norm_scale",
+      "lm_head/weight": "head",
+    },
+  ),
+  (
+    presets.vit(names="hf"),  # transformers 4.x names
+    {
+      "vit/embeddings/cls_token": "cls_positions",
+      "vit/embeddings/patch_embeddings/projection/weight": "weights",
+      "vit/encoder/layer/0/attention/attention/query/weight": "weights",
+      "vit/encoder/layer/0/layernorm_before/weight": "norm_scale",
+      "vit/encoder/layer/0/output/dense/bias": "bias",
+      "classifier/weight": "weights",
+    },
+  ),
+  (
+    presets.vit(variant="original", names="vit_jax", pooler=True),
+    {
+      "embedding/kernel": "patch",
+      "embedding/bias": "patch_bias",
+      "cls": "cls",
+      "Transformer/posembed_input/pos_embedding": "positions",
+      "Transformer/encoderblock_5/MultiHeadDotProductAttention_1/query/kernel": "attention_qkv",
+      "Transformer/encoderblock_5/MultiHeadDotProductAttention_1/out/kernel": "attention_out",
+      "Transformer/encoderblock_5/MultiHeadDotProductAttention_1/out/bias": "attention_bias",
+      "Transformer/encoderblock_5/MlpBlock_3/Dense_1/kernel": "mlp",
+      "Transformer/encoderblock_5/MlpBlock_3/Dense_1/bias": "mlp_bias",
+      "Transformer/encoderblock_5/LayerNorm_2/scale": "norm_scale",
+      "Transformer/encoder_norm/bias": "norm_bias",
+      "pre_logits/kernel": "pooler",
+      "head/kernel": "head",
+      "head/bias": "head_bias",
+    },
+  ),
+  (
+    presets.fixup(54, names="cifar"),
+    {
+      "conv1/weight": None,  # the stem keeps torch's default
+      "bias1": "shift",
+      "layer2/4/conv1/weight": "branch",
+      "layer2/4/conv2/weight": "last",
+      "layer2/4/bias1a": "shift",
+      "layer2/4/bias2b": "shift",
+      "layer2/4/scale": "scale",
+      "fc/weight": "head",
+      "fc/bias": "head_bias",
+    },
+  ),
+  (
+    presets.fixup(16, m=3, names="imagenet"),
+    {
+      "layer1/0/conv2/weight": "branch",
+      "layer1/0/conv3/weight": "last",
+      "layer1/0/downsample/weight": "downsample",
+    },
+  ),
+  (
+    presets.t_fixup(6, 6, 512),
+    {
+      "encoder/embed_tokens/weight": "encoder_embedding",
+      "encoder/layers/5/self_attn/v_proj/weight": "encoder_v",
+      "encoder/layers/5/self_attn/q_proj/weight": "encoder_qk",
+      "encoder/layers/5/fc2/weight": "encoder_ffn",
+      "encoder/layers/5/fc2/bias": "encoder_bias",
+      "decoder/embed_tokens/weight": "decoder_embedding",
+      "decoder/layers/0/encoder_attn/v_proj/weight": "decoder_v",
+      "decoder/layers/0/encoder_attn/out_proj/weight": "decoder_ffn",
+      "decoder/layers/0/encoder_attn/k_proj/weight": "decoder_qk",
+    },
+  ),
+  (
+    presets.deepnorm(6, 12),
+    {
+      "encoder/layers/0/self_attn/v_proj/weight": "encoder_scaled",
+      "encoder/layers/0/ffn/fc1/bias": "encoder_scaled_bias",
+      "encoder/layers/0/self_attn/k_proj/weight": "encoder_qk",
+      "decoder/layers/11/encoder_attn/out_proj/weight": "decoder_scaled",
+      "decoder/layers/11/encoder_attn/q_proj/bias": "decoder_qk_bias",
+      "decoder/layers/11/encoder_attn_layer_norm/weight": "decoder_norm_scale",
+      "decoder/embed_tokens/weight": None,
+    },
+  ),
+  (
+    presets.rezero() + presets.torch_default(),
+    {
+      "transformer_encoder/layers/0/resweight": "res_weight",
+      "transformer_encoder/layers/0/linear1/weight": "weights",
+      "transformer_encoder/layers/0/linear1/bias": "bias",
+    },
+  ),
+  (
+    presets.small_init(512) + presets.wang_init(8, 512),
+    {
+      "gpt_neox/embed_in/weight": "embeddings",
+      "gpt_neox/layers/7/attention/query_key_value/weight": "inputs",
+      "gpt_neox/layers/7/attention/dense/weight": "residual_out",
+      "gpt_neox/layers/7/mlp/dense_h_to_4h/weight": "inputs",
+      "gpt_neox/layers/7/mlp/dense_4h_to_h/weight": "residual_out",
+      "gpt_neox/layers/7/mlp/dense_4h_to_h/bias": "bias",
+      "gpt_neox/layers/7/input_layernorm/weight": "norm_scale",
+      "gpt_neox/final_layer_norm/bias": "bias",
+      "embed_out/weight": "head",
+    },
+  ),
+]
+
+
+@pytest.mark.parametrize("preset,paths", NAMES, ids=lambda x: getattr(x, "name", "")[:40])
+def test_reference_names_go_to_their_roles(preset, paths):
+  """First match wins, as in reinit; None: no role takes the path."""
+  for path, role in paths.items():
+    hit = next((r for r, p, _ in preset.roles if re.fullmatch(p, path)), None)
+    assert hit == role, (preset.name, path, hit, role)
