@@ -53,6 +53,7 @@ _WALK = 1e5
 _CRITICAL_TOL = 1e-12
 
 
+
 @dataclasses.dataclass(frozen=True)
 class Activation:
   """An activation phi and its derivative, both acting elementwise on float64 arrays.
