@@ -8,6 +8,7 @@ nnx) and into plain JAX code.
 
 from jaxinit import diagnostics as diagnostics  # submodule: jaxinit.diagnostics.*
 from jaxinit import mean_field as mean_field  # submodule: jaxinit.mean_field.*
+from jaxinit import mup as mup  # submodule: jaxinit.mup.*
 from jaxinit import presets as presets  # submodule: jaxinit.presets.*
 from jaxinit._src.base import Initializer as Initializer
 from jaxinit._src.base import InitializerProtocol as InitializerProtocol
@@ -93,6 +94,7 @@ __all__ = [
   "lecun_uniform",
   "lsuv",
   "mean_field",
+  "mup",
   "normal",
   "normalized",
   "ones",

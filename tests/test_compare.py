@@ -1,9 +1,13 @@
 """`jaxinit compare`: the spec parser, the verdict rule, verdicts on known-bad cases, the CLI."""
 
+import contextlib
 import io
 import math
+import re
+import signal
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -140,3 +144,150 @@ def test_progress_bar_writes_to_its_stream():
   bar.close()
   lines = stream.getvalue().splitlines()
   assert lines[0].startswith("[------------------------] 0/2") and "2/2" in lines[-1]
+
+
+# ---------------------------------------------------------------------------
+# Specs and flags are untrusted input: each hostile one fails at once, in bounded
+# memory, with an error naming the flag and what was refused.
+# ---------------------------------------------------------------------------
+
+HOSTILE_SPECS = [
+  ("normal(9**9**9)", r"--inits 'normal\(9\*\*9\*\*9\)': 9\*\*387420489 is too large"),
+  ("normal(2**64)", r"2\*\*64 is too large"),
+  ("normal(9.0**9**9)", r"9\.0\*\*387420489 is not a finite real number"),
+  ("normal(10.0**400)", r"10\.0\*\*400 is not a finite real number"),
+  ("normal(1e308*10)", r"the arithmetic gives inf, not a finite real number"),
+  ("normal(10**18*10**18)", r"an integer of 120 bits is too large"),
+  ("normal(99999999999999999999)", r"an integer of 67 bits is too large"),
+  ("normal((-8)**(1/3))", r"not a finite real number"),
+  ("normal(1/0)", r"1 / 0: division by zero"),
+  ("normal(0.0**-1)", r"0\.0\*\*-1 is not a finite real number"),
+  ("normal(sqrt(-1))", r"sqrt needs a number >= 0, got -1"),
+  ("normal('a'*10**9)", r"`\*` works on numbers only, got 'a' and 1000000000"),
+  ("normal((1,)*10**9)", r"`\*` works on numbers only"),
+  ("normal(-'a')", r"a sign applies to numbers only"),
+  ("normal(" + "(" * 50 + "1" + ")" * 50 + ")", r"nests parentheses 51 deep; at most 8"),
+  ("normal(" + "-" * 150 + "1)", r"is nested deeper than 16 levels"),
+  ("normal(" + "1+" * 60 + "1)", r"is nested deeper than 16 levels"),
+  ("x" * 300, r"is 300 characters long; a spec is at most 200"),
+  ("normal(stddev=__import__('os'))", r"arguments must be numbers, strings, sqrt"),
+  ("normal(stddev=[].__class__)", r"arguments must be numbers, strings, sqrt"),
+  ("__import__('os').system('true')", r"cannot read the initializer"),
+  ("normal(1, 2, 3, 4)", r"normal takes at most 2 arguments"),
+  ("normal(**{'stddev': 1})", r"repeated or unpacked argument"),
+  ("normal(1, stddev=2)", r"repeated or unpacked argument"),
+  ("normal(\x00)", r"cannot read the initializer"),
+  ("he_norml", r"--inits 'he_norml': jaxinit\.get: unknown initializer 'he_norml'"),
+  ("nromal(0.1)", r"--inits 'nromal\(0\.1\)': jaxinit\.get: unknown initializer 'nromal'"),
+  ("normal(-1)", r"--inits 'normal\(-1\)': jaxinit\.normal: `stddev` must be >= 0, got -1\.0"),
+]
+
+
+@contextlib.contextmanager
+def _bounded():
+  """Hang guard (a watchdog far above the time, not a speed assertion) and a memory bound."""
+
+  def alarm(signum, frame):
+    raise TimeoutError("still running after 60 s")
+
+  old = signal.signal(signal.SIGALRM, alarm)
+  signal.setitimer(signal.ITIMER_REAL, 60)
+  tracemalloc.start()
+  try:
+    yield
+    peak = tracemalloc.get_traced_memory()[1]
+    assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+  finally:
+    tracemalloc.stop()
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _refused(call, pattern, prefix="jaxinit compare: "):
+  """``call`` raises a ValueError/TypeError starting with ``prefix`` and matching ``pattern``."""
+  with pytest.raises((ValueError, TypeError)) as info:
+    call()
+  message = str(info.value)
+  assert message.startswith(prefix), message
+  assert re.search(pattern, message), message
+  assert "\n" not in message
+
+
+@pytest.mark.parametrize("spec,pattern", HOSTILE_SPECS, ids=[s[:30] for s, _ in HOSTILE_SPECS])
+def test_hostile_specs_fail_fast(spec, pattern):
+  assert len(spec) < 1024
+  with _bounded():
+    _refused(lambda: compare.parse_flag("--inits", [spec]), pattern, "jaxinit compare: --inits ")
+
+
+@pytest.mark.parametrize(
+  "text,pattern",
+  [
+    ("he_normal," * 17, r"--inits lists 17 items; at most 16"),
+    ("a" * 2001, r"--inits is 2001 characters long; at most 2000"),
+    ("normal(1", r"--inits 'normal\(1' has an unclosed \("),
+    ("normal(1))", r"--inits 'normal\(1\)\)' has a '\)' without its '\('"),
+    ("he_uniform(mode='fan_in", r"has an unclosed quote"),
+  ],
+)
+def test_split_specs_bounds(text, pattern):
+  with _bounded():
+    _refused(lambda: compare.split_specs(text, "--inits"), pattern)
+
+
+def test_split_specs_respects_quotes():
+  assert compare.split_specs("he_uniform(mode='fan,out'),b") == ["he_uniform(mode='fan,out')", "b"]
+
+
+@pytest.mark.parametrize(
+  "sizes,pattern",
+  [
+    ((0, 8, 8, 0), r"--depth must be an integer in \[1, 500\], got 0"),
+    ((10**100, 8, 8, 0), r"--depth must be an integer in \[1, 500\], got an integer of 333 bits"),
+    ((8, 4097, 8, 0), r"--width must be an integer in \[1, 4096\]"),
+    ((8, 8, 2**40, 0), r"--batch must be an integer in \[1, 4096\]"),
+    ((8, 8, 8, -1), r"--seed must be an integer in \[0, 4294967294\], got -1"),
+    ((8, 8, 8, 2**64), r"--seed must be an integer in \[0, 4294967294\]"),
+    ((8, 8.5, 8, 0), r"--width must be an integer"),
+    ((True, 8, 8, 0), r"--depth must be an integer"),
+    ((500, 4096, 8, 0), r"500 x 4096 x 4096 = 8388608000 is over the bound 33554432"),
+    ((400, 300, 300, 0), r"400 x 300 x 300 = 36000000 is over the bound"),
+    ((50, 16, 4096, 0), r"50 x 16 x 4096 = 3276800"),  # under: no error
+  ],
+)
+def test_sizes_are_bounded(sizes, pattern):
+  if "3276800" in pattern:
+    compare.check_sizes(*sizes)
+    return
+  _refused(lambda: compare.check_sizes(*sizes), pattern)
+
+
+def test_run_checks_every_argument_before_computing():
+  with pytest.raises(ValueError, match=r"--activation names no activation; choose from elu"):
+    compare.run(["he_normal"], activations=[], lsuv=())
+  with pytest.raises(ValueError, match=r"--activation: unknown activation 'x{60}'\.\.\."):
+    compare.run(["he_normal"], activations=["x" * 5000], lsuv=())
+  with pytest.raises(ValueError, match=r"--activation names an activation twice: relu, relu"):
+    compare.run(["he_normal"], activations=["relu", "relu"], lsuv=())
+  with pytest.raises(ValueError, match=r"--inits and --lsuv name no initializer"):
+    compare.run([], lsuv=())
+  with pytest.raises(ValueError, match=r"--lsuv needs --batch >= 2"):
+    compare.run([], lsuv=["orthogonal"], batch=1)
+  with pytest.raises(ValueError, match=r"--lsuv 'orthogonl': jaxinit\.get: unknown initializer"):
+    compare.run(["he_normal"], lsuv=["orthogonl"])
+
+
+def test_plot_path_is_checked_before_running(tmp_path):
+  pytest.importorskip("matplotlib")
+  compare.check_plot_path(str(tmp_path / "ok.png"))
+  for path, pattern in [
+    (str(tmp_path / "missing" / "x.png"), r"the folder '.*missing' does not exist"),
+    (str(tmp_path / "x.exe"), r"must end in one of \.png, \.pdf, \.svg, \.jpg, \.jpeg"),
+    (str(tmp_path), r"must end in one of .*got 'no suffix'"),
+    ("a\0b.png", r"--plot must be a file name"),
+    ("x" * 5000 + ".png", r"--plot must be a file name"),
+  ]:
+    _refused(lambda path=path: compare.check_plot_path(path), pattern)
+  (tmp_path / "dir.png").mkdir()
+  with pytest.raises(ValueError, match=r"cannot write a file there"):
+    compare.check_plot_path(str(tmp_path / "dir.png"))

@@ -270,7 +270,9 @@ def test_plots_draw_the_report_values(tanh_case):
 def test_errors():
   w, x = jnp.eye(3), jnp.ones((2, 3))
   f = lambda p, x: x @ p
-  with pytest.raises(ValueError, match=r"jaxinit\.jacobian_spectrum: `method` must be one of"):
+  with pytest.raises(
+    ValueError, match=r"jaxinit\.diagnostics\.jacobian_spectrum: `method` must be one of"
+  ):
     diagnostics.jacobian_spectrum(f, w, x, method="svd")
   with pytest.raises(ValueError, match="`example`=5 is out of range for a batch of 2"):
     diagnostics.jacobian_spectrum(f, w, x, example=5)

@@ -6,10 +6,12 @@ import math
 import jax
 import jax.numpy as jnp
 import pytest
+from _cases import CASES
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxinit
+from jaxinit._src import registry
 
 # (factory call, exception, regex the message must match)
 FACTORY_ERRORS = [
@@ -233,6 +235,31 @@ FACTORY_ERRORS = [
     lambda: jaxinit.deserialize("normal"),
     TypeError,
     r"jaxinit\.deserialize: `config` must be a dict",
+  ),
+  (
+    lambda: jaxinit.get("constant"),
+    TypeError,
+    r"jaxinit\.get: constant needs the argument\(s\) value\.",
+  ),
+  (
+    lambda: jaxinit.get({"class_name": "STFT", "config": {}}),
+    ValueError,
+    r"jaxinit\.get: Keras's STFT initializer has no jaxinit equivalent",
+  ),
+  (
+    lambda: jaxinit.deserialize({"name": "constant", "value": {"array": [1], "dtype": "V8"}}),
+    ValueError,
+    r"jaxinit\.deserialize: argument 'value': an array's dtype must be one of float16, bfloat16",
+  ),
+  (
+    lambda: jaxinit.serialize(jaxinit.dirac(), format="keras"),
+    ValueError,
+    r"jaxinit\.serialize: dirac\(\) has no Keras 3 form: Keras 3 has no dirac initializer\.",
+  ),
+  (
+    lambda: jaxinit.serialize(jaxinit.normal(), format="json"),
+    ValueError,
+    r"jaxinit\.serialize: `format` must be one of 'jaxinit', 'keras', got 'json'",
   ),
   (
     lambda: jaxinit.zero_hadamard(in_axis=(0, 1)),
@@ -518,8 +545,22 @@ def test_every_factory_argument_has_an_error_test():
   )
   for name in registry.names(include_aliases=False):
     cls = registry.lookup(name)
-    fields = [f.name for f in dataclasses.fields(cls)]
+    # `dtype`, which every initializer has, is swept by the test below
+    fields = [f.name for f in dataclasses.fields(cls) if f.name != "dtype"]
     if fields:
       assert f"jaxinit\\.{name}:" in text, f"no error test for jaxinit.{name}"
     for field in fields:
       assert f"`{field}`" in text, f"no error test names the argument `{field}` of {name}"
+
+
+@pytest.mark.parametrize("name", registry.names(include_aliases=False))
+def test_factory_dtype_is_checked_when_the_factory_is_called(name):
+  cls = registry.lookup(name)
+  example = CASES[name][0][0]
+  with pytest.raises(
+    TypeError, match=rf"jaxinit\.{name}: `dtype` must be a floating-point.*got int32"
+  ):
+    jaxinit.get(example, dtype="int32")
+  if not cls.supports_complex:
+    with pytest.raises(TypeError, match=rf"jaxinit\.{name}: `dtype` complex64 is complex"):
+      jaxinit.get(example, dtype="complex64")

@@ -363,8 +363,15 @@ def test_orthogonal_factory_errors(kwargs, exc, match):
     (jaxinit.orthogonal(column_axis=2), (4, 4), r"`column_axis`=2 is out of range"),
     (jaxinit.orthogonal(batch_axis=0), (4, 4), r"has no row axis"),
     (jaxinit.orthogonal(column_axis=-1, batch_axis=1), (4, 4), r"`column_axis`=-1 is also in"),
-    (jaxinit.delta_orthogonal(), (5,), r"at least 2 dimensions"),
-    (jaxinit.delta_orthogonal(column_axis=0), (3, 3, 4, 4), r"`column_axis`=0 is a spatial"),
+    (jaxinit.delta_orthogonal(), (5,), r"needs a kernel with an input and an output axis"),
+    (
+      jaxinit.delta_orthogonal(column_axis=0),
+      (3, 3, 4, 4),
+      r"`column_axis` must be the kernel's input axis \(`in_axis`=-2\) or output axis .*got 0",
+    ),
+    (jaxinit.delta_orthogonal(in_axis=0, out_axis=-4), (3, 3, 4, 4), r"name the same axis"),
+    (jaxinit.dirac(in_axis=1, out_axis=-3), (3, 3, 4, 4), r"name the same axis"),
+    (jaxinit.identity(), (4,), r"at least 2 dimensions"),
   ],
 )
 def test_call_time_errors(init, shape, match):
@@ -380,6 +387,12 @@ def test_delta_orthogonal_factory_errors():
   with pytest.raises(
     ValueError,
     match=r"^jaxinit\.delta_orthogonal: `column_axis` must be the "
-    r"kernel's input axis \(-2\) or output axis \(-1\).*got -3",
+    r"kernel's input axis \(`in_axis`=-2\) or output axis \(`out_axis`=-1\), got -3",
   ):
     jaxinit.delta_orthogonal(column_axis=-3)
+  with pytest.raises(ValueError, match=r"^jaxinit\.delta_orthogonal: `in_axis` and `out_axis`"):
+    jaxinit.delta_orthogonal(in_axis=0, out_axis=0)
+  with pytest.raises(TypeError, match=r"^jaxinit\.dirac: `in_axis` must be an integer"):
+    jaxinit.dirac(in_axis=(0,))
+  with pytest.raises(ValueError, match=r"^jaxinit\.identity: `in_axis` and `out_axis`"):
+    jaxinit.identity(in_axis=-1)

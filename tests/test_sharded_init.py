@@ -212,3 +212,19 @@ def test_grouped_bits_shape():
   assert sharding.grouped_shape((3, 3, 4, 16), (None, None, None, "x")) == (36, 16)
   assert sharding.grouped_shape((3, 3, 4, 16), ("x", None, None, "y")) == (3, 12, 16)
   assert sharding.grouped_shape((16,), ("x",)) == (16,)
+
+
+def test_foreign_initializer_sharded_inside_jit_under_set_mesh():
+  """An ``init(key, shape, dtype)`` callable that is not a jaxinit initializer keeps its target
+  sharding when reinit runs inside jit under ``jax.set_mesh`` (it came back replicated, every
+  device drawing the whole leaf)."""
+  mesh = _mesh(8)
+  tree = {"w": jax.ShapeDtypeStruct((16, 32), jnp.float32)}
+  rules = {"w": jax.nn.initializers.normal(0.5)}
+  want = jaxinit.reinit(tree, rules, KEY)["w"]
+  with jax.set_mesh(mesh):
+    f = jax.jit(lambda k: jaxinit.reinit(tree, rules, k, shardings={"w": P("x", None)}))
+    got = f(KEY)["w"]
+  assert got.sharding.is_equivalent_to(NamedSharding(mesh, P("x", None)), 2), got.sharding
+  assert got.addressable_shards[0].data.shape == (2, 32)
+  np.testing.assert_array_equal(got, want)

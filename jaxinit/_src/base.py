@@ -25,6 +25,7 @@ from jaxinit._src.checks import (
   canonical_dtype,
   canonical_key,
   canonical_shape,
+  fail,
 )
 from jaxinit._src.layouts import FLAX, Layout, get_layout
 
@@ -66,6 +67,16 @@ class Initializer:
   #: One-line formula shown by ``jaxinit list`` and the README table.
   formula: ClassVar[str] = ""
 
+  #: The dtype drawn when a call gives none (as ``jax.nn.initializers``'
+  #: ``dtype=``); ``None``: float32, or float64 under x64. Stored by name.
+  dtype: str | None = dataclasses.field(default=None, kw_only=True)
+
+  def __post_init__(self):
+    """Validates the fields every initializer has; subclasses call it last."""
+    if self.dtype is not None:
+      d = canonical_dtype(self.name, self.dtype, allow_complex=self._supports_complex())
+      object.__setattr__(self, "dtype", d.name)
+
   # -- the protocol --------------------------------------------------------
 
   def __call__(
@@ -80,8 +91,9 @@ class Initializer:
     Args:
       key: a typed key (``jax.random.key``) or a legacy ``jax.random.PRNGKey``.
       shape: the shape of the parameter.
-      dtype: the parameter dtype; ``None`` means float32 (float64 under x64).
-        16-bit targets are drawn in float32 and cast.
+      dtype: the parameter dtype; ``None`` means the initializer's ``dtype``,
+        else float32 (float64 under x64). 16-bit targets are drawn in float32
+        and cast.
       out_sharding: a ``jax.sharding.Sharding`` (or a ``PartitionSpec`` inside a
         mesh context) the result is produced in. The values do not depend on it.
 
@@ -90,6 +102,8 @@ class Initializer:
     """
     fn = self.name
     shape = canonical_shape(fn, shape)
+    if dtype is None:
+      dtype = self.dtype
     dtype = canonical_dtype(fn, dtype, allow_complex=self._supports_complex())
     key = canonical_key(fn, key)
     self._check(fn, shape, dtype)
@@ -120,8 +134,9 @@ class Initializer:
 
   # -- layouts ------------------------------------------------------------
 
-  #: ``(field, role)`` pairs, role ``"in"`` or ``"out"``: the fields naming kernel axes,
-  #: which a layout rewrites.
+  #: ``(field, role)`` pairs, role ``"in"`` or ``"out"``: the fields naming kernel
+  #: axes, which a layout rewrites. An initializer without such fields draws the
+  #: same distribution in every layout (elementwise i.i.d. or constant).
   layout_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
 
   def with_layout(self, layout: str | Layout) -> Initializer:
@@ -129,25 +144,56 @@ class Initializer:
 
     ``layout`` is a preset name (``"flax"``, ``"torch"``, ``"equinox"``,
     ``"torch_transpose"``, ...; see ``jaxinit.LAYOUTS``) or a
-    ``jaxinit.Layout``. Fan-based initializers (those with ``in_axis`` and
-    ``out_axis`` fields) get the layout's axes; others are returned unchanged
-    unless their class overrides this method (``jaxinit.reinit`` then calls
-    it for leaves of rank >= 2). The result is an ordinary initializer (it
-    reprs, hashes and serializes as the factory call with those axes).
+    ``jaxinit.Layout``. Every axis argument takes the layout's axis of its
+    role: the fans of the variance-scaling family (``in_axis``,
+    ``out_axis``), the columns of :func:`orthogonal` (the output axis), the
+    units of :func:`sparse` and :func:`normalized`, the channel axes of
+    :func:`dirac`, :func:`delta_orthogonal` and :func:`identity`.
+    Initializers with no axis argument (``normal``, ``constant``, ...) draw
+    the same thing in every layout and are returned unchanged. The result is
+    an ordinary initializer (it reprs, hashes and serializes as the factory
+    call with those axes). A subclass may override this method; ``reinit``
+    then calls it for leaves of rank >= 2.
+
+    Raises:
+      ValueError: an unknown layout, or one this initializer cannot follow
+        (several output axes for an argument that takes one axis).
 
     Examples:
       >>> import jaxinit
       >>> jaxinit.he_normal().with_layout("torch")
       he_normal(in_axis=1, out_axis=0)
+      >>> jaxinit.orthogonal().with_layout("torch")
+      orthogonal(column_axis=0)
     """
     return self._relayout(get_layout(self.name, layout))
 
-  def _relayout(self, layout: Layout) -> Initializer:
-    """This initializer with every axis field of ``layout_fields`` set by ``layout``."""
+  def _relayout(self, layout: Layout, only_defaults: bool = False) -> Initializer:
+    """This initializer with the axis fields of ``layout_fields`` set by ``layout``.
+
+    With ``only_defaults``, an initializer whose axes were set explicitly (not
+    on their Flax defaults) is returned unchanged.
+    """
     if not self.layout_fields:
       return self
+    defaults = {f.name: f.default for f in dataclasses.fields(self)}
+    if only_defaults and any(getattr(self, f) != defaults[f] for f, _ in self.layout_fields):
+      return self
     roles = {"in": layout.in_axis, "out": layout.out_axis}
-    return dataclasses.replace(self, **{f: roles[r] for f, r in self.layout_fields})
+    new: dict[str, Any] = {}
+    for field, role in self.layout_fields:
+      axes = roles[role]
+      if isinstance(getattr(self, field), int) and isinstance(axes, tuple) and len(axes) == 1:
+        axes = axes[0]
+      new[field] = axes
+    try:
+      return dataclasses.replace(self, **new)
+    except (TypeError, ValueError) as e:
+      raise fail(
+        self.name,
+        f"cannot follow the layout {layout!r}: {str(e).removeprefix(f'jaxinit.{self.name}: ')} "
+        "Set the axes on the initializer instead.",
+      ) from None
 
   def for_layout(self, layout: Layout, shape: tuple[int, ...]) -> Initializer:
     """What ``reinit`` draws a leaf of ``shape`` with under ``layout``.
@@ -160,21 +206,23 @@ class Initializer:
       return self
     if type(self).with_layout is not Initializer.with_layout:  # a subclass decides itself
       return self.with_layout(layout)
-    if self.layout_fields:
-      fields = {f.name: f.default for f in dataclasses.fields(self)}
-      if any(getattr(self, f) != fields[f] for f, _ in self.layout_fields):
-        return self
-    return self._relayout(layout)
+    return self._relayout(layout, only_defaults=True)
 
   # -- repr / serialization ------------------------------------------------
 
+  @classmethod
+  def arguments(cls) -> tuple[dataclasses.Field, ...]:
+    """The factory's arguments as dataclass fields, in the factory's order (``dtype`` last)."""
+    fields = dataclasses.fields(cls)
+    return tuple(f for f in fields if not f.kw_only) + tuple(f for f in fields if f.kw_only)
+
   def config(self) -> dict[str, Any]:
     """The factory's keyword arguments that rebuild this initializer."""
-    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    return {f.name: getattr(self, f.name) for f in self.arguments()}
 
   def __repr__(self) -> str:
     args = []
-    for f in dataclasses.fields(self):
+    for f in self.arguments():
       value = getattr(self, f.name)
       if f.default is not dataclasses.MISSING and _same(value, f.default):
         continue

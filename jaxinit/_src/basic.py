@@ -4,6 +4,7 @@ truncated_normal."""
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
 import numbers
 from typing import Any
@@ -15,11 +16,15 @@ import numpy as np
 from jaxinit._src import sampling
 from jaxinit._src.base import Initializer
 from jaxinit._src.checks import (
+  DTypeLike,
   check_bool,
+  check_range,
   check_real,
   compute_dtype,
   fail,
   is_complex,
+  normal_reach,
+  short_repr,
 )
 from jaxinit._src.frozen import FrozenArray
 from jaxinit._src.registry import register
@@ -36,6 +41,9 @@ class _Zeros(Initializer):
   deterministic = True
   formula = "w = 0"
 
+  def _check(self, fn, shape, dtype):
+    check_range(fn, dtype, 0.0, 0.0, "zeros")
+
   def _sample(self, key, shape, dtype):
     return jnp.zeros(shape, dtype)
 
@@ -46,6 +54,9 @@ class _Ones(Initializer):
   name = "ones"
   deterministic = True
   formula = "w = 1"
+
+  def _check(self, fn, shape, dtype):
+    check_range(fn, dtype, 1.0, 1.0, "ones")
 
   def _sample(self, key, shape, dtype):
     return jnp.ones(shape, dtype)
@@ -61,18 +72,18 @@ def _constant_value(value: Any) -> int | float | complex | FrozenArray:
     value = value.array
   if isinstance(value, (bool, np.bool_)):
     raise fail(fn, f"`value` must be a number or an array of numbers, got {value!r}.", TypeError)
-  if isinstance(value, numbers.Number) and not isinstance(value, (np.ndarray, np.generic)):
+  if isinstance(value, numbers.Number | decimal.Decimal) and not isinstance(
+    value, (np.ndarray, np.generic)
+  ):
     if isinstance(value, numbers.Integral):
+      check_real(fn, "value", value)  # representable as a float64
       return int(value)
-    if isinstance(value, numbers.Real):
-      x = float(value)
-      if not math.isfinite(x):
-        raise fail(fn, f"`value` must be finite, got {x!r}.")
-      return x
-    x = complex(value)
+    if isinstance(value, numbers.Real | decimal.Decimal):
+      return check_real(fn, "value", value) + 0.0  # + 0.0: -0.0 is 0.0 (equal, one hash)
+    x = complex(value)  # type: ignore[call-overload]  # a numbers.Complex
     if not (math.isfinite(x.real) and math.isfinite(x.imag)):
       raise fail(fn, f"`value` must be finite, got {x!r}.")
-    return x
+    return complex(x.real + 0.0, x.imag + 0.0)
   try:
     arr = np.asarray(value)
   except Exception:
@@ -91,6 +102,8 @@ def _constant_value(value: Any) -> int | float | complex | FrozenArray:
     raise fail(fn, "`value` must hold only finite numbers.")
   if arr.ndim == 0:
     return _constant_value(arr.item())
+  if arr.dtype.kind in "fc" or arr.dtype == jnp.bfloat16:
+    arr = np.where(arr == 0, np.zeros_like(arr), arr)  # -0.0 is 0.0: equal values, one hash
   return FrozenArray(arr)
 
 
@@ -105,6 +118,7 @@ class _Constant(Initializer):
 
   def __post_init__(self):
     object.__setattr__(self, "value", _constant_value(self.value))
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
     v = self.value
@@ -125,6 +139,11 @@ class _Constant(Initializer):
         out = None
       if out != shape:
         raise fail(fn, f"`value` of shape {v.shape} does not broadcast to the shape {shape}.")
+    a = np.asarray(v)
+    if a.size:
+      parts = np.concatenate([a.real.ravel(), a.imag.ravel()]).astype(np.float64)
+      what = f"`value`={short_repr(v)}"
+      check_range(fn, dtype, float(parts.min()), float(parts.max()), what)
 
   def _sample(self, key, shape, dtype):
     wide = np.complex128 if is_complex(dtype) else np.float64
@@ -132,8 +151,12 @@ class _Constant(Initializer):
     return jnp.broadcast_to(jnp.asarray(host, dtype), shape)
 
 
-def zeros() -> Initializer:
+def zeros(*, dtype: DTypeLike | None = None) -> Initializer:
   """Builds an initializer that returns arrays of zeros.
+
+  Args:
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer ``init(key, shape, dtype=None, out_sharding=None)``; the key
@@ -145,11 +168,15 @@ def zeros() -> Initializer:
     Array([[0, 0, 0],
            [0, 0, 0]], dtype=bfloat16)
   """
-  return _Zeros()
+  return _Zeros(dtype=dtype)
 
 
-def ones() -> Initializer:
+def ones(*, dtype: DTypeLike | None = None) -> Initializer:
   """Builds an initializer that returns arrays of ones.
+
+  Args:
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer; the key is ignored.
@@ -159,16 +186,18 @@ def ones() -> Initializer:
     >>> jaxinit.ones()(jax.random.key(0), (3,))
     Array([1., 1., 1.], dtype=float32)
   """
-  return _Ones()
+  return _Ones(dtype=dtype)
 
 
-def constant(value: Any) -> Initializer:
+def constant(value: Any, *, dtype: DTypeLike | None = None) -> Initializer:
   """Builds an initializer that fills arrays with ``value``.
 
   Args:
     value: a real or complex scalar, or an array broadcastable to the requested
       shape. A complex value needs a complex dtype at call time. The value is
       rounded to the target dtype once, from float64/complex128.
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer; the key is ignored.
@@ -189,7 +218,7 @@ def constant(value: Any) -> Initializer:
     >>> jaxinit.constant(1 + 2j)(jax.random.key(0), (2,), jnp.complex64)
     Array([1.+2.j, 1.+2.j], dtype=complex64)
   """
-  return _Constant(value)
+  return _Constant(value, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -211,6 +240,12 @@ class _Normal(Initializer):
       self, "stddev", check_real(self.name, "stddev", self.stddev, nonnegative=True)
     )
     object.__setattr__(self, "mean", check_real(self.name, "mean", self.mean))
+    super().__post_init__()
+
+  def _check(self, fn, shape, dtype):
+    reach = self.stddev * normal_reach(dtype)
+    what = f"`stddev`={self.stddev!r} and `mean`={self.mean!r}"
+    check_range(fn, dtype, min(self.mean, 0.0) - reach, max(self.mean, 0.0) + reach, what)
 
   def _sample(self, key, shape, dtype):
     real = compute_dtype(dtype)
@@ -238,10 +273,27 @@ class _Uniform(Initializer):
       raise fail(self.name, f"`minval` must be < `maxval`, got minval={lo!r}, maxval={hi!r}.")
     object.__setattr__(self, "minval", lo)
     object.__setattr__(self, "maxval", hi)
+    super().__post_init__()
+
+  def _check(self, fn, shape, dtype):
+    what = f"`minval`={self.minval!r} and `maxval`={self.maxval!r}"
+    check_range(fn, dtype, self.minval, self.maxval, what)
+    real = compute_dtype(dtype)
+    if not self.maxval - self.minval <= float(np.finfo(real).max):
+      raise fail(
+        fn,
+        f"{what}: the width maxval - minval overflows {real.name}, the precision the draw "
+        f"is computed in for {dtype.name}; narrow the interval.",
+      )
 
   def _sample(self, key, shape, dtype):
     real = compute_dtype(dtype)
     return sampling.uniform(key, shape, real, self.minval, self.maxval).astype(dtype)
+
+
+# The largest quantization error (relative) a truncated draw may have: an interval
+# spanning fewer than ~1000 representable values is refused (see truncated_resolution).
+_RESOLUTION = 1e-3
 
 
 def _check_bound(fn: str, arg: str, value: Any) -> float:
@@ -282,14 +334,30 @@ class _TruncatedNormal(Initializer):
     object.__setattr__(self, "lower", lo)
     object.__setattr__(self, "upper", hi)
     object.__setattr__(self, "exact_std", check_bool(fn, "exact_std", self.exact_std))
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
-    if is_complex(dtype) and self.lower != -self.upper:
+    cplx = is_complex(dtype)
+    if cplx and self.lower != -self.upper:
       raise fail(
         fn,
         "complex draws are truncated in modulus, |z - mean| <= upper * scale, and "
         f"need symmetric bounds (lower == -upper); got lower={self.lower!r}, "
         f"upper={self.upper!r}.",
+      )
+    reach = normal_reach(dtype)
+    s = self.scale(cplx)
+    lo, hi = (max(self.lower, -reach), min(self.upper, reach))
+    what = f"`stddev`={self.stddev!r}, `mean`={self.mean!r} and the bounds"
+    check_range(fn, dtype, self.mean + s * lo, self.mean + s * hi, what)
+    real = compute_dtype(dtype)
+    if not cplx and sampling.truncated_resolution(self.lower, self.upper, real) > _RESOLUTION:
+      raise fail(
+        fn,
+        f"the interval [{self.lower!r}, {self.upper!r}] is too narrow to sample in "
+        f"{real.name} (the precision the draw is computed in for {dtype.name}): it spans "
+        "too few representable numbers for the distribution's moments to hold. Widen it, "
+        "or draw float64 with jax_enable_x64.",
       )
 
   def scale(self, complex_: bool = False) -> float:
@@ -306,10 +374,19 @@ class _TruncatedNormal(Initializer):
       z = sampling.complex_truncated_standard_normal(key, shape, real, self.upper)
     else:
       z = sampling.truncated_standard_normal(key, shape, real, self.lower, self.upper)
-    return sampling.affine(z, self.scale(is_complex(dtype)), self.mean, dtype)
+    s = self.scale(is_complex(dtype))
+    out = sampling.affine(z, s, self.mean, dtype)
+    if is_complex(dtype):
+      return out
+    # the bounds, rounded inwards in the output dtype: no value lands an ulp outside
+    lo = sampling.inward(self.mean + s * self.lower, dtype, up=True)
+    hi = sampling.inward(self.mean + s * self.upper, dtype, up=False)
+    return jnp.clip(out, lo, hi)
 
 
-def normal(stddev: float = 0.05, mean: float = 0.0) -> Initializer:
+def normal(
+  stddev: float = 0.05, mean: float = 0.0, *, dtype: DTypeLike | None = None
+) -> Initializer:
   r"""Builds an initializer drawing from a normal distribution.
 
   .. math:: w \sim \mathcal{N}(\text{mean}, \text{stddev}^2)
@@ -324,6 +401,8 @@ def normal(stddev: float = 0.05, mean: float = 0.0) -> Initializer:
   Args:
     stddev: standard deviation, >= 0.
     mean: mean (added to the real part for complex dtypes).
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
@@ -338,10 +417,12 @@ def normal(stddev: float = 0.05, mean: float = 0.0) -> Initializer:
     >>> print(f"{w.mean():.2f} {w.std():.2f}")
     1.00 2.00
   """
-  return _Normal(stddev, mean)
+  return _Normal(stddev, mean, dtype=dtype)
 
 
-def uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
+def uniform(
+  minval: float = -0.05, maxval: float = 0.05, *, dtype: DTypeLike | None = None
+) -> Initializer:
   """Builds an initializer drawing uniformly from ``[minval, maxval)``.
 
   Unlike ``jax.nn.initializers.uniform(scale)``, which draws from ``[0, scale)``,
@@ -352,6 +433,8 @@ def uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
   Args:
     minval: lower end (inclusive).
     maxval: upper end (exclusive), > ``minval``.
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
@@ -365,7 +448,7 @@ def uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
     >>> print(f"{w.min():.2f} {w.max():.2f} {w.mean():.1f}")
     -1.00 3.00 1.0
   """
-  return _Uniform(minval, maxval)
+  return _Uniform(minval, maxval, dtype=dtype)
 
 
 def truncated_normal(
@@ -374,6 +457,8 @@ def truncated_normal(
   lower: float = -2.0,
   upper: float = 2.0,
   exact_std: bool = False,
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   r"""Builds an initializer drawing from a truncated normal distribution.
 
@@ -403,6 +488,8 @@ def truncated_normal(
     lower: lower bound in units of the scale; may be ``-inf``.
     upper: upper bound in units of the scale, > ``lower``; may be ``inf``.
     exact_std: make the standard deviation of the result exactly ``stddev``.
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
@@ -418,4 +505,4 @@ def truncated_normal(
     >>> print(f"{w.std():.2f} {float(abs(w).max()) <= 2 / 0.8796256}")
     1.00 True
   """
-  return _TruncatedNormal(stddev, mean, lower, upper, exact_std)
+  return _TruncatedNormal(stddev, mean, lower, upper, exact_std, dtype=dtype)

@@ -9,12 +9,13 @@ package.
 from __future__ import annotations
 
 from jaxinit._src import basic, orthogonal, registry, structured, variance_scaling
+from jaxinit._src.base import Initializer
 
 #: The modules that define initializers, in the order ``jaxinit list`` shows them.
 MODULES = (basic, variance_scaling, orthogonal, structured)
 
 
-def entries() -> list[tuple[str, type, list[str]]]:
+def entries() -> list[tuple[str, type[Initializer], list[str]]]:
   """``(name, class, aliases)`` of every registered initializer, sorted by name."""
   return [
     (name, registry.lookup(name), registry.aliases_of(name))

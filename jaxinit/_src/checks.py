@@ -10,6 +10,7 @@ This module imports nothing else of jaxinit: it is the floor of the house.
 
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
 from collections.abc import Sequence
@@ -23,6 +24,10 @@ Array: TypeAlias = jax.Array
 Shape: TypeAlias = Sequence[int]
 DTypeLike: TypeAlias = Any
 Sharding: TypeAlias = jax.sharding.Sharding | jax.sharding.PartitionSpec | None
+
+#: The most elements a shape may hold: far beyond any device, and far enough below
+#: 2**63 that XLA's byte counts cannot overflow (a (2**62,) shape aborted the process).
+MAX_SIZE = 2**48
 
 
 def fail(fn: str, message: str, exc: type[Exception] = ValueError) -> Exception:
@@ -47,10 +52,13 @@ def check_real(
       TypeError,
     )
   if isinstance(value, (bool, np.bool_)) or not _is_real_scalar(value):
-    raise fail(fn, f"`{arg}` must be a real number, got {value!r}.", TypeError)
-  x = float(value)
+    raise fail(fn, f"`{arg}` must be a real number, got {short_repr(value)}.", TypeError)
+  try:
+    x = float(value)
+  except OverflowError:  # an int (or Fraction) beyond float64's range
+    raise fail(fn, f"`{arg}` must fit a float64, got {short_repr(value)}.") from None
   if not math.isfinite(x):
-    raise fail(fn, f"`{arg}` must be finite, got {x!r}.")
+    raise fail(fn, f"`{arg}` must be finite, got {short_repr(value)}.")
   if positive and not x > 0:
     raise fail(fn, f"`{arg}` must be > 0, got {x!r}.")
   if nonnegative and not x >= 0:
@@ -124,8 +132,18 @@ def normalize_axes(
   return tuple(out)
 
 
+def short_repr(value: Any, width: int = 60) -> str:
+  """``repr(value)``, cut to ``width`` characters (untrusted values can be huge)."""
+  text = (
+    repr(value)
+    if not isinstance(value, int) or abs(value) < 10**40
+    else f"an int of {value.bit_length()} bits"
+  )
+  return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _is_real_scalar(value: Any) -> bool:
-  if isinstance(value, numbers.Real):
+  if isinstance(value, numbers.Real | decimal.Decimal):
     return True
   if isinstance(value, (np.ndarray, np.generic, jax.Array)):
     dt = np.asarray(value).dtype
@@ -150,6 +168,12 @@ def canonical_key(fn: str, key: Any) -> Array:
       )
     return key
   if is_array and key.dtype == np.uint32:
+    if key.ndim > 1:
+      raise fail(
+        fn,
+        f"`key` must be a single PRNG key, got a batch of legacy keys of shape {key.shape}; "
+        "use jax.vmap over keys to draw several.",
+      )
     try:
       return jax.random.wrap_key_data(key)
     except Exception:  # wrong trailing shape for the default PRNG implementation
@@ -177,8 +201,15 @@ def canonical_shape(fn: str, shape: Any) -> tuple[int, ...]:
     if isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Integral):
       raise fail(fn, f"`shape` must be a sequence of ints, got {tuple(shape)!r}.", TypeError)
     if d < 0:
-      raise fail(fn, f"`shape` dimensions must be >= 0, got {tuple(shape)!r}.")
+      raise fail(fn, f"`shape` dimensions must be >= 0, got {short_repr(tuple(shape), 120)}.")
     out.append(int(d))
+  size = math.prod(out)
+  if size > MAX_SIZE or any(d > MAX_SIZE for d in out):
+    raise fail(
+      fn,
+      f"`shape` {short_repr(tuple(out), 120)} holds {float(size):.3g} elements, more than any "
+      f"device can hold (the limit is 2**{MAX_SIZE.bit_length() - 1}).",
+    )
   return tuple(out)
 
 
@@ -193,8 +224,19 @@ def canonical_dtype(fn: str, dtype: Any, *, allow_complex: bool) -> np.dtype:
     return default_float_dtype()
   try:
     d = np.dtype(dtype)
-  except TypeError:
-    raise fail(fn, f"`dtype` must be a floating-point dtype, got {dtype!r}.", TypeError) from None
+  except (TypeError, ValueError, SyntaxError):
+    raise fail(
+      fn, f"`dtype` must be a floating-point dtype, got {short_repr(dtype)}.", TypeError
+    ) from None
+  if d.byteorder not in "=|":  # '>f4' on a little-endian host: the same numbers, native order
+    d = d.newbyteorder("=")
+  if d.kind in "fc" and d.itemsize > (16 if d.kind == "c" else 8):
+    raise fail(
+      fn,
+      f"`dtype` {d.name} (numpy's longdouble) is not a jax dtype; use float64 "
+      "(with jax_enable_x64) or float32.",
+      TypeError,
+    )
   if jnp.issubdtype(d, jnp.complexfloating):
     if not allow_complex:
       raise fail(
@@ -231,3 +273,45 @@ def is_complex(dtype: np.dtype) -> bool:
 
 def complex_of(real: np.dtype) -> np.dtype:
   return np.dtype(np.complex128) if real == np.float64 else np.dtype(np.complex64)
+
+
+# The largest |z| jax's normal sampler returns in a real dtype: sqrt(2) erfinv(1 - eps/2)
+# (5.42 in float32, 8.29 in float64), rounded up.
+_NORMAL_REACH = {np.dtype(np.float32): 5.43, np.dtype(np.float64): 8.30}
+
+
+def normal_reach(dtype: np.dtype) -> float:
+  """How far (in standard deviations) a standard normal draw computed for ``dtype`` can go."""
+  return _NORMAL_REACH[compute_dtype(dtype)]
+
+
+def check_range(fn: str, dtype: np.dtype, lo: float, hi: float, what: str) -> None:
+  """Raises unless ``dtype`` holds every value of ``[lo, hi]`` (the draws' range).
+
+  ``what`` says where the range comes from (``"`stddev`=1e+300"``), for the
+  message. The values must be finite in ``dtype`` (for a complex dtype, in its
+  parts), and a dtype without zero or negative numbers (``float8_e8m0fnu``)
+  cannot hold a range that reaches them.
+  """
+  real = np.dtype(np.finfo(dtype).dtype) if is_complex(dtype) else dtype
+  top = float(jnp.finfo(real).max)
+  reach = max(abs(lo), abs(hi))
+  if not reach <= top:
+    raise fail(
+      fn,
+      f"with {what}, the draws reach {reach:.4g} in magnitude, beyond {dtype.name}'s "
+      f"largest finite value {top:.4g}: the result would hold inf or NaN. Use a smaller "
+      "scale or a wider dtype.",
+    )
+  if (lo <= 0 and not _represents(real, 0.0)) or (lo < 0 and not _represents(real, -1.0)):
+    raise fail(
+      fn,
+      f"`dtype` {dtype.name} cannot represent zero or negative numbers, which the draws "
+      f"with {what} hold (values in [{lo:.4g}, {hi:.4g}]).",
+      TypeError,
+    )
+
+
+def _represents(dtype: np.dtype, x: float) -> bool:
+  y = np.array(x, np.float32).astype(dtype).astype(np.float32)
+  return bool(y == x) and math.copysign(1.0, float(y)) == math.copysign(1.0, x)

@@ -233,7 +233,7 @@ def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 def _signal_impl(apply, batch_pos, params, args):
   """One forward pass through LSUV's interpreter, recording moments at every layer."""
   prog = layers_lib.trace(
-    "signal_propagation", apply, params, args, models.param_paths(apply, params)
+    "diagnostics.signal_propagation", apply, params, args, models.param_paths(apply, params)
   )
   out: dict[int, tuple] = {}
   post: dict[int, tuple] = {}
@@ -312,7 +312,7 @@ def signal_propagation(
     >>> bool(0.5 < report.ratio < 2)
     True
   """
-  fn = "signal_propagation"
+  fn = "diagnostics.signal_propagation"
   m = _bind(fn, model, args, model_kwargs)
   _check_concrete(fn, m.params, m.args)
   _batch_size(fn, m.args[m.batch_pos])
@@ -336,6 +336,71 @@ def signal_propagation(
     input_mean=float(in_m),
     input_var=float(in_v),
   )
+
+
+@_register_jit(1)
+def _outputs_impl(apply, params, args):
+  """One forward pass through LSUV's interpreter, keeping every layer's output (with its bias)."""
+  prog = layers_lib.trace(
+    "diagnostics.layer_outputs", apply, params, args, models.param_paths(apply, params)
+  )
+  out: dict[int, jax.Array] = {}
+
+  def hook(io):
+    out[io.layer.index] = io.pre if io.bias_term is None else io.pre + io.bias_term
+
+  prog.evaluate(
+    jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(tuple(args)), hook=hook
+  )
+  return tuple(out[i] for i in range(len(prog.layers)))
+
+
+def layer_outputs(
+  model: Any, *args: Any, model_kwargs: dict[str, Any] | None = None
+) -> tuple[tuple[layers_lib.Layer, ...], tuple[jax.Array, ...]]:
+  """The output of every linear/conv layer :func:`jaxinit.find_layers` lists, as arrays.
+
+  What :func:`signal_propagation` summarizes, whole: each layer's output (its
+  dot/conv result plus its bias), in execution order, from one forward pass.
+  Unlike the other diagnostics it is traceable: called inside ``jax.jit`` or
+  ``jax.grad`` it returns traced arrays (the layer list is found from shapes
+  alone), which is how :func:`coord_check` compares a layer's output during
+  training with its output at initialization.
+
+  Args:
+    model: a linen ``nn.Module``, an ``nnx.Module`` or ``apply_fn(params,
+      batch)``.
+    *args: ``variables, batch`` / ``batch`` / ``params, batch``.
+    model_kwargs: keyword arguments for the model call.
+
+  Returns:
+    ``(layers, outputs)``: the :class:`jaxinit.Layer` tuple of
+    :func:`jaxinit.find_layers` and one array per layer, of shape
+    ``layer.output_shape``.
+
+  Raises:
+    ValueError: no layers were found. TypeError: a wrong call form.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from jaxinit import diagnostics
+    >>> f = lambda p, x: jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"]
+    >>> p = {"w1": jnp.ones((3, 4)), "b1": jnp.ones(4), "w2": jnp.ones((4, 2))}
+    >>> layers, outs = diagnostics.layer_outputs(f, p, jnp.ones((5, 3)))
+    >>> [(lay.path, out.shape) for lay, out in zip(layers, outs)]
+    [('w1', (5, 4)), ('w2', (5, 2))]
+    >>> float(outs[0][0, 0])  # 3 ones summed, plus the bias
+    4.0
+  """
+  fn = "diagnostics.layer_outputs"
+  m = _bind(fn, model, args, model_kwargs)
+  _batch_size(fn, m.args[m.batch_pos])
+  prog = layers_lib.trace(fn, m.apply, m.params, m.args, m.paths)
+  if not prog.layers:
+    raise fail(
+      fn, "found no linear layers (dot_general or convolution reading a parameter) in the model."
+    )
+  return prog.layers, _cached_jit(_outputs_impl, (m.apply,))(m.params, m.args)
 
 
 # ---------------------------------------------------------------------------
@@ -482,7 +547,7 @@ def gradient_norms(
     w1           4x4       4        2               2
     w2           4x4       2        4             0.5
   """
-  fn = "gradient_norms"
+  fn = "diagnostics.gradient_norms"
   m = _bind(fn, model, args, model_kwargs)
   _check_concrete(fn, m.params, m.args)
   if loss is None:
@@ -580,7 +645,7 @@ def _example_fn(apply, params, args, batch_pos, example):
     ys = [y for y in jax.tree_util.tree_leaves(out) if jnp.issubdtype(y.dtype, jnp.floating)]
     if any(y.ndim == 0 or y.shape[0] != 2 for y in ys):
       raise fail(
-        "jacobian_spectrum",
+        "diagnostics.jacobian_spectrum",
         "every floating output of the model must have a leading "
         f"batch axis (got output shapes {[tuple(y.shape) for y in ys]} for a batch of "
         "2); the Jacobian is that of one example's outputs.",
@@ -717,7 +782,7 @@ def jacobian_spectrum(
     >>> bool(abs(spec.condition - 1) < 1e-5)
     True
   """
-  fn = "jacobian_spectrum"
+  fn = "diagnostics.jacobian_spectrum"
   method = check_choice(fn, "method", method, ("auto", "exact", "lanczos"))
   num_iters = check_int(fn, "num_iters", num_iters, minimum=1)
   num_probes = check_int(fn, "num_probes", num_probes, minimum=1)
@@ -784,7 +849,7 @@ def _pyplot(fn: str):
     import matplotlib.pyplot as plt
   except ImportError:
     raise ImportError(
-      f"jaxinit.diagnostics.{fn} needs matplotlib: pip install matplotlib "
+      f"jaxinit.{fn} needs matplotlib: pip install matplotlib "
       "(or pip install 'jaxinit[notebooks]')."
     ) from None
   return plt
@@ -797,14 +862,14 @@ def _labelled(fn: str, reports: Any, cls: type) -> list[tuple[str | None, Any]]:
     items = list(reports.items())
   else:
     raise fail(
-      f"diagnostics.{fn}",
+      fn,
       f"expected a {cls.__name__} or a dict label -> {cls.__name__}, got {type(reports).__name__}.",
       TypeError,
     )
   for label, r in items:
     if not isinstance(r, cls):
       raise fail(
-        f"diagnostics.{fn}",
+        fn,
         f"{label!r} maps to {type(r).__name__}, not a {cls.__name__}.",
         TypeError,
       )
@@ -843,10 +908,8 @@ def plot_signal_propagation(
     >>> ax.lines[0].get_ydata().tolist()
     [1.0, 0.5]
   """
-  fn = "plot_signal_propagation"
-  quantity = check_choice(
-    f"diagnostics.{fn}", "quantity", quantity, ("var", "post_var", "mean", "post_mean")
-  )
+  fn = "diagnostics.plot_signal_propagation"
+  quantity = check_choice(fn, "quantity", quantity, ("var", "post_var", "mean", "post_mean"))
   plt = _pyplot(fn)
   ax = _axes(plt, ax)
   for label, r in _labelled(fn, reports, SignalReport):
@@ -899,8 +962,8 @@ def plot_gradient_norms(
     >>> diagnostics.plot_gradient_norms(r).lines[0].get_ydata().tolist()
     [1.0, 0.1]
   """
-  fn = "plot_gradient_norms"
-  quantity = check_choice(f"diagnostics.{fn}", "quantity", quantity, ("grad_norm", "ratio"))
+  fn = "diagnostics.plot_gradient_norms"
+  quantity = check_choice(fn, "quantity", quantity, ("grad_norm", "ratio"))
   plt = _pyplot(fn)
   ax = _axes(plt, ax)
   items = _labelled(fn, reports, GradientReport)
@@ -945,7 +1008,7 @@ def plot_jacobian_spectrum(
     >>> ax.get_xscale()
     'log'
   """
-  fn = "plot_jacobian_spectrum"
+  fn = "diagnostics.plot_jacobian_spectrum"
   plt = _pyplot(fn)
   ax = _axes(plt, ax)
   items = _labelled(fn, spectra, JacobianSpectrum)

@@ -36,7 +36,9 @@ from jaxinit._src.sharding import check_sharding, explicit_context, grouped_shap
 # sharded axis with the unsharded axes after it would lower the rank further; it
 # was once seen to make XLA materialize the whole array, so the partitioner is
 # never asked to split a merged axis.
-_KEEP_SHAPE = contextvars.ContextVar("jaxinit_keep_shape", default=False)
+_KEEP_SHAPE: contextvars.ContextVar[Any] = contextvars.ContextVar(
+  "jaxinit_keep_shape", default=False
+)
 
 
 def bits_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -59,8 +61,8 @@ def _draw(
   shape: tuple[int, ...],
   dtype: np.dtype,
   sharded: tuple[Any, ...] | None,
-  fold: Array | None = None,
-  scale: Array | None = None,
+  fold: Array | np.ndarray | None = None,
+  scale: Array | np.ndarray | None = None,
 ) -> Array:
   if math.prod(shape) == 0:
     return jnp.zeros(shape, dtype)
@@ -103,7 +105,7 @@ def run(
   shape: tuple[int, ...],
   dtype: np.dtype,
   out_sharding: Sharding,
-  fold: Array | None = None,
+  fold: Array | np.ndarray | None = None,
   scale: float | None = None,
 ) -> Array:
   """The compiled draw; ``fold`` (two uint32 words) is folded into ``key`` first.
@@ -111,10 +113,9 @@ def run(
   ``scale`` multiplies the draw (before the cast to ``dtype``); it is an argument
   of the compiled program, so draws that differ only in it share one compilation.
   """
-  if scale is not None:
-    scale = np.asarray(scale, compute_dtype(dtype))
+  mult = None if scale is None else np.asarray(scale, compute_dtype(dtype))
   if out_sharding is None:
-    return _draw_jit(init, key, shape, dtype, None, fold, scale)
+    return _draw_jit(init, key, shape, dtype, None, fold, mult)
   if not isinstance(out_sharding, (jax.sharding.Sharding, jax.sharding.PartitionSpec)):
     raise fail(
       init.name,
@@ -127,9 +128,44 @@ def run(
   if explicit is not None and isinstance(
     out_sharding, jax.sharding.NamedSharding | jax.sharding.PartitionSpec
   ):
-    return _run_explicit(init, key, shape, dtype, out_sharding, explicit, fold, scale)
+    return _run_explicit(init, key, shape, dtype, out_sharding, explicit, fold, mult)
   sharded = sharded_axes(shape, out_sharding)
-  return _draw_jit_sharded(out_sharding)(init, key, shape, dtype, sharded, fold, scale)
+  return _draw_jit_sharded(out_sharding)(init, key, shape, dtype, sharded, fold, mult)
+
+
+def _draw_many(
+  init: Any, key: Array, shape: tuple[int, ...], dtype: np.dtype, folds: Array, scales=None
+):
+  """One leaf per row of ``folds`` (and entry of ``scales``): the values of ``_draw``."""
+  if scales is None:
+    return jax.vmap(lambda f: _draw(init, key, shape, dtype, None, f))(folds)
+  return jax.vmap(lambda f, s: _draw(init, key, shape, dtype, None, f, s))(folds, scales)
+
+
+_draw_many_jit = jax.jit(_draw_many, static_argnums=(0, 2, 3))
+
+
+def run_many(
+  init: Any,
+  key: Array,
+  shape: tuple[int, ...],
+  dtype: np.dtype,
+  folds: np.ndarray,
+  scales: np.ndarray | None = None,
+) -> list[Array]:
+  """Unsharded draws of several leaves of one ``(initializer, shape, dtype)``, each with
+  its ``fold`` (a row of ``folds``) and multiplier (an entry of ``scales``, or none), as
+  one compiled, batched program.
+
+  Bit for bit what one :func:`run` per fold gives (jax's random bits do not depend on
+  batching). Inside a traced program (``jax.jit(reinit)``, ``init_linen``) this keeps
+  the number of computations XLA compiles from growing with the number of leaves: the
+  repeated blocks of a deep model share one.
+  """
+  if scales is not None:
+    scales = np.asarray(scales, compute_dtype(dtype))
+  stacked = _draw_many_jit(init, key, shape, dtype, jnp.asarray(folds), scales)
+  return [stacked[i] for i in range(len(folds))]
 
 
 def _run_explicit(

@@ -74,9 +74,9 @@ def annotation(box: Any) -> tuple[Any, Any] | None:
     names = md.get("out_sharding", md.get("sharding_names", md.get("sharding")))
     if not names:
       return None
-    from flax.core import spmd
+    from flax.core import spmd as core_spmd
 
-    spec = spmd.get_pspec(
+    spec = core_spmd.get_pspec(
       names if isinstance(names, jax.sharding.NamedSharding | P) else P(*names),
       md.get("sharding_rules"),
     )

@@ -46,7 +46,10 @@ class FrozenArray:
     )
 
   def __hash__(self) -> int:
-    return hash((self._a.dtype.str, self._a.shape, self._a.tobytes()))
+    a = self._a
+    if a.dtype.kind in "fcV" or a.dtype.name == "bfloat16":  # -0.0 == 0.0: one hash
+      a = np.where(a == 0, np.zeros_like(a), a)
+    return hash((a.dtype.str, a.shape, a.tobytes()))
 
   def __repr__(self) -> str:
     return repr(self._a)

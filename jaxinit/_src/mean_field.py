@@ -53,7 +53,6 @@ _WALK = 1e5
 _CRITICAL_TOL = 1e-12
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Activation:
   """An activation phi and its derivative, both acting elementwise on float64 arrays.
@@ -72,6 +71,11 @@ class Activation:
 
 #: The named activations (those of ``jaxinit.calculate_gain`` beyond torch's table).
 ACTIVATIONS: tuple[str, ...] = activations.NAMES
+
+
+def _f64(x: Any) -> np.ndarray:
+  """``x`` as a 0-d (or n-d) float64 array."""
+  return np.asarray(x, np.float64)
 
 
 def _float64(f: Callable) -> Callable[[np.ndarray], np.ndarray]:
@@ -557,12 +561,11 @@ def critical_sigma_w(
   lo = np.full(sb2.shape, math.log(1e-3))
   hi = np.full(sb2.shape, math.log(1e3))
   ok = (excess(lo, sb2, q) < 0) & (excess(hi, sb2, q) > 0)
-  out = np.full(sb2.shape, np.nan)
+  out: np.ndarray = np.full(sb2.shape, np.nan)
   if ok.any():
     b2, qq = sb2[ok], q[ok]
     out[ok] = np.exp(_illinois(lambda t, m: excess(t, b2[m], qq[m]), lo[ok], hi[ok]))
-  out = out.reshape(shape)
-  return _out(out, sigma_b, q0)
+  return _out(out.reshape(shape), sigma_b, q0)
 
 
 def correlation_map(
@@ -601,9 +604,9 @@ def correlation_map(
   qs = float(
     _q_star(
       a,
-      np.float64(sw * sw),
-      np.float64(sb * sb),
-      np.float64(check_real(fn, "q0", q0, positive=True)),
+      _f64(sw * sw),
+      _f64(sb * sb),
+      _f64(check_real(fn, "q0", q0, positive=True)),
     )
   )
   return _out(_c_map(a, cc, sw * sw, sb * sb, qs), c)
@@ -694,19 +697,19 @@ def depth_scales(
   sb = check_real(fn, "sigma_b", sigma_b, nonnegative=True)
   q = check_real(fn, "q0", q0, positive=True)
   sw2, sb2 = sw * sw, sb * sb
-  qs = float(_q_star(a, np.float64(sw2), np.float64(sb2), np.float64(q)))
-  c1 = float(_chi1_at(a, np.float64(sw2), np.float64(qs)))
+  qs = float(_q_star(a, _f64(sw2), _f64(sb2), _f64(q)))
+  c1 = float(_chi1_at(a, _f64(sw2), _f64(qs)))
   if not math.isfinite(qs):
     return DepthScales(qs, c1, math.nan, math.nan, math.nan)
   # V'(q) = sigma_w^2 E[phi(x) phi'(x) x] / q, x = sqrt(q) z (differentiating under E).
   qe = _q_eval(qs)
-  slope = sw2 * float(_expect(lambda x: a.fn(x) * a.derivative(x) * x, np.float64(qe))) / qe
+  slope = sw2 * float(_expect(lambda x: a.fn(x) * a.derivative(x) * x, _f64(qe))) / qe
   xi_q = _neg_inv_log(slope)
   if c1 <= 1.0 + _CRITICAL_TOL:
     c_star, chi_c = 1.0, c1
   else:
     c_star = _c_star(a, sw2, sb2, qs)
-    chi_c = float(_chi_c(a, np.float64(c_star), sw2, qs))
+    chi_c = float(_chi_c(a, _f64(c_star), sw2, qs))
   return DepthScales(qs, c1, c_star, xi_q, _neg_inv_log(chi_c))
 
 
@@ -714,7 +717,7 @@ def _c_star(a: Activation, sw2: float, sb2: float, qs: float) -> float:
   """The stable fixed point c* < 1 of the correlation map in the chaotic phase."""
 
   def g(c):
-    return float(_c_map(a, np.float64(c), sw2, sb2, qs)) - c
+    return float(_c_map(a, _f64(c), sw2, sb2, qs)) - c
 
   lo, hi = -1.0, 1.0 - 1e-6
   if g(hi) >= 0:  # numerically indistinguishable from c* = 1
@@ -778,9 +781,7 @@ def plot_phase_diagram(
     fn, "sigma_b", np.linspace(0.0, 1.0, 80) if sigma_b is None else sigma_b, nonnegative=True
   ).reshape(-1)
   q = check_real(fn, "q0", q0, positive=True)
-  grid = _chi1_at(
-    a, sw[None, :] ** 2, _q_star(a, sw[None, :] ** 2, sb[:, None] ** 2, np.float64(q))
-  )
+  grid = _chi1_at(a, sw[None, :] ** 2, _q_star(a, sw[None, :] ** 2, sb[:, None] ** 2, _f64(q)))
   if ax is None:
     _, ax = plt.subplots(figsize=(5, 4))
   with np.errstate(divide="ignore"):
@@ -793,10 +794,11 @@ def plot_phase_diagram(
   if critical:
     qs = np.geomspace(1e-4, 1e3, 200)
     line = critical_line(a, qs)
-    keep = (line.sigma_w**2 <= (sw**2).max()) & (line.sigma_b**2 <= (sb**2).max())
+    lw, lb = np.asarray(line.sigma_w), np.asarray(line.sigma_b)
+    keep = (lw**2 <= (sw**2).max()) & (lb**2 <= (sb**2).max())
     ax.plot(
-      line.sigma_w[keep] ** 2,
-      line.sigma_b[keep] ** 2,
+      lw[keep] ** 2,
+      lb[keep] ** 2,
       "--",
       color="gold",
       lw=1.5,

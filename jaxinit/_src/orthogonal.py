@@ -70,9 +70,11 @@ import numpy as np
 from jaxinit._src.base import Initializer
 from jaxinit._src.checks import (
   Array,
+  DTypeLike,
   check_axes,
   check_choice,
   check_int,
+  check_range,
   check_real,
   complex_of,
   compute_dtype,
@@ -307,10 +309,11 @@ def _to_shape(q: Array, shape: tuple[int, ...], order: tuple[int, ...]) -> Array
 class _Orthogonal(Initializer):
   scale: float = 1.0
   column_axis: int = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
   method: str = "stewart"
 
   name = "orthogonal"
+  layout_fields = (("column_axis", "out"),)
   formula = (
     "w = scale * Q, Q Haar-random with orthonormal columns (tall) or rows (wide) of "
     "the matrix (prod(other axes), shape[column_axis]); unitary for complex; "
@@ -331,8 +334,10 @@ class _Orthogonal(Initializer):
         "the column axis must be a matrix axis.",
       )
     check_choice(fn, "method", self.method, METHODS)
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
+    check_range(fn, dtype, -self.scale, self.scale, f"`scale`={self.scale!r}")
     if len(shape) < 2:
       raise fail(
         fn,
@@ -356,6 +361,8 @@ def orthogonal(
   column_axis: int = -1,
   batch_axis: int | tuple[int, ...] = (),
   method: str = "stewart",
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   r"""Builds an initializer of Haar-random (semi-)orthogonal matrices.
 
@@ -405,6 +412,8 @@ def orthogonal(
     column_axis: the axis of the columns.
     batch_axis: axes indexing independent matrices.
     method: ``"stewart"`` or ``"qr"``.
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer. One compilation per (configuration, shape, dtype).
@@ -432,7 +441,7 @@ def orthogonal(
     A. Saxe, J. McClelland, S. Ganguli, "Exact solutions to the nonlinear
     dynamics of learning in deep linear neural networks", ICLR 2014.
   """
-  return _Orthogonal(scale, column_axis, batch_axis, method)
+  return _Orthogonal(scale, column_axis, batch_axis, method, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -445,7 +454,7 @@ def orthogonal(
 class _Spectral(Initializer):
   in_axis: int = -2
   out_axis: int = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()
   method: str = "stewart"
 
   name = "spectral"
@@ -464,6 +473,7 @@ class _Spectral(Initializer):
     if self.in_axis == self.out_axis:
       raise fail(fn, f"`in_axis` and `out_axis` must differ, both are {self.in_axis}.")
     check_choice(fn, "method", self.method, METHODS)
+    super().__post_init__()
 
   def _scaled(self, fn: str, shape: tuple[int, ...]) -> _Orthogonal:
     if len(shape) < 2:
@@ -489,6 +499,7 @@ def spectral(
   out_axis: int = -1,
   batch_axis: int | tuple[int, ...] = (),
   method: str = "stewart",
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   r"""Builds the spectral initializer: semi-orthogonal times ``sqrt(fan_out / fan_in)``.
 
@@ -508,6 +519,8 @@ def spectral(
     out_axis: the output axis (an int; the columns of ``Q``).
     batch_axis: axes of a stack of independent matrices.
     method: ``"stewart"`` or ``"qr"`` (see :func:`orthogonal`).
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
@@ -527,7 +540,7 @@ def spectral(
     G. Yang, J. B. Simon, J. Bernstein, "A spectral condition for feature
     learning", arXiv:2310.17813, 2023.
   """
-  return _Spectral(in_axis, out_axis, batch_axis, method)
+  return _Spectral(in_axis, out_axis, batch_axis, method, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -551,48 +564,89 @@ def centre(shape: tuple[int, ...]) -> tuple[int, ...]:
 class _DeltaOrthogonal(Initializer):
   scale: float = 1.0
   column_axis: int = -1
+  in_axis: int = -2
+  out_axis: int = -1
 
   name = "delta_orthogonal"
+  layout_fields = (("in_axis", "in"), ("out_axis", "out"))
   formula = (
-    "conv kernel (spatial..., in, out): zero except the centre tap ((k-1)//2 per axis), "
-    "which holds scale * a Haar (in x out) matrix"
+    "conv kernel (in and out channel axes, the rest spatial): zero except the centre tap "
+    "((k-1)//2 per spatial axis), which holds scale * a Haar (in x out) matrix"
   )
 
   def __post_init__(self):
     fn = self.name
     object.__setattr__(self, "scale", check_real(fn, "scale", self.scale, positive=True))
-    object.__setattr__(self, "column_axis", check_int(fn, "column_axis", self.column_axis))
-    if self.column_axis < -2:
-      raise fail(
-        fn,
-        f"`column_axis` must be the kernel's input axis (-2) or output axis (-1) "
-        f"(or their non-negative index), got {self.column_axis}.",
-      )
+    for arg in ("column_axis", "in_axis", "out_axis"):
+      object.__setattr__(self, arg, check_int(fn, arg, getattr(self, arg)))
+    if self.in_axis == self.out_axis:
+      raise fail(fn, f"`in_axis` and `out_axis` must differ, got {self.in_axis} for both.")
+    same_sign = len({a < 0 for a in (self.column_axis, self.in_axis, self.out_axis)}) == 1
+    if same_sign and self.column_axis not in (self.in_axis, self.out_axis):
+      raise fail(fn, self._column_message())
+    super().__post_init__()
 
-  def _matrix_axis(self, fn: str, shape: tuple[int, ...]) -> int:
-    if len(shape) < 2:
+  def _column_message(self) -> str:
+    return (
+      f"`column_axis` must be the kernel's input axis (`in_axis`={self.in_axis}) or output "
+      f"axis (`out_axis`={self.out_axis}), got {self.column_axis}."
+    )
+
+  def _relayout(self, layout, only_defaults=False):
+    new = super()._relayout(layout, only_defaults)
+    if new is self:
+      return self
+    if self.column_axis not in (self.in_axis, self.out_axis):
       raise fail(
-        fn, f"needs a kernel (spatial..., in, out) with at least 2 dimensions, got shape {shape}."
+        self.name,
+        f"cannot follow the layout {layout!r}: `column_axis`={self.column_axis} is neither "
+        f"`in_axis`={self.in_axis} nor `out_axis`={self.out_axis}; give it as one of them.",
       )
-    col = normalize_axes(fn, "column_axis", self.column_axis, shape)[0]
-    if col < len(shape) - 2:
+    column = new.out_axis if self.column_axis == self.out_axis else new.in_axis
+    return dataclasses.replace(new, column_axis=column)
+
+  def _axes(self, fn: str, shape: tuple[int, ...]) -> tuple[int, int, tuple[int, ...]]:
+    """(input axis, output axis, spatial axes) of ``shape``, non-negative."""
+    if len(shape) < 2:
+      raise fail(fn, f"needs a kernel with an input and an output axis, got shape {shape}.")
+    i = normalize_axes(fn, "in_axis", self.in_axis, shape)[0]
+    o = normalize_axes(fn, "out_axis", self.out_axis, shape)[0]
+    if i == o:
       raise fail(
         fn,
-        f"`column_axis`={self.column_axis} is a spatial axis of the kernel shape "
-        f"{shape}; it must be the input axis (-2) or the output axis (-1).",
+        f"`in_axis`={self.in_axis} and `out_axis`={self.out_axis} name the same "
+        f"axis of the shape {shape}.",
       )
-    return col - len(shape)
+    c = normalize_axes(fn, "column_axis", self.column_axis, shape)[0]
+    if c not in (i, o):
+      raise fail(fn, f"{self._column_message()} (shape {shape})")
+    return i, o, tuple(a for a in range(len(shape)) if a not in (i, o))
 
   def _check(self, fn, shape, dtype):
-    self._matrix_axis(fn, shape)
+    check_range(fn, dtype, -self.scale, self.scale, f"`scale`={self.scale!r}")
+    self._axes(fn, shape)
 
   def _sample(self, key, shape, dtype):
-    col = self._matrix_axis(self.name, shape)
-    q = _Orthogonal(self.scale, col)._sample(key, shape[-2:], dtype)
-    return jnp.zeros(shape, dtype).at[centre(shape[:-2])].set(q)
+    i, o, spatial = self._axes(self.name, shape)
+    c = normalize_axes(self.name, "column_axis", self.column_axis, shape)[0]
+    col = -1 if c == o else -2
+    q = _Orthogonal(self.scale, col)._sample(key, (shape[i], shape[o]), dtype)
+    taps = dict(zip(spatial, centre(tuple(shape[a] for a in spatial)), strict=True))
+    # the (in, out) matrix placed at the centre tap, in the kernel's own axis order
+    order = [a for a in range(len(shape)) if a in (i, o)]
+    q = q if order == [i, o] else q.T
+    index = tuple(taps.get(a, slice(None)) for a in range(len(shape)))
+    return jnp.zeros(shape, dtype).at[index].set(q)
 
 
-def delta_orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
+def delta_orthogonal(
+  scale: float = 1.0,
+  column_axis: int = -1,
+  in_axis: int = -2,
+  out_axis: int = -1,
+  *,
+  dtype: DTypeLike | None = None,
+) -> Initializer:
   r"""Builds a delta-orthogonal initializer for convolution kernels (Xiao et al. 2018).
 
   For a Flax kernel of shape ``(*spatial, in, out)`` (1-D, 2-D, 3-D or more
@@ -614,14 +668,21 @@ def delta_orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
 
   Args:
     scale: positive multiplier.
-    column_axis: ``-1`` (output channels, default) or ``-2`` (input channels).
+    column_axis: the output axis (default) or the input axis: which side of the
+      ``in x out`` matrix has orthonormal columns when it is tall.
+    in_axis: the input-channel axis (``-2`` for Flax ``(*spatial, in, out)``;
+      ``1`` for torch/equinox ``(out, in, *spatial)``, which
+      ``with_layout("torch")`` and ``reinit(layout=...)`` set).
+    out_axis: the output-channel axis (``-1`` for Flax, ``0`` for torch).
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
 
   Raises:
     ValueError: ``scale <= 0``; at call time, a shape with fewer than 2
-      dimensions or ``column_axis`` on a spatial axis.
+      dimensions, or ``column_axis`` not one of the channel axes.
 
   Examples:
     >>> import jax, jax.numpy as jnp, jaxinit
@@ -635,4 +696,4 @@ def delta_orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
     "Dynamical isometry and a mean field theory of CNNs: how to train
     10,000-layer vanilla convolutional neural networks", ICML 2018.
   """
-  return _DeltaOrthogonal(scale, column_axis)
+  return _DeltaOrthogonal(scale, column_axis, in_axis, out_axis, dtype=dtype)

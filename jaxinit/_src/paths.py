@@ -13,6 +13,7 @@ refused, because the two would share a key and be drawn identical.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -70,3 +71,25 @@ def flatten_with_paths(
         "random key. Rename one of the keys.",
       )
   return out, treedef
+
+
+#: The longest pattern accepted (patterns come from configs and command lines).
+MAX_PATTERN = 4096
+
+
+def compile_pattern(fn: str, what: str, pattern: str) -> re.Pattern:
+  """``re.compile(pattern)``, or one clear error of ``fn`` naming ``what`` (e.g. "the rule").
+
+  Patterns that Python's ``re`` cannot build (a repeat count beyond its range,
+  nesting deeper than its recursion, a bad escape) and patterns longer than
+  ``MAX_PATTERN`` characters are refused the same way.
+  """
+  shown = repr(pattern) if len(pattern) <= 80 else repr(pattern[:77] + "...")
+  if len(pattern) > MAX_PATTERN:
+    raise fail(
+      fn, f"{what} pattern {shown} has {len(pattern)} characters, more than {MAX_PATTERN}."
+    )
+  try:
+    return re.compile(pattern)
+  except (re.error, OverflowError, RecursionError, ValueError) as e:
+    raise fail(fn, f"{what} pattern {shown} is not a valid regular expression: {e}.") from None

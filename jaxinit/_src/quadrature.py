@@ -164,7 +164,7 @@ def bivariate_rule(
   t = (starts[..., None] + half * (x + 1.0)).reshape((*c.shape, -1))
   wt = (half * w).reshape((*c.shape, -1)) / two_pi
   if scale > 1.0:
-    r, wr = composite_half_rule(np.float64(scale), radial=True)
+    r, wr = composite_half_rule(np.asarray(scale, np.float64), radial=True)
   else:
     r, wr = radial_rule()
   r = scale * r

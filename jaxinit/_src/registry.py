@@ -10,18 +10,19 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable
+from typing import Any
 
 from jaxinit._src.checks import fail
 
 # name -> initializer class; aliases map to the same class.
-_REGISTRY: dict[str, type] = {}
+_REGISTRY: dict[str, type[Any]] = {}
 _ALIASES: dict[str, str] = {}
 
 
-def register(name: str, *aliases: str) -> Callable[[type], type]:
+def register(name: str, *aliases: str) -> Callable[[type[Any]], type[Any]]:
   """Class decorator: makes ``cls`` reachable as ``get(name)`` and ``get(alias)``."""
 
-  def wrap(cls: type) -> type:
+  def wrap(cls: type[Any]) -> type[Any]:
     if cls.name != name:
       raise AssertionError(f"{cls.__name__}.name is {cls.name!r}, registered as {name!r}")
     for n in (name, *aliases):
@@ -50,7 +51,7 @@ def _snake(name: str) -> str:
   return s.replace("-", "_").lower()
 
 
-def lookup(name: str, fn: str = "get") -> type:
+def lookup(name: str, fn: str = "get") -> type[Any]:
   if not isinstance(name, str):
     raise fail(fn, f"an initializer name must be a string, got {name!r}.", TypeError)
   key = name if name in _REGISTRY else _snake(name)

@@ -37,7 +37,7 @@ class SiblingRule:
   called as ``init(key, shape)`` on its own.
   """
 
-  sibling: tuple[str, ...] = ("weight", "kernel", "w")
+  sibling: str | tuple[str, ...] = ("weight", "kernel", "w")  # stored as a tuple
 
   name: ClassVar[str] = "sibling_rule"
 

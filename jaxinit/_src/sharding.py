@@ -96,13 +96,14 @@ def check_sharding(fn: str, sharding: Sharding, shape: tuple[int, ...]) -> None:
       )
     return
   try:
-    sharding.shard_shape(shape)
+    sharding.shard_shape(shape)  # type: ignore[union-attr]
   except Exception as e:
     raise fail(fn, f"`out_sharding` {sharding} cannot shard the shape {shape}: {e}") from None
 
 
 def context_mesh() -> Any:
   """The mesh set by ``jax.set_mesh``: concrete outside jit, abstract inside; or None."""
+  mesh: Any
   try:
     mesh = jax.sharding.get_mesh()
   except ValueError:  # inside jit only the abstract mesh is known

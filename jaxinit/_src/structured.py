@@ -18,9 +18,11 @@ from jaxinit._src import sampling, serialization
 from jaxinit._src.base import Initializer
 from jaxinit._src.basic import normal as _normal
 from jaxinit._src.checks import (
+  DTypeLike,
   as_tuple,
   check_axes,
   check_int,
+  check_range,
   check_real,
   compute_dtype,
   fail,
@@ -47,35 +49,88 @@ def _iota(shape: tuple[int, ...], axis: int) -> jax.Array:
 @dataclasses.dataclass(frozen=True, repr=False)
 class _Identity(Initializer):
   scale: float = 1.0
+  in_axis: int = -2
+  out_axis: int = -1
 
   name = "identity"
   deterministic = True
-  formula = "w[..., i, j] = scale if i == j else 0 (non-square allowed, batched over leading axes)"
+  layout_fields = (("in_axis", "in"), ("out_axis", "out"))
+  formula = (
+    "w[..., i, ..., j, ...] = scale if i == j else 0 between the in and out axes "
+    "(non-square allowed; every other axis is a batch)"
+  )
 
   def __post_init__(self):
-    object.__setattr__(self, "scale", check_real(self.name, "scale", self.scale))
+    fn = self.name
+    object.__setattr__(self, "scale", check_real(fn, "scale", self.scale))
+    _channel_axes_args(self)
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
-    if len(shape) < 2:
-      raise fail(fn, f"needs a shape with at least 2 dimensions (a matrix), got {shape}.")
+    _check_scale_range(fn, self.scale, dtype)
+    _channel_axes(fn, self, shape)
 
   def _sample(self, key, shape, dtype):
-    eye = _iota(shape, len(shape) - 2) == _iota(shape, len(shape) - 1)
+    i, o = _channel_axes(self.name, self, shape)
+    eye = _iota(shape, i) == _iota(shape, o)
     return jnp.where(eye, jnp.asarray(self.scale, dtype), jnp.zeros((), dtype))
 
 
-def identity(scale: float = 1.0) -> Initializer:
+def _check_scale_range(fn: str, scale: float, dtype) -> None:
+  """The values of identity and dirac, ``0`` and ``scale``, fit ``dtype``."""
+  check_range(fn, dtype, min(0.0, scale), max(0.0, scale), f"`scale`={scale!r}")
+
+
+def _channel_axes_args(init: Any) -> None:
+  """Checks the ``in_axis`` / ``out_axis`` fields of identity and dirac (one int each)."""
+  for arg in ("in_axis", "out_axis"):
+    object.__setattr__(init, arg, check_int(init.name, arg, getattr(init, arg)))
+  if init.in_axis == init.out_axis:
+    raise fail(init.name, f"`in_axis` and `out_axis` must differ, got {init.in_axis} for both.")
+
+
+def _channel_axes(fn: str, init: Any, shape: tuple[int, ...]) -> tuple[int, int]:
+  """The input and output axes of ``shape``, non-negative, or a clear error."""
+  if len(shape) < 2:
+    raise fail(
+      fn, f"needs a shape with at least 2 dimensions (an input and an output axis), got {shape}."
+    )
+  i = normalize_axes(fn, "in_axis", init.in_axis, shape)[0]
+  o = normalize_axes(fn, "out_axis", init.out_axis, shape)[0]
+  if i == o:
+    raise fail(
+      fn,
+      f"`in_axis`={init.in_axis} and `out_axis`={init.out_axis} name the same axis "
+      f"of the shape {shape}.",
+    )
+  return i, o
+
+
+def identity(
+  scale: float = 1.0,
+  in_axis: int = -2,
+  out_axis: int = -1,
+  *,
+  dtype: DTypeLike | None = None,
+) -> Initializer:
   """Builds an initializer of (scaled, possibly rectangular) identity matrices.
 
-  The last two axes hold ``scale * eye(m, n)``: ones on the main diagonal,
-  zeros elsewhere; for ``m != n`` the leading ``min(m, n)`` diagonal. Leading
-  axes are a batch (every matrix of a stack ``(layers, n, n)`` is the
-  identity). For a Flax ``Dense`` kernel ``(in, out)`` with ``in <= out`` the
-  layer copies its input into the first ``in`` outputs. For convolution kernels
-  use :func:`dirac`. (torch's ``eye_`` is 2-D only.)
+  The input and output axes (by default the last two, Flax's ``(in, out)``)
+  hold ``scale * eye(m, n)``: ones on the main diagonal, zeros elsewhere; for
+  ``m != n`` the leading ``min(m, n)`` diagonal. Every other axis is a batch
+  (every matrix of a stack ``(layers, n, n)`` is the identity). A torch/equinox
+  ``(out, in)`` weight gets the same map with ``in_axis=1, out_axis=0`` (what
+  ``with_layout("torch")`` and ``reinit(layout=...)`` set). For a Flax
+  ``Dense`` kernel ``(in, out)`` with ``in <= out`` the layer copies its input
+  into the first ``in`` outputs. For convolution kernels use :func:`dirac`.
+  (torch's ``eye_`` is 2-D only.)
 
   Args:
     scale: the diagonal value (any finite real).
+    in_axis: the input axis.
+    out_axis: the output axis.
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer; the key is ignored.
@@ -90,7 +145,7 @@ def identity(scale: float = 1.0) -> Initializer:
     Array([[2., 0., 0.],
            [0., 2., 0.]], dtype=float32)
   """
-  return _Identity(scale)
+  return _Identity(scale, in_axis, out_axis, dtype=dtype)
 
 
 @register("dirac")
@@ -98,40 +153,51 @@ def identity(scale: float = 1.0) -> Initializer:
 class _Dirac(Initializer):
   groups: int = 1
   scale: float = 1.0
+  in_axis: int = -2
+  out_axis: int = -1
 
   name = "dirac"
   deterministic = True
+  layout_fields = (("in_axis", "in"), ("out_axis", "out"))
   formula = (
-    "conv kernel (spatial..., in_per_group, out): w[centre, i, o] = scale if "
-    "i == o mod (out / groups); centre = (k-1)//2 per axis"
+    "conv kernel (in_per_group and out channel axes, the rest spatial): w[centre, i, o] = "
+    "scale if i == o mod (out / groups); centre = (k-1)//2 per spatial axis"
   )
 
   def __post_init__(self):
     object.__setattr__(self, "groups", check_int(self.name, "groups", self.groups, minimum=1))
     object.__setattr__(self, "scale", check_real(self.name, "scale", self.scale))
+    _channel_axes_args(self)
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
-    if len(shape) < 2:
-      raise fail(
-        fn, f"needs a kernel (spatial..., in, out) with at least 2 dimensions, got shape {shape}."
-      )
-    if shape[-1] % self.groups:
+    _check_scale_range(fn, self.scale, dtype)
+    _, o = _channel_axes(fn, self, shape)
+    if shape[o] % self.groups:
       raise fail(
         fn,
-        f"the output channels ({shape[-1]}, the last axis of {shape}) are not "
+        f"the output channels ({shape[o]}, axis {o} of {shape}) are not "
         f"divisible by `groups`={self.groups}.",
       )
 
   def _sample(self, key, shape, dtype):
-    nd = len(shape)
-    per_group = shape[-1] // self.groups
-    hit = _iota(shape, nd - 2) == _iota(shape, nd - 1) % per_group
-    for axis, c in enumerate(centre(shape[:-2])):
+    i, o = _channel_axes(self.name, self, shape)
+    per_group = shape[o] // self.groups
+    hit = _iota(shape, i) == _iota(shape, o) % per_group
+    spatial = [a for a in range(len(shape)) if a not in (i, o)]
+    for axis, c in zip(spatial, centre(tuple(shape[a] for a in spatial)), strict=True):
       hit = hit & (_iota(shape, axis) == c)
     return jnp.where(hit, jnp.asarray(self.scale, dtype), jnp.zeros((), dtype))
 
 
-def dirac(groups: int = 1, scale: float = 1.0) -> Initializer:
+def dirac(
+  groups: int = 1,
+  scale: float = 1.0,
+  in_axis: int = -2,
+  out_axis: int = -1,
+  *,
+  dtype: DTypeLike | None = None,
+) -> Initializer:
   """Builds an identity-preserving convolution kernel initializer (torch's ``dirac_``).
 
   For a Flax kernel ``(*spatial, in_per_group, out)`` (Flax stores grouped
@@ -151,6 +217,13 @@ def dirac(groups: int = 1, scale: float = 1.0) -> Initializer:
   Args:
     groups: the convolution's ``feature_group_count``; it must divide ``out``.
     scale: the value of the centre taps.
+    in_axis: the input-channel axis (``-2`` for Flax ``(*spatial, in, out)``,
+      ``1`` for torch/equinox ``(out, in, *spatial)``: what
+      ``with_layout("torch")`` and ``reinit(layout=...)`` set).
+    out_axis: the output-channel axis (``-1`` for Flax, ``0`` for torch); every
+      other axis is spatial.
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer; the key is ignored.
@@ -168,7 +241,7 @@ def dirac(groups: int = 1, scale: float = 1.0) -> Initializer:
     >>> bool(jnp.allclose(y, x))
     True
   """
-  return _Dirac(groups, scale)
+  return _Dirac(groups, scale, in_axis, out_axis, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -197,7 +270,7 @@ def _matrix_axes(fn: str, shape: tuple[int, ...], in_axis: int, out_axis: int, b
 class _ZeroHadamard(Initializer):
   in_axis: int = -2
   out_axis: int = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()
 
   name = "zero_hadamard"
   deterministic = True
@@ -215,6 +288,7 @@ class _ZeroHadamard(Initializer):
     object.__setattr__(self, "batch_axis", _batch(fn, self.batch_axis))
     if self.in_axis == self.out_axis:
       raise fail(fn, f"`in_axis` and `out_axis` must differ, both are {self.in_axis}.")
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
     _matrix_axes(fn, shape, self.in_axis, self.out_axis, self.batch_axis)
@@ -243,7 +317,10 @@ class _ZeroHadamard(Initializer):
 
 
 def zero_hadamard(
-  in_axis: int = -2, out_axis: int = -1, batch_axis: int | tuple[int, ...] = ()
+  in_axis: int = -2,
+  out_axis: int = -1,
+  batch_axis: int | tuple[int, ...] = (),
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   r"""Builds ZerO's deterministic initializer: partial identity, Hadamard when widening.
 
@@ -271,6 +348,8 @@ def zero_hadamard(
     in_axis: the input axis (an int).
     out_axis: the output axis (an int).
     batch_axis: axes of a stack of weights (each gets the same matrix).
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer; the key is ignored.
@@ -296,7 +375,7 @@ def zero_hadamard(
     neural networks with only zeros and ones", TMLR 2022; the reference code
     jiaweizzhao/ZerO-initialization ``example_mnist.ipynb`` at cf2bf5d.
   """
-  return _ZeroHadamard(in_axis, out_axis, batch_axis)
+  return _ZeroHadamard(in_axis, out_axis, batch_axis, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -306,7 +385,7 @@ def zero_hadamard(
 # ---------------------------------------------------------------------------
 
 
-def _unit_axes(fn: str, out_axis: Axes, batch_axis: tuple[int, ...], shape: tuple[int, ...]):
+def _unit_axes(fn: str, out_axis: Axes, batch_axis: Axes, shape: tuple[int, ...]):
   """(unit axes, fan-in axes) of ``shape`` as non-negative ints, or a clear error."""
   outs = normalize_axes(fn, "out_axis", out_axis, shape)
   batch = normalize_axes(fn, "batch_axis", batch_axis, shape)
@@ -336,9 +415,10 @@ def _batch(fn: str, value: Any) -> tuple[int, ...]:
 class _Normalized(Initializer):
   scale: float = 1.0
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "normalized"
+  layout_fields = (("out_axis", "out"),)
   formula = (
     "w = scale * z / ||z||, z ~ N(0, I) over each output unit's incoming weights: "
     "uniform direction, norm exactly scale"
@@ -349,8 +429,10 @@ class _Normalized(Initializer):
     object.__setattr__(self, "scale", check_real(fn, "scale", self.scale, positive=True))
     object.__setattr__(self, "out_axis", check_axes(fn, "out_axis", self.out_axis))
     object.__setattr__(self, "batch_axis", _batch(fn, self.batch_axis))
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
+    check_range(fn, dtype, -self.scale, self.scale, f"`scale`={self.scale!r}")
     _unit_axes(fn, self.out_axis, self.batch_axis, shape)
 
   def _sample(self, key, shape, dtype):
@@ -386,6 +468,8 @@ def normalized(
   scale: float = 1.0,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   r"""Builds an initializer whose units' incoming weight vectors have norm ``scale``.
 
@@ -402,6 +486,8 @@ def normalized(
   Args:
     scale: the norm of every unit's incoming weights, > 0.
     <units>
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
@@ -416,7 +502,7 @@ def normalized(
     >>> jnp.linalg.norm(w.reshape(-1, 16), axis=0).round(4)
     Array([2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2., 2.], dtype=float32)
   """
-  return _Normalized(scale, out_axis, batch_axis)
+  return _Normalized(scale, out_axis, batch_axis, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -458,11 +544,12 @@ def _count_zeros(sparsity: float, fan_in: int) -> int:
 class _Sparse(Initializer):
   num_nonzero: int | None = None
   sparsity: float | None = None
-  values: Initializer = _DEFAULT_VALUES
+  values: Any = _DEFAULT_VALUES  # an initializer, a name or a config; stored as an initializer
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "sparse"
+  layout_fields = (("out_axis", "out"),)
   formula = (
     "each output unit keeps exactly num_nonzero (default 15) incoming weights, or a "
     "fraction 1 - sparsity of them, at uniformly random positions; values from "
@@ -493,6 +580,7 @@ class _Sparse(Initializer):
     object.__setattr__(self, "values", _values(fn, self.values))
     object.__setattr__(self, "out_axis", check_axes(fn, "out_axis", self.out_axis))
     object.__setattr__(self, "batch_axis", _batch(fn, self.batch_axis))
+    super().__post_init__()
 
   def nonzero(self, fn: str, shape: tuple[int, ...]) -> int:
     """The number of nonzero incoming weights per unit for ``shape``."""
@@ -504,6 +592,7 @@ class _Sparse(Initializer):
           fn, f"`num_nonzero`={self.num_nonzero} exceeds the fan-in {fan_in} of shape {shape}."
         )
       return self.num_nonzero
+    assert self.sparsity is not None  # __post_init__ sets one of the two
     k = fan_in - _count_zeros(self.sparsity, fan_in)
     if k < 1 and fan_in > 0:
       raise fail(
@@ -516,11 +605,17 @@ class _Sparse(Initializer):
   def _supports_complex(self):
     return self.values._supports_complex()
 
+  def _relayout(self, layout, only_defaults=False):
+    new = super()._relayout(layout, only_defaults)
+    values = self.values._relayout(layout, only_defaults)
+    return new if values is self.values else dataclasses.replace(new, values=values)
+
   def _check(self, fn, shape, dtype):
     if math.prod(shape):  # an empty array has no units to fill
       self.nonzero(fn, shape)
     else:
       _unit_axes(fn, self.out_axis, self.batch_axis, shape)
+    check_range(fn, dtype, 0.0, 0.0, "the zeros of a sparse matrix")
     self.values._check(fn, shape, dtype)
 
   def _sample(self, key, shape, dtype):
@@ -557,6 +652,8 @@ def sparse(
   values: Initializer | str | Mapping[str, Any] | None = None,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds a sparse initializer (Martens 2010, "sparse initialization").
 
@@ -584,6 +681,8 @@ def sparse(
     values: a jaxinit initializer, name or config dict drawing the nonzero
       values; default ``normal(stddev=1.0)``.
     <units>
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
@@ -606,7 +705,7 @@ def sparse(
   References:
     J. Martens, "Deep learning via Hessian-free optimization", ICML 2010.
   """
-  return _Sparse(num_nonzero, sparsity, values, out_axis, batch_axis)
+  return _Sparse(num_nonzero, sparsity, values, out_axis, batch_axis, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -629,8 +728,8 @@ def _rows(fn: str, rows: Any) -> tuple[int, ...]:
 @register("zero_rows")
 @dataclasses.dataclass(frozen=True, repr=False)
 class _ZeroRows(Initializer):
-  init: Initializer = _DEFAULT_VALUES
-  rows: tuple[int, ...] = (0,)
+  init: Any = _DEFAULT_VALUES  # an initializer, name or config (decoded when built)
+  rows: int | tuple[int, ...] = (0,)
   axis: int = 0
 
   name = "zero_rows"
@@ -644,6 +743,7 @@ class _ZeroRows(Initializer):
     object.__setattr__(self, "init", _values(fn, self.init, "init"))
     object.__setattr__(self, "rows", _rows(fn, self.rows))
     object.__setattr__(self, "axis", check_int(fn, "axis", self.axis))
+    super().__post_init__()
 
   def _supports_complex(self):
     return self.init._supports_complex()
@@ -656,14 +756,14 @@ class _ZeroRows(Initializer):
 
   def _index(self, fn: str, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
     axis = normalize_axes(fn, "axis", self.axis, shape)[0]
-    n = shape[axis]
-    if n and any(not -n <= r < n for r in self.rows):
+    n, rows = shape[axis], as_tuple(self.rows)
+    if n and any(not -n <= r < n for r in rows):
       raise fail(
         fn,
         f"`rows`={self.rows} are not all indices of axis {self.axis} (of size {n}) "
         f"of the shape {shape}.",
       )
-    return axis, tuple(r % n for r in self.rows) if n else ()
+    return axis, tuple(r % n for r in rows) if n else ()
 
   def _check(self, fn, shape, dtype):
     self._index(fn, shape)
@@ -681,6 +781,7 @@ def zero_rows(
   init: Initializer | str | Mapping[str, Any] | None = None,
   rows: int | tuple[int, ...] = 0,
   axis: int = 0,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds an initializer that draws ``init`` and zeroes some rows: an embedding's padding row.
 
@@ -696,6 +797,8 @@ def zero_rows(
       ``nn.Embedding`` init).
     rows: the index or indices to zero (negative indices count from the end).
     axis: the axis ``rows`` index.
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
@@ -712,4 +815,4 @@ def zero_rows(
     >>> bool((w[0] == 0).all()), bool((w[1:] != 0).all())
     (True, True)
   """
-  return _ZeroRows(_DEFAULT_VALUES if init is None else init, rows, axis)
+  return _ZeroRows(_DEFAULT_VALUES if init is None else init, rows, axis, dtype=dtype)

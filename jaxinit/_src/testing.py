@@ -117,7 +117,7 @@ def assert_conforms(
     custom_message=f"{name}: vmap over keys differs from separate calls",
   )
 
-  if out_sharding is not None:
+  if isinstance(out_sharding, jax.sharding.Sharding):
     sharded = init(key, shape, dtype, out_sharding)
     if not sharded.sharding.is_equivalent_to(out_sharding, len(shape)):
       raise AssertionError(f"{name}: asked for sharding {out_sharding}, got {sharded.sharding}")

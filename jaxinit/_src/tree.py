@@ -27,6 +27,7 @@ from jaxinit._src.base import Initializer
 from jaxinit._src.checks import (
   canonical_dtype,
   canonical_key,
+  canonical_shape,
   complex_of,
   compute_dtype,
   fail,
@@ -34,9 +35,14 @@ from jaxinit._src.checks import (
 )
 from jaxinit._src.framework_types import is_box, is_equinox_module, rebox, unbox
 from jaxinit._src.layouts import Layout, get_layout
-from jaxinit._src.paths import flatten_with_paths, hash_words
+from jaxinit._src.paths import compile_pattern, flatten_with_paths, hash_words
 from jaxinit._src.rules import DepthRule, OptionalRule, SiblingRule
-from jaxinit._src.sharding import check_sharding, resolve_sharding, sharding_table
+from jaxinit._src.sharding import (
+  check_sharding,
+  explicit_context,
+  resolve_sharding,
+  sharding_table,
+)
 
 _FN = "reinit"
 
@@ -141,12 +147,7 @@ def _compile_rules(rules: Any) -> list[tuple[str, re.Pattern, Any, bool]]:
         f"a rule's pattern must be a string (a regular expression), got {pattern!r}.",
         TypeError,
       )
-    try:
-      compiled = re.compile(pattern)
-    except re.error as e:
-      raise fail(
-        _FN, f"the rule pattern {pattern!r} is not a valid regular expression: {e}."
-      ) from None
+    compiled = compile_pattern(_FN, "the rule", pattern)
     may_miss = isinstance(init, OptionalRule)
     init = _rule_init(pattern, init.rule if may_miss else init)
     if isinstance(init, DepthRule):
@@ -230,11 +231,43 @@ def _check_leaf(path, pattern, init, shape, dtype, sharding) -> None:
       raise type(e)(f"jaxinit.reinit: {what}, which it cannot initialize: {e}") from None
   elif not jax.numpy.issubdtype(dtype, jax.numpy.inexact):
     raise fail(_FN, f"{what}: only floating-point or complex leaves can be initialized.", TypeError)
+  else:
+    _check_foreign(what, init, shape, dtype)
   if sharding is not None:
     try:
       check_sharding(_FN, sharding, shape)
     except ValueError as e:
       raise fail(_FN, f"{what}: {str(e).removeprefix('jaxinit.reinit: ')}") from None
+
+
+def _check_foreign(what: str, init: Callable, shape, dtype) -> None:
+  """Traces an ``init(key, shape, dtype)`` callable without running it (``jax.eval_shape``):
+  it must accept the leaf and return its shape and dtype. So a callable that fails does
+  so before any leaf is drawn."""
+  key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+  try:
+    out = jax.eval_shape(lambda k: init(k, shape, dtype), key)
+  except Exception as e:  # user code: any exception becomes one clear error
+    kind = TypeError if isinstance(e, TypeError) else ValueError
+    raise fail(
+      _FN,
+      f"{what}: calling it as init(key, shape, dtype) failed: {type(e).__name__}: {str(e)[:300]}",
+      kind,
+    ) from None
+  got = (tuple(getattr(out, "shape", ())), getattr(out, "dtype", None))
+  if not isinstance(out, jax.ShapeDtypeStruct) or got != (tuple(shape), np.dtype(dtype)):
+    raise fail(
+      _FN,
+      f"{what}: it returned {_short_aval(out)}, not an array of shape {shape} "
+      f"{np.dtype(dtype).name}.",
+      TypeError,
+    )
+
+
+def _short_aval(out: Any) -> str:
+  if isinstance(out, jax.ShapeDtypeStruct):
+    return f"an array of shape {out.shape} {out.dtype}"
+  return f"{type(out).__name__}"
 
 
 def reinit(
@@ -362,7 +395,7 @@ def reinit(
   # Resolve and check everything on the host before drawing anything.
   draws = []
   for i, path, leaf, value, pattern, init, match in plan:
-    shape = tuple(int(d) for d in value.shape)
+    shape = canonical_shape(_FN, value.shape)
     dtype = (
       np.dtype(value.dtype)
       if not jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key)
@@ -380,24 +413,60 @@ def reinit(
       scale, init = init.factor(_FN, pattern, path, match), init.init
     if isinstance(init, SiblingRule):
       init = init.resolve(_sibling_shape(path, init, shapes, pattern), lay)
-    init = init.for_layout(lay, shape) if isinstance(init, Initializer) else init
+    if isinstance(init, Initializer):
+      try:
+        init = init.for_layout(lay, shape)
+      except (TypeError, ValueError) as e:
+        raise type(e)(
+          f"jaxinit.reinit: the rule {pattern!r} ({_describe(init)}) matched {path!r} of shape "
+          f"{shape}: {e}"
+        ) from None
     box = leaf if is_box(leaf) else None
     sharding = resolve_sharding(_FN, path, box, value, table, mesh)
     _check_leaf(path, pattern, init, shape, dtype, sharding)
     draws.append((i, path, leaf, box, init, shape, dtype, sharding, scale))
 
   leaves = [leaf for _, leaf in flat]
-  for i, path, _, box, init, shape, dtype, sharding, scale in draws:
-    if isinstance(init, Initializer):
-      # the same key as leaf_key(key, path), folded inside the compiled draw (one
-      # dispatch per leaf instead of three)
-      fold = np.asarray(hash_words(path), np.uint32)
-      d = canonical_dtype(init.name, dtype, allow_complex=init._supports_complex())
-      new = draw.run(init, key, shape, d, sharding, fold, scale)
-    else:
-      new = _call_foreign(init, leaf_key(key, path), shape, dtype, sharding, scale)
-    leaves[i] = rebox(box, new) if box is not None else new
+  boxes = {d[0]: d[3] for d in draws}
+  for i, new in _draw_all(draws, key):
+    leaves[i] = rebox(boxes[i], new) if boxes[i] is not None else new
   return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _draw_all(draws: list, key: Any) -> list[tuple[int, Any]]:
+  """``(leaf index, new value)`` for every planned draw.
+
+  Each jaxinit leaf is drawn with the key of :func:`leaf_key`, folded inside the
+  compiled draw (one dispatch per leaf instead of three), and a depth rule's
+  multiplier is an argument of that draw. Inside a traced program, unsharded leaves
+  of one (initializer, shape, dtype) are drawn by one batched program (the same
+  bits; the multipliers batched too), so compile time does not grow with the number
+  of identical leaves; eagerly, each distinct draw is compiled once and reused anyway.
+  """
+  batch = isinstance(key, jax.core.Tracer)
+  groups: dict[tuple, list[tuple[int, np.ndarray, float | None]]] = {}
+  out = []
+  for i, path, _, _, init, shape, dtype, sharding, scale in draws:
+    if not isinstance(init, Initializer):
+      new = _call_foreign(init, leaf_key(key, path), shape, dtype, sharding, scale)
+      out.append((i, new))
+      continue
+    fold = np.asarray(hash_words(path), np.uint32)
+    d = canonical_dtype(init.name, dtype, allow_complex=init._supports_complex())
+    if batch and sharding is None:
+      groups.setdefault((init, shape, d, scale is None), []).append((i, fold, scale))
+    else:
+      out.append((i, draw.run(init, key, shape, d, sharding, fold, scale)))
+  for (init, shape, d, unscaled), members in groups.items():
+    if len(members) == 1:
+      i, fold, scale = members[0]
+      out.append((i, draw.run(init, key, shape, d, None, fold, scale)))
+    else:
+      folds = np.stack([f for _, f, _ in members])
+      scales = None if unscaled else np.array([s for _, _, s in members])
+      values = draw.run_many(init, key, shape, d, folds, scales)
+      out.extend((i, v) for (i, _, _), v in zip(members, values, strict=True))
+  return out
 
 
 def _call_foreign(init: Callable, key, shape, dtype, sharding, scale=None) -> Any:
@@ -412,6 +481,22 @@ def _call_foreign(init: Callable, key, shape, dtype, sharding, scale=None) -> An
     wide = complex_of(real) if is_complex(np.dtype(dtype)) else real
     return (out.astype(wide) * np.asarray(scale, real).astype(wide)).astype(dtype)
 
-  if sharding is None and scale is None:
-    return init(key, shape, dtype)
+  if sharding is None:
+    return run(key)
+  explicit = explicit_context()
+  spec = getattr(sharding, "spec", sharding)
+  if explicit is not None and (
+    isinstance(sharding, jax.sharding.PartitionSpec)
+    or (
+      isinstance(sharding, jax.sharding.NamedSharding) and sharding.mesh.abstract_mesh == explicit
+    )
+  ):
+    # Under a mesh with Explicit axes, inside an outer jit, a nested jit's out_shardings
+    # do not reach the result's type: the leaf came back replicated, every device
+    # drawing all of it (found by tests/test_multiprocess.py). As draw._run_explicit
+    # does, the draw runs in auto_axes and the result takes the explicit sharding.
+    def draw(k):
+      return jax.jit(run, out_shardings=spec)(k)
+
+    return jax.sharding.auto_axes(draw, out_sharding=sharding)(key)
   return jax.jit(run, out_shardings=sharding)(key)

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from jaxinit._src import sampling
 from jaxinit._src.base import Initializer
 from jaxinit._src.checks import (
+  DTypeLike,
   Shape,
   check_axes,
   check_bool,
   check_choice,
+  check_range,
   check_real,
   compute_dtype,
   fail,
   is_complex,
+  normal_reach,
 )
 from jaxinit._src.fans import Axes, batch_axes, fans
 from jaxinit._src.gain import gain as _gain
@@ -38,7 +42,7 @@ class _VarianceScaling(Initializer):
   distribution: str = "truncated_normal"
   in_axis: Axes = -2
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "variance_scaling"
   layout_fields = (("in_axis", "in"), ("out_axis", "out"))
@@ -56,9 +60,19 @@ class _VarianceScaling(Initializer):
     object.__setattr__(self, "in_axis", check_axes(fn, "in_axis", self.in_axis))
     object.__setattr__(self, "out_axis", check_axes(fn, "out_axis", self.out_axis))
     object.__setattr__(self, "batch_axis", batch_axes(fn, self.batch_axis))
+    super().__post_init__()
 
   def _check(self, fn, shape, dtype):
     fans(fn, shape, self.in_axis, self.out_axis, self.batch_axis)
+    if math.prod(shape):
+      std = math.sqrt(self.variance(shape))
+      reach = {
+        "truncated_normal": 2.0 / _TRUNC2_STD,
+        "normal": normal_reach(dtype),
+        "uniform": math.sqrt(3.0),
+      }[self.distribution]
+      what = f"the standard deviation {std:.4g} (`scale` / fan for the shape {shape})"
+      check_range(fn, dtype, -std * reach, std * reach, what)
 
   def variance(self, shape: Shape) -> float:
     """The target variance E|w - E w|^2 for ``shape``, in float64."""
@@ -99,6 +113,8 @@ def variance_scaling(
   in_axis: int | tuple[int, ...] = -2,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   r"""Builds an initializer whose variance adapts to the weight's fans.
 
@@ -128,6 +144,8 @@ def variance_scaling(
     in_axis: input axis or axes (Flax layout by default; ``1`` for torch OIHW).
     out_axis: output axis or axes (``0`` for torch OIHW).
     batch_axis: axes of a stack of independent weights, ignored by the fans.
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
@@ -147,7 +165,7 @@ def variance_scaling(
     >>> torch_init(jax.random.key(0), (64, 32, 3, 3)).shape
     (64, 32, 3, 3)
   """
-  return _VarianceScaling(scale, mode, distribution, in_axis, out_axis, batch_axis)
+  return _VarianceScaling(scale, mode, distribution, in_axis, out_axis, batch_axis, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -162,10 +180,12 @@ class _Specialization(Initializer):
 
   layout_fields = (("in_axis", "in"), ("out_axis", "out"))
 
-  def _vs(self, scale: float, mode: str, distribution: str) -> _VarianceScaling:
+  # ``self: Any``: the fields are declared by each subclass, in its factory's order.
+
+  def _vs(self: Any, scale: float, mode: str, distribution: str) -> _VarianceScaling:
     return _VarianceScaling(scale, mode, distribution, self.in_axis, self.out_axis, self.batch_axis)
 
-  def _check_axes(self) -> None:
+  def _check_axes(self: Any) -> None:
     object.__setattr__(self, "in_axis", check_axes(self.name, "in_axis", self.in_axis))
     object.__setattr__(self, "out_axis", check_axes(self.name, "out_axis", self.out_axis))
     object.__setattr__(self, "batch_axis", batch_axes(self.name, self.batch_axis))
@@ -182,15 +202,17 @@ class _GlorotNormal(_Specialization):
   truncated: bool = True
   in_axis: Axes = -2
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "glorot_normal"
   formula = "Var[w] = gain^2 * 2 / (fan_in + fan_out); truncated at 2 sigma (std-corrected)"
 
   def __post_init__(self):
     object.__setattr__(self, "gain", check_real(self.name, "gain", self.gain, positive=True))
+    _squared_gain(self.name, "gain", self.gain, self.gain)
     object.__setattr__(self, "truncated", check_bool(self.name, "truncated", self.truncated))
     self._check_axes()
+    super().__post_init__()
 
   def _delegate(self):
     return self._vs(self.gain**2, "fan_avg", _normal_distribution(self.truncated))
@@ -202,22 +224,37 @@ class _GlorotUniform(_Specialization):
   gain: float = 1.0
   in_axis: Axes = -2
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "glorot_uniform"
   formula = "w ~ U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))"
 
   def __post_init__(self):
     object.__setattr__(self, "gain", check_real(self.name, "gain", self.gain, positive=True))
+    _squared_gain(self.name, "gain", self.gain, self.gain)
     self._check_axes()
+    super().__post_init__()
 
   def _delegate(self):
     return self._vs(self.gain**2, "fan_avg", "uniform")
 
 
+def _squared_gain(fn: str, arg: str, value: float, gain: float) -> float:
+  """``gain ** 2``, which must be a positive float64: a factory's argument can push it out."""
+  scale = gain * gain
+  if not (math.isfinite(scale) and scale > 0):
+    raise fail(
+      fn,
+      f"`{arg}`={value!r} gives the gain {gain!r}, whose square {scale!r} is not a positive "
+      "float64 (a variance scale must be).",
+    )
+  return scale
+
+
 def _he_scale(fn: str, negative_slope: float, nonlinearity: str) -> float:
   if nonlinearity == "leaky_relu":
-    return _gain(fn, "leaky_relu", negative_slope) ** 2
+    gain = _gain(fn, "leaky_relu", negative_slope)
+    return _squared_gain(fn, "negative_slope", negative_slope, gain)
   if negative_slope != 0.0:
     raise fail(
       fn,
@@ -229,7 +266,7 @@ def _he_scale(fn: str, negative_slope: float, nonlinearity: str) -> float:
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class _HeBase(_Specialization):
-  def _check_he(self):
+  def _check_he(self: Any):
     fn = self.name
     object.__setattr__(
       self, "negative_slope", check_real(fn, "negative_slope", self.negative_slope)
@@ -246,7 +283,7 @@ class _HeBase(_Specialization):
     self._check_axes()
 
   @property
-  def _scale(self) -> float:
+  def _scale(self: Any) -> float:
     return _he_scale(self.name, self.negative_slope, self.nonlinearity)
 
 
@@ -259,7 +296,7 @@ class _HeNormal(_HeBase):
   truncated: bool = True
   in_axis: Axes = -2
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "he_normal"
   formula = (
@@ -270,6 +307,7 @@ class _HeNormal(_HeBase):
   def __post_init__(self):
     object.__setattr__(self, "truncated", check_bool(self.name, "truncated", self.truncated))
     self._check_he()
+    super().__post_init__()
 
   def _delegate(self):
     return self._vs(self._scale, self.mode, _normal_distribution(self.truncated))
@@ -283,13 +321,14 @@ class _HeUniform(_HeBase):
   nonlinearity: str = "leaky_relu"
   in_axis: Axes = -2
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "he_uniform"
   formula = "w ~ U(-a, a), a = gain * sqrt(3 / fan_mode), gain as in he_normal"
 
   def __post_init__(self):
     self._check_he()
+    super().__post_init__()
 
   def _delegate(self):
     return self._vs(self._scale, self.mode, "uniform")
@@ -301,7 +340,7 @@ class _LecunNormal(_Specialization):
   truncated: bool = True
   in_axis: Axes = -2
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "lecun_normal"
   formula = "Var[w] = 1 / fan_in; truncated at 2 sigma (std-corrected)"
@@ -309,6 +348,7 @@ class _LecunNormal(_Specialization):
   def __post_init__(self):
     object.__setattr__(self, "truncated", check_bool(self.name, "truncated", self.truncated))
     self._check_axes()
+    super().__post_init__()
 
   def _delegate(self):
     return self._vs(1.0, "fan_in", _normal_distribution(self.truncated))
@@ -319,13 +359,14 @@ class _LecunNormal(_Specialization):
 class _LecunUniform(_Specialization):
   in_axis: Axes = -2
   out_axis: Axes = -1
-  batch_axis: tuple[int, ...] = ()
+  batch_axis: int | tuple[int, ...] = ()  # stored as a tuple
 
   name = "lecun_uniform"
   formula = "w ~ U(-a, a), a = sqrt(3 / fan_in)"
 
   def __post_init__(self):
     self._check_axes()
+    super().__post_init__()
 
   def _delegate(self):
     return self._vs(1.0, "fan_in", "uniform")
@@ -349,6 +390,8 @@ def glorot_normal(
   in_axis: int | tuple[int, ...] = -2,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds a Glorot (Xavier) normal initializer.
 
@@ -362,6 +405,8 @@ def glorot_normal(
     gain: positive multiplier of the standard deviation.
     truncated: truncate at 2 sigma (std-corrected) or not.
     <axes>
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
@@ -374,7 +419,7 @@ def glorot_normal(
     >>> jaxinit.xavier_normal is jaxinit.glorot_normal
     True
   """
-  return _GlorotNormal(gain, truncated, in_axis, out_axis, batch_axis)
+  return _GlorotNormal(gain, truncated, in_axis, out_axis, batch_axis, dtype=dtype)
 
 
 @_axes_doc
@@ -383,6 +428,8 @@ def glorot_uniform(
   in_axis: int | tuple[int, ...] = -2,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds a Glorot (Xavier) uniform initializer.
 
@@ -393,6 +440,8 @@ def glorot_uniform(
   Args:
     gain: positive multiplier (torch's ``gain``).
     <axes>
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
@@ -403,7 +452,7 @@ def glorot_uniform(
     >>> print(f"{abs(w).max():.4f} <= {(6 / 800) ** 0.5:.4f}")
     0.0866 <= 0.0866
   """
-  return _GlorotUniform(gain, in_axis, out_axis, batch_axis)
+  return _GlorotUniform(gain, in_axis, out_axis, batch_axis, dtype=dtype)
 
 
 @_axes_doc
@@ -415,6 +464,8 @@ def he_normal(
   in_axis: int | tuple[int, ...] = -2,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds a He (Kaiming) normal initializer.
 
@@ -435,6 +486,8 @@ def he_normal(
     nonlinearity: a name accepted by :func:`calculate_gain`.
     truncated: truncate at 2 sigma (std-corrected) or not.
     <axes>
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
@@ -451,7 +504,9 @@ def he_normal(
     >>> jaxinit.he_normal(negative_slope=0.2, mode="fan_out")
     he_normal(negative_slope=0.2, mode='fan_out')
   """
-  return _HeNormal(negative_slope, mode, nonlinearity, truncated, in_axis, out_axis, batch_axis)
+  return _HeNormal(
+    negative_slope, mode, nonlinearity, truncated, in_axis, out_axis, batch_axis, dtype=dtype
+  )
 
 
 @_axes_doc
@@ -462,6 +517,8 @@ def he_uniform(
   in_axis: int | tuple[int, ...] = -2,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds a He (Kaiming) uniform initializer.
 
@@ -475,6 +532,8 @@ def he_uniform(
     mode: ``"fan_in"``, ``"fan_out"``, ``"fan_avg"`` or ``"fan_geo_avg"``.
     nonlinearity: a name accepted by :func:`calculate_gain`.
     <axes>
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
@@ -485,7 +544,7 @@ def he_uniform(
     >>> print(f"{abs(w).max():.4f} <= {(6 / 600) ** 0.5:.4f}")
     0.1000 <= 0.1000
   """
-  return _HeUniform(negative_slope, mode, nonlinearity, in_axis, out_axis, batch_axis)
+  return _HeUniform(negative_slope, mode, nonlinearity, in_axis, out_axis, batch_axis, dtype=dtype)
 
 
 @_axes_doc
@@ -494,6 +553,8 @@ def lecun_normal(
   in_axis: int | tuple[int, ...] = -2,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds a LeCun normal initializer: variance ``1 / fan_in``.
 
@@ -504,6 +565,8 @@ def lecun_normal(
   Args:
     truncated: truncate at 2 sigma (std-corrected) or not.
     <axes>
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
@@ -514,7 +577,7 @@ def lecun_normal(
     >>> print(f"{w.var() * 400:.2f}")
     1.00
   """
-  return _LecunNormal(truncated, in_axis, out_axis, batch_axis)
+  return _LecunNormal(truncated, in_axis, out_axis, batch_axis, dtype=dtype)
 
 
 @_axes_doc
@@ -522,11 +585,15 @@ def lecun_uniform(
   in_axis: int | tuple[int, ...] = -2,
   out_axis: int | tuple[int, ...] = -1,
   batch_axis: int | tuple[int, ...] = (),
+  *,
+  dtype: DTypeLike | None = None,
 ) -> Initializer:
   """Builds a LeCun uniform initializer: ``U(-a, a)``, ``a = sqrt(3 / fan_in)``.
 
   Args:
     <axes>
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
 
   Returns:
     An initializer.
@@ -537,7 +604,7 @@ def lecun_uniform(
     >>> print(f"{abs(w).max():.3f}")
     0.100
   """
-  return _LecunUniform(in_axis, out_axis, batch_axis)
+  return _LecunUniform(in_axis, out_axis, batch_axis, dtype=dtype)
 
 
 xavier_normal = glorot_normal

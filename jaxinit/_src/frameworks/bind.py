@@ -200,8 +200,8 @@ def bind(fn: str, model: Any, args: tuple, model_kwargs: Mapping[str, Any] | Non
         f"updated in place; got {len(args)} positional argument(s) after the model.",
         TypeError,
       )
-    (batch,) = args
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    batch = args[0]
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
 
     def rebuild_nnx(new_params):
       nnx.update(model, new_params)

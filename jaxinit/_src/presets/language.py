@@ -503,6 +503,7 @@ def llama3(
   depth_init = check_bool(fn, "depth_init", depth_init)
   names = choice(fn, "names", names, ("hf", "torchtitan", "flax"))
   q = _LLAMA_NAMES[names]
+  out: Any
   if depth_init:
     out = depth_rule(torch_trunc(0.02), InvSqrt(2.0, 1), group="layer")
   else:
@@ -644,6 +645,9 @@ def olmo(
   positions = check_bool(fn, "positions", positions)
   p = _olmo_names(names)
   inv_d = 1 / math.sqrt(d)
+  c: float | None
+  attn_out: Any
+  ff_out: Any
   if init_fn == "mitchell":
     c = 3.0 if cut is None else cut
     stds = {"embedding": emb or inv_d, "positions": inv_d, "inputs": inv_d, "head": inv_d}
@@ -742,7 +746,7 @@ def bert(
       "bias": ANY + r"bias",
       "weights": ANY + r"weight",
     }
-    ties = (
+    ties: tuple[tuple[str, str], ...] = (
       ("cls/predictions/decoder/weight", "bert/embeddings/word_embeddings/weight"),
       ("cls/predictions/decoder/bias", "cls/predictions/bias"),
     )
@@ -843,7 +847,7 @@ def t5(
       r"|final_layer_norm)/weight",
       "head": r"lm_head/weight",
     }
-    ties = (("encoder/embed_tokens/weight", "shared/weight"),)
+    ties: tuple[tuple[str, str], ...] = (("encoder/embed_tokens/weight", "shared/weight"),)
     ties += (("decoder/embed_tokens/weight", "shared/weight"),)
     ties += (("lm_head/weight", "shared/weight"),) if tied else ()
   else:

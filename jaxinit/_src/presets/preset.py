@@ -309,7 +309,8 @@ def build(
       f"`patterns` names unknown role(s) {', '.join(map(repr, unknown))}; the roles of "
       f"{name} are {', '.join(map(repr, known))}.",
     )
-  out, seen = [], {}
+  out: list[tuple[str, str, Any]] = []
+  seen: dict[str, str] = {}
   for role, pattern, rule in roles:
     pattern = overrides.get(role, pattern)
     if pattern is None:

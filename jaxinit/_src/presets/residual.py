@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 from jaxinit._src.basic import constant, normal, ones, zeros
 from jaxinit._src.checks import check_bool, check_real, fail
@@ -381,6 +382,8 @@ def deepnorm(
     prefix = f"{side}/" if both else f"(?:{side}/)?"
     p = _deepnorm_names(names, prefix)
     beta = c[f"{side}_beta"] if both else c["beta"]
+    scaled_bias: Any
+    qk_bias: Any
     if base == "torchscale":
       scaled = variance_scaling(beta**2 / 3, "fan_in", "uniform")  # U(+-beta / sqrt(fan_in))
       scaled_bias, qk, qk_bias = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import Any
 
 from jaxinit._src.base import Initializer
 from jaxinit._src.basic import constant, normal, ones, zeros
@@ -301,7 +302,7 @@ def torch_default(
     raise fail(fn, f"`embeddings` must be True, False or a pattern, got {embeddings!r}.", TypeError)
   torch_names = names == "torch"
   sib = ("weight",) if torch_names else ("kernel", "scale")
-  rows = []
+  rows: list[tuple[str, str, Any]] = []
   if embeddings:
     default = ANY + (r"[^/]*(?:embed|Embed)[^/]*/weight" if torch_names else r"embedding")
     rows.append(("embeddings", embeddings if isinstance(embeddings, str) else default, normal(1.0)))

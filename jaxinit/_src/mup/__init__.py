@@ -1,0 +1,1 @@
+"""µP, Depth-µP and CompleteP for parameter trees (public face: ``jaxinit.mup``)."""
