@@ -9,6 +9,7 @@ nnx) and into plain JAX code.
 from jaxinit import diagnostics as diagnostics  # submodule: jaxinit.diagnostics.*
 from jaxinit import mean_field as mean_field  # submodule: jaxinit.mean_field.*
 from jaxinit import mup as mup  # submodule: jaxinit.mup.*
+from jaxinit import presets as presets  # submodule: jaxinit.presets.*
 from jaxinit._src.base import Initializer as Initializer
 from jaxinit._src.base import InitializerProtocol as InitializerProtocol
 from jaxinit._src.basic import constant as constant
@@ -30,6 +31,9 @@ from jaxinit._src.lsuv import find_layers as find_layers
 from jaxinit._src.lsuv import lsuv as lsuv
 from jaxinit._src.orthogonal import delta_orthogonal as delta_orthogonal
 from jaxinit._src.orthogonal import orthogonal as orthogonal
+from jaxinit._src.orthogonal import spectral as spectral
+from jaxinit._src.rules import depth_rule as depth_rule
+from jaxinit._src.rules import optional as optional
 from jaxinit._src.rules import torch_bias as torch_bias
 from jaxinit._src.serialization import deserialize as deserialize
 from jaxinit._src.serialization import get as get
@@ -38,6 +42,8 @@ from jaxinit._src.structured import dirac as dirac
 from jaxinit._src.structured import identity as identity
 from jaxinit._src.structured import normalized as normalized
 from jaxinit._src.structured import sparse as sparse
+from jaxinit._src.structured import zero_hadamard as zero_hadamard
+from jaxinit._src.structured import zero_rows as zero_rows
 from jaxinit._src.tree import leaf_key as leaf_key
 from jaxinit._src.tree import leaf_paths as leaf_paths
 from jaxinit._src.tree import reinit as reinit
@@ -66,6 +72,7 @@ __all__ = [
   "compute_fans",
   "constant",
   "delta_orthogonal",
+  "depth_rule",
   "deserialize",
   "diagnostics",
   "dirac",
@@ -91,15 +98,20 @@ __all__ = [
   "normal",
   "normalized",
   "ones",
+  "optional",
   "orthogonal",
+  "presets",
   "reinit",
   "serialize",
   "sparse",
+  "spectral",
   "torch_bias",
   "truncated_normal",
   "uniform",
   "variance_scaling",
   "xavier_normal",
   "xavier_uniform",
+  "zero_hadamard",
+  "zero_rows",
   "zeros",
 ]

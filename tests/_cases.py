@@ -89,4 +89,15 @@ CASES: dict[str, tuple[tuple, tuple[str, ...], tuple]] = {
   "dirac": ((jaxinit.dirac(groups=2, scale=0.5),), MATRICES, REAL + COMPLEX),
   "sparse": ((jaxinit.sparse(num_nonzero=2),), CORE, (jnp.bfloat16, *COMPLEX)),  # = values'
   "normalized": ((jaxinit.normalized(2.0, out_axis=0),), CORE, REAL + COMPLEX),
+  "zero_hadamard": (
+    (jaxinit.zero_hadamard(), jaxinit.zero_hadamard(in_axis=1, out_axis=0)),
+    MATRICES,
+    REAL + COMPLEX,
+  ),
+  "spectral": ((jaxinit.spectral(),), CORE, REAL + COMPLEX),
+  "zero_rows": (
+    (jaxinit.zero_rows(jaxinit.normal(0.02), rows=(0, -1)),),
+    ("vector", "dense", "conv2d", "zero_size"),
+    REAL + COMPLEX,
+  ),
 }

@@ -261,6 +261,86 @@ FACTORY_ERRORS = [
     ValueError,
     r"jaxinit\.serialize: `format` must be one of 'jaxinit', 'keras', got 'json'",
   ),
+  (
+    lambda: jaxinit.zero_hadamard(in_axis=(0, 1)),
+    TypeError,
+    r"jaxinit\.zero_hadamard: `in_axis` must be an integer, got \(0, 1\)",
+  ),
+  (
+    lambda: jaxinit.zero_hadamard(out_axis="-1"),
+    TypeError,
+    r"jaxinit\.zero_hadamard: `out_axis` must be an integer, got '-1'",
+  ),
+  (
+    lambda: jaxinit.zero_hadamard(batch_axis=(0, 0)),
+    ValueError,
+    r"jaxinit\.zero_hadamard: `batch_axis` has a repeated axis: \(0, 0\)",
+  ),
+  (
+    lambda: jaxinit.zero_hadamard(in_axis=0, out_axis=0),
+    ValueError,
+    r"jaxinit\.zero_hadamard: `in_axis` and `out_axis` must differ, both are 0",
+  ),
+  (
+    lambda: jaxinit.spectral(in_axis=1.0),
+    TypeError,
+    r"jaxinit\.spectral: `in_axis` must be an integer, got 1\.0",
+  ),
+  (
+    lambda: jaxinit.spectral(out_axis=(0,)),
+    TypeError,
+    r"jaxinit\.spectral: `out_axis` must be an integer, got \(0,\)",
+  ),
+  (
+    lambda: jaxinit.spectral(batch_axis="0"),
+    TypeError,
+    r"jaxinit\.spectral: `batch_axis` must be an int or a sequence of ints, got '0'",
+  ),
+  (
+    lambda: jaxinit.spectral(method="svd"),
+    ValueError,
+    r"jaxinit\.spectral: `method` must be one of 'stewart', 'qr', got 'svd'",
+  ),
+  (
+    lambda: jaxinit.zero_rows(jax.nn.initializers.normal()),
+    TypeError,
+    r"jaxinit\.zero_rows: `init` must be a jaxinit initializer .* got <function",
+  ),
+  (
+    lambda: jaxinit.zero_rows(rows=1.5),
+    TypeError,
+    r"jaxinit\.zero_rows: `rows` must be an index or a sequence of distinct indices, got 1\.5",
+  ),
+  (
+    lambda: jaxinit.zero_rows(rows=()),
+    ValueError,
+    r"jaxinit\.zero_rows: `rows` is empty; give at least one index",
+  ),
+  (
+    lambda: jaxinit.zero_rows(axis=None),
+    TypeError,
+    r"jaxinit\.zero_rows: `axis` must be an integer, got None",
+  ),
+  (
+    lambda: jaxinit.depth_rule(None, lambda layer: 1.0),
+    TypeError,
+    r"jaxinit\.depth_rule: `init` must be an initializer, a name or config dict, .* got None",
+  ),
+  (
+    lambda: jaxinit.depth_rule(jaxinit.normal(), 0.5),
+    TypeError,
+    r"jaxinit\.depth_rule: `scale` must be a function of the layer index .* got 0\.5",
+  ),
+  (
+    lambda: jaxinit.depth_rule(jaxinit.normal(), abs, group=0),
+    ValueError,
+    r"jaxinit\.depth_rule: `group` must be >= 1 \(group 0 is the whole match\), got 0",
+  ),
+  (
+    lambda: jaxinit.depth_rule(jaxinit.normal(), abs, group=1.0),
+    TypeError,
+    r"jaxinit\.depth_rule: `group` must be a group number or name, got 1\.0",
+  ),
 ]
 
 
@@ -377,6 +457,51 @@ CALL_ERRORS = [
     lambda: jaxinit.normal()(KEY, (2,), None, "x"),
     TypeError,
     r"jaxinit\.normal: `out_sharding` must be a jax\.sharding\.Sharding",
+  ),
+  (
+    lambda: jaxinit.zero_hadamard()(KEY, (4,)),
+    ValueError,
+    r"jaxinit\.zero_hadamard: needs a shape with at least 2 dimensions .* got \(4,\)",
+  ),
+  (
+    lambda: jaxinit.zero_hadamard(in_axis=0, out_axis=2)(KEY, (4, 5)),
+    ValueError,
+    r"jaxinit\.zero_hadamard: `out_axis`=2 is out of range for the 2-D shape \(4, 5\)",
+  ),
+  (
+    lambda: jaxinit.zero_hadamard(batch_axis=0)(KEY, (4, 5)),
+    ValueError,
+    r"jaxinit\.zero_hadamard: `in_axis`=-2, `out_axis`=-1 and `batch_axis`=\(0,\) must name different axes",
+  ),
+  (
+    lambda: jaxinit.spectral()(KEY, (7,)),
+    ValueError,
+    r"jaxinit\.spectral: needs a shape with at least 2 dimensions \(a matrix\), got \(7,\)",
+  ),
+  (
+    lambda: jaxinit.spectral(in_axis=0, out_axis=1)(KEY, (3, 4), None, "s"),
+    TypeError,
+    r"jaxinit\.spectral: `out_sharding` must be a jax\.sharding\.Sharding",
+  ),
+  (
+    lambda: jaxinit.spectral(in_axis=0, out_axis=-2)(KEY, (4, 5)),
+    ValueError,
+    r"jaxinit\.spectral: `in_axis`=\(0,\) and `out_axis`=\(0,\) share axis \[0\] of shape \(4, 5\)",
+  ),
+  (
+    lambda: jaxinit.zero_rows(rows=5)(KEY, (5, 3)),
+    ValueError,
+    r"jaxinit\.zero_rows: `rows`=\(5,\) are not all indices of axis 0 \(of size 5\) of the shape \(5, 3\)",
+  ),
+  (
+    lambda: jaxinit.zero_rows(axis=1)(KEY, (5,)),
+    ValueError,
+    r"jaxinit\.zero_rows: `axis`=1 is out of range for the 1-D shape \(5,\)",
+  ),
+  (
+    lambda: jaxinit.zero_rows(jaxinit.uniform())(KEY, (5,), jnp.complex64),
+    TypeError,
+    r"jaxinit\.zero_rows: `dtype` complex64 is complex",
   ),
 ]
 

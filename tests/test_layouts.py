@@ -21,6 +21,7 @@ from jaxinit._src import registry
 KEY = jax.random.key(7)
 # initializers whose draw is elementwise i.i.d. or constant: the same in every layout
 LAYOUT_FREE = {"zeros", "ones", "constant", "normal", "uniform", "truncated_normal"}
+LAYOUT_FREE |= {"zero_rows"}  # an embedding's rows: the same axis in every layout
 
 
 @pytest.mark.parametrize("name", registry.names(include_aliases=False))

@@ -31,7 +31,7 @@ def _images(nb):
 
 
 def test_notebooks_are_numbered_01_to_n():
-  assert len(SOURCES) >= 6
+  assert len(SOURCES) >= 7
   assert [p.name[:2] for p in SOURCES] == [f"{i:02d}" for i in range(1, len(SOURCES) + 1)]
 
 

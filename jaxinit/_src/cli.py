@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import inspect
 import os
 import sys
 import textwrap
@@ -49,6 +50,64 @@ def list_initializers(out: Any = None) -> None:
     + ", or any callable (gain = 1 / sqrt(E[phi(z)^2]))",
     file=out,
   )
+  list_presets(out)
+
+
+def _presets() -> list[tuple[Any, str]]:
+  from jaxinit._src.presets import language, residual, vision
+
+  return [
+    (language.gpt2, "N(0, r^2); attn/mlp c_proj N(0, r^2 / (2L)); LN 1/0, biases 0"),
+    (language.hf_default, "Linear/Embedding N(0, r^2), padding row 0, norms 1, biases 0"),
+    (language.megatron, "inputs N(0, s^2), out_proj/fc2 N(0, s^2 / (2L)), head N(0, 1/d)"),
+    (language.llama2, "megatron(sigma=0.02) on Llama's names"),
+    (
+      language.llama3,
+      "embed N(0,1); q,k,v,w1 N(0, .02^2); wo,w2,w3 std .02/sqrt(2(l+1)); head TN(d^-1/2, 3 sigma)",
+    ),
+    (
+      language.olmo,
+      "mitchell: 1/sqrt(d), attn_out 1/sqrt(2d(l+1)), ff_out 1/sqrt(2 d_ff (l+1)),"
+      " cut at 3 sigma; full_megatron; normal",
+    ),
+    (language.bert, "N(0, r^2), pad row 0, LN 1/0, biases 0; original: TN(r, 2 sigma)"),
+    (
+      language.t5,
+      "q N(0, f^2/(d d_kv)), k,v,wi N(0, f^2/d), o N(0, f^2/(H d_kv)), wo N(0, f^2/d_ff)",
+    ),
+    (vision.vit, "hf: N(0, r^2), head too; original: Xavier, LeCun patch, cls 0, head 0"),
+    (
+      vision.torch_default,
+      "Linear/Conv U(+-1/sqrt(fan_in)) weight and bias, norms 1/0, Embedding N(0,1)",
+    ),
+    (residual.fixup, "branch He x L^(-1/(2m-2)), last layer and head 0, scalars 0/1"),
+    (residual.t_fixup, "Xavier x 0.67 N^-1/4 (encoder), x (9M)^-1/4 (decoder); embeddings"),
+    (residual.deepnorm, "v, out, fc1, fc2 x beta = (8N)^-1/4 (...); residual x alpha = (2N)^1/4"),
+    (residual.rezero, "residual weight alpha = 0"),
+    (residual.skipinit, "branch scalar alpha = value (0)"),
+    (language.small_init, "std sqrt(2 / (5d)) (GPT-NeoX init_method)"),
+    (
+      language.wang_init,
+      "residual outputs std 2 / (L sqrt(d)) (GPT-NeoX output_layer_init_method)",
+    ),
+  ]
+
+
+def _signature(fn) -> str:
+  sig = inspect.signature(fn)
+  params = [p.replace(annotation=inspect.Parameter.empty) for p in sig.parameters.values()]
+  return str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty))
+
+
+def list_presets(out=None) -> None:
+  """Prints every preset of ``jaxinit.presets`` with its signature, formula and summary."""
+  out = out or sys.stdout
+  print("\npresets (jaxinit.presets: reinit rules of published initializations):", file=out)
+  for fn, formula in _presets():
+    print(f"presets.{fn.__name__}{_signature(fn)}", file=out)
+    summary = (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ").replace("``", "")
+    for line in textwrap.wrap(f"{formula}. {summary}", width=88):
+      print(f"    {line}", file=out)
 
 
 def _bounded_int(lo: int, hi: int):
@@ -130,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     f"{', '.join(compare.PLOT_SUFFIXES)}; the folder must exist)",
   )
   cmp.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
-  sub.add_parser("list", help="list every initializer with its formula and defaults")
+  sub.add_parser("list", help="list every initializer (formula, defaults) and preset")
   return parser
 
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinit._src.checks import Array, Sharding, fail
+from jaxinit._src.checks import Array, Sharding, complex_of, compute_dtype, fail, is_complex
 from jaxinit._src.sharding import check_sharding, explicit_context, grouped_shape, sharded_axes
 
 # How the draw being traced lays out its random bits. ``False``: the output is
@@ -62,22 +62,33 @@ def _draw(
   dtype: np.dtype,
   sharded: tuple[Any, ...] | None,
   fold: Array | np.ndarray | None = None,
+  scale: Array | np.ndarray | None = None,
 ) -> Array:
   if math.prod(shape) == 0:
     return jnp.zeros(shape, dtype)
   if fold is not None:  # reinit's per-leaf key, derived inside the compiled draw
     key = jax.random.fold_in(jax.random.fold_in(key, fold[0]), fold[1])
   keep = False if sharded is None else (shape, grouped_shape(shape, sharded))
+  # A multiplier (reinit's depth rules) is applied in the compute precision, before the cast.
+  sample_dtype = dtype if scale is None else _compute(dtype)
   token = _KEEP_SHAPE.set(keep)
   try:
-    out = init._sample(key, shape, dtype)
+    out = init._sample(key, shape, sample_dtype)
   finally:
     _KEEP_SHAPE.reset(token)
-  if out.shape != shape or out.dtype != dtype:  # an internal contract, never user input
+  if out.shape != shape or out.dtype != sample_dtype:  # an internal contract, never user input
     raise AssertionError(
-      f"jaxinit.{init.name} produced {out.shape} {out.dtype}, expected {shape} {dtype}"
+      f"jaxinit.{init.name} produced {out.shape} {out.dtype}, expected {shape} {sample_dtype}"
     )
+  if scale is not None:
+    out = (out * scale.astype(out.dtype)).astype(dtype)
   return out
+
+
+def _compute(dtype: np.dtype) -> np.dtype:
+  """float32 / float64 (complex64 / complex128 for complex ``dtype``) to compute a draw in."""
+  real = compute_dtype(dtype)
+  return complex_of(real) if is_complex(dtype) else real
 
 
 _draw_jit = jax.jit(_draw, static_argnums=(0, 2, 3, 4))
@@ -95,10 +106,16 @@ def run(
   dtype: np.dtype,
   out_sharding: Sharding,
   fold: Array | np.ndarray | None = None,
+  scale: float | None = None,
 ) -> Array:
-  """The compiled draw; ``fold`` (two uint32 words) is folded into ``key`` first."""
+  """The compiled draw; ``fold`` (two uint32 words) is folded into ``key`` first.
+
+  ``scale`` multiplies the draw (before the cast to ``dtype``); it is an argument
+  of the compiled program, so draws that differ only in it share one compilation.
+  """
+  mult = None if scale is None else np.asarray(scale, compute_dtype(dtype))
   if out_sharding is None:
-    return _draw_jit(init, key, shape, dtype, None, fold)
+    return _draw_jit(init, key, shape, dtype, None, fold, mult)
   if not isinstance(out_sharding, (jax.sharding.Sharding, jax.sharding.PartitionSpec)):
     raise fail(
       init.name,
@@ -111,35 +128,49 @@ def run(
   if explicit is not None and isinstance(
     out_sharding, jax.sharding.NamedSharding | jax.sharding.PartitionSpec
   ):
-    return _run_explicit(init, key, shape, dtype, out_sharding, explicit, fold)
+    return _run_explicit(init, key, shape, dtype, out_sharding, explicit, fold, mult)
   sharded = sharded_axes(shape, out_sharding)
-  return _draw_jit_sharded(out_sharding)(init, key, shape, dtype, sharded, fold)
+  return _draw_jit_sharded(out_sharding)(init, key, shape, dtype, sharded, fold, mult)
 
 
-def _draw_many(init: Any, key: Array, shape: tuple[int, ...], dtype: np.dtype, folds: Array):
-  """One leaf per row of ``folds``: the same values as ``_draw`` with each fold."""
-  return jax.vmap(lambda f: _draw(init, key, shape, dtype, None, f))(folds)
+def _draw_many(
+  init: Any, key: Array, shape: tuple[int, ...], dtype: np.dtype, folds: Array, scales=None
+):
+  """One leaf per row of ``folds`` (and entry of ``scales``): the values of ``_draw``."""
+  if scales is None:
+    return jax.vmap(lambda f: _draw(init, key, shape, dtype, None, f))(folds)
+  return jax.vmap(lambda f, s: _draw(init, key, shape, dtype, None, f, s))(folds, scales)
 
 
 _draw_many_jit = jax.jit(_draw_many, static_argnums=(0, 2, 3))
 
 
 def run_many(
-  init: Any, key: Array, shape: tuple[int, ...], dtype: np.dtype, folds: np.ndarray
+  init: Any,
+  key: Array,
+  shape: tuple[int, ...],
+  dtype: np.dtype,
+  folds: np.ndarray,
+  scales: np.ndarray | None = None,
 ) -> list[Array]:
   """Unsharded draws of several leaves of one ``(initializer, shape, dtype)``, each with
-  its ``fold`` (a row of ``folds``), as one compiled, batched program.
+  its ``fold`` (a row of ``folds``) and multiplier (an entry of ``scales``, or none), as
+  one compiled, batched program.
 
   Bit for bit what one :func:`run` per fold gives (jax's random bits do not depend on
   batching). Inside a traced program (``jax.jit(reinit)``, ``init_linen``) this keeps
   the number of computations XLA compiles from growing with the number of leaves: the
   repeated blocks of a deep model share one.
   """
-  stacked = _draw_many_jit(init, key, shape, dtype, jnp.asarray(folds))
+  if scales is not None:
+    scales = np.asarray(scales, compute_dtype(dtype))
+  stacked = _draw_many_jit(init, key, shape, dtype, jnp.asarray(folds), scales)
   return [stacked[i] for i in range(len(folds))]
 
 
-def _run_explicit(init, key, shape, dtype, out_sharding, abstract_mesh, fold=None) -> Array:
+def _run_explicit(
+  init, key, shape, dtype, out_sharding, abstract_mesh, fold=None, scale=None
+) -> Array:
   """A sharded draw under a mesh with Explicit axes.
 
   There, every intermediate carries its sharding in its type and starts out
@@ -165,7 +196,7 @@ def _run_explicit(init, key, shape, dtype, out_sharding, abstract_mesh, fold=Non
     target = final = spec
   sharded = sharded_axes(shape, target)
 
-  def draw(k, f):
-    return _draw_jit_sharded(target)(init, k, shape, dtype, sharded, f)
+  def draw(k, f, s):
+    return _draw_jit_sharded(target)(init, k, shape, dtype, sharded, f, s)
 
-  return jax.sharding.auto_axes(draw, out_sharding=final)(key, fold)
+  return jax.sharding.auto_axes(draw, out_sharding=final)(key, fold, scale)

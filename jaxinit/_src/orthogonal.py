@@ -160,6 +160,7 @@ from jaxinit._src.checks import (
   is_complex,
   normalize_axes,
 )
+from jaxinit._src.fans import fans
 from jaxinit._src.registry import register
 
 METHODS = ("stewart", "qr", "cholesky_qr", "auto")
@@ -683,6 +684,105 @@ def orthogonal(
     dynamics of learning in deep linear neural networks", ICLR 2014.
   """
   return _Orthogonal(scale, column_axis, batch_axis, method, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------
+# spectral
+# ---------------------------------------------------------------------------
+
+
+@register("spectral")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _Spectral(Initializer):
+  in_axis: int = -2
+  out_axis: int = -1
+  batch_axis: int | tuple[int, ...] = ()
+  method: str = "stewart"
+
+  name = "spectral"
+  layout_fields = (("in_axis", "in"), ("out_axis", "out"))
+  formula = (
+    "w = sqrt(fan_out / fan_in) * Q, Q Haar semi-orthogonal as in orthogonal (columns "
+    "on out_axis): every singular value is sqrt(fan_out / fan_in)"
+  )
+
+  def __post_init__(self):
+    fn = self.name
+    object.__setattr__(self, "in_axis", check_int(fn, "in_axis", self.in_axis))
+    object.__setattr__(self, "out_axis", check_int(fn, "out_axis", self.out_axis))
+    batch = check_axes(fn, "batch_axis", self.batch_axis)
+    object.__setattr__(self, "batch_axis", (batch,) if isinstance(batch, int) else batch)
+    if self.in_axis == self.out_axis:
+      raise fail(fn, f"`in_axis` and `out_axis` must differ, both are {self.in_axis}.")
+    check_choice(fn, "method", self.method, METHODS)
+    super().__post_init__()
+
+  def _scaled(self, fn: str, shape: tuple[int, ...]) -> _Orthogonal:
+    if len(shape) < 2:
+      raise fail(
+        fn,
+        f"needs a shape with at least 2 dimensions (a matrix), got {shape}; a 1-D "
+        "parameter such as a bias has no spectral norm to set.",
+      )
+    fan_in, fan_out = fans(fn, shape, self.in_axis, self.out_axis, self.batch_axis)
+    scale = math.sqrt(fan_out / fan_in) if fan_in and fan_out else 1.0
+    col = normalize_axes(fn, "out_axis", self.out_axis, shape)[0]
+    return _Orthogonal(scale, col, self.batch_axis, self.method)
+
+  def _check(self, fn, shape, dtype):
+    self._scaled(fn, shape)._check(fn, shape, dtype)
+
+  def _sample(self, key, shape, dtype):
+    return self._scaled(self.name, shape)._sample(key, shape, dtype)
+
+
+def spectral(
+  in_axis: int = -2,
+  out_axis: int = -1,
+  batch_axis: int | tuple[int, ...] = (),
+  method: str = "stewart",
+  dtype: DTypeLike | None = None,
+) -> Initializer:
+  r"""Builds the spectral initializer: semi-orthogonal times ``sqrt(fan_out / fan_in)``.
+
+  ``W = sqrt(fan_out / fan_in) * Q`` with ``Q`` drawn exactly as by
+  :func:`orthogonal` (Haar, columns on ``out_axis``, one matrix per
+  ``batch_axis`` index), so every singular value of ``W`` equals
+  ``sqrt(fan_out / fan_in)``: the spectral condition of Yang, Simon and
+  Bernstein (2023), ``||W||_2 = Theta(sqrt(fan_out / fan_in))``, which makes
+  the features' and their updates' sizes independent of width. Fans are those of
+  :func:`jaxinit.compute_fans` (for a convolution kernel the ratio is
+  ``out / in`` channels). Bernstein's ``modula`` (``modula/atom.py``, ede2ba7)
+  orthogonalizes a Gaussian by 6 Newton-Schulz steps (singular values only
+  close to 1); this one is exact.
+
+  Args:
+    in_axis: the input axis (an int; it sets the fans).
+    out_axis: the output axis (an int; the columns of ``Q``).
+    batch_axis: axes of a stack of independent matrices.
+    method: ``"stewart"`` or ``"qr"`` (see :func:`orthogonal`).
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
+
+  Returns:
+    An initializer.
+
+  Raises:
+    TypeError: an axis is not an int. ValueError: ``in_axis == out_axis``, an
+      unknown ``method``; at call time, fewer than 2 dimensions or axes out of range.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxinit
+    >>> w = jaxinit.spectral()(jax.random.key(0), (256, 64))   # Flax Dense (in, out)
+    >>> s = jnp.linalg.svd(w, compute_uv=False)
+    >>> print(f"{s.min():.4f} {s.max():.4f} {(64 / 256) ** 0.5:.4f}")
+    0.5000 0.5000 0.5000
+
+  References:
+    G. Yang, J. B. Simon, J. Bernstein, "A spectral condition for feature
+    learning", arXiv:2310.17813, 2023.
+  """
+  return _Spectral(in_axis, out_axis, batch_axis, method, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------

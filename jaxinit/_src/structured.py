@@ -1,5 +1,6 @@
-"""Structured initializers: identity, dirac (identity convolution), sparse
-(Martens 2010) and normalized (unit-norm incoming weights)."""
+"""Structured initializers: identity, dirac (identity convolution), zero_hadamard
+(ZerO, Zhao et al. 2022), sparse (Martens 2010), normalized (unit-norm incoming
+weights) and zero_rows (an embedding's padding row)."""
 
 from __future__ import annotations
 
@@ -244,6 +245,140 @@ def dirac(
 
 
 # ---------------------------------------------------------------------------
+# zero_hadamard (ZerO): deterministic, from iota comparisons and bit counts.
+# ---------------------------------------------------------------------------
+
+
+def _matrix_axes(fn: str, shape: tuple[int, ...], in_axis: int, out_axis: int, batch_axis):
+  """(in, out, spatial axes) of ``shape`` as non-negative ints, or a clear error."""
+  if len(shape) < 2:
+    raise fail(fn, f"needs a shape with at least 2 dimensions (a matrix or a kernel), got {shape}.")
+  i = normalize_axes(fn, "in_axis", in_axis, shape)[0]
+  o = normalize_axes(fn, "out_axis", out_axis, shape)[0]
+  batch = normalize_axes(fn, "batch_axis", batch_axis, shape)
+  if i == o or i in batch or o in batch:
+    raise fail(
+      fn,
+      f"`in_axis`={in_axis}, `out_axis`={out_axis} and `batch_axis`={batch_axis} must name "
+      f"different axes of the shape {shape}.",
+    )
+  return i, o, tuple(a for a in range(len(shape)) if a not in (i, o, *batch))
+
+
+@register("zero_hadamard")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _ZeroHadamard(Initializer):
+  in_axis: int = -2
+  out_axis: int = -1
+  batch_axis: int | tuple[int, ...] = ()
+
+  name = "zero_hadamard"
+  deterministic = True
+  layout_fields = (("in_axis", "in"), ("out_axis", "out"))
+  formula = (
+    "ZerO: the (out x in) map W = I (partial identity) if out <= in, else the top-left "
+    "block of H_p / sqrt(p), H_p the Sylvester Hadamard matrix, p = 2^ceil(log2 out); "
+    "spatial axes: W at the centre tap ((k-1)//2), zeros elsewhere"
+  )
+
+  def __post_init__(self):
+    fn = self.name
+    object.__setattr__(self, "in_axis", check_int(fn, "in_axis", self.in_axis))
+    object.__setattr__(self, "out_axis", check_int(fn, "out_axis", self.out_axis))
+    object.__setattr__(self, "batch_axis", _batch(fn, self.batch_axis))
+    if self.in_axis == self.out_axis:
+      raise fail(fn, f"`in_axis` and `out_axis` must differ, both are {self.in_axis}.")
+    super().__post_init__()
+
+  def _check(self, fn, shape, dtype):
+    _matrix_axes(fn, shape, self.in_axis, self.out_axis, self.batch_axis)
+
+  def _sample(self, key, shape, dtype):
+    i_ax, o_ax, spatial = _matrix_axes(
+      self.name, shape, self.in_axis, self.out_axis, self.batch_axis
+    )
+    m, n = shape[o_ax], shape[i_ax]
+    o, i = _iota(shape, o_ax), _iota(shape, i_ax)
+    real = compute_dtype(dtype)
+    if m <= n:  # partial identity
+      value = jnp.where(o == i, jnp.ones((), real), jnp.zeros((), real))
+    else:  # H_p[o, i] = (-1)^popcount(o & i) (Sylvester), scaled by 1/sqrt(p)
+      p = 1 << (m - 1).bit_length()
+      odd = jax.lax.population_count(o & i) & 1
+      h = np.asarray(1 / math.sqrt(p), real)
+      value = jnp.where(odd == 1, -h, h)
+    centre_taps = centre(tuple(shape[a] for a in spatial))
+    hit = functools.reduce(
+      jnp.logical_and,
+      [_iota(shape, a) == c for a, c in zip(spatial, centre_taps, strict=True)],
+      jnp.ones(shape, bool),
+    )
+    return jnp.where(hit, value, jnp.zeros((), real)).astype(dtype)
+
+
+def zero_hadamard(
+  in_axis: int = -2,
+  out_axis: int = -1,
+  batch_axis: int | tuple[int, ...] = (),
+  dtype: DTypeLike | None = None,
+) -> Initializer:
+  r"""Builds ZerO's deterministic initializer: partial identity, Hadamard when widening.
+
+  The weight is the linear map ``W`` from ``n = shape[in_axis]`` inputs to
+  ``m = shape[out_axis]`` outputs (in torch's orientation, ``(m, n)``):
+
+  * ``m <= n``: ``W = I_{m x n}``, the partial identity (output ``i`` copies input ``i``);
+  * ``m > n``: ``W = I_{m x p} (H_p / sqrt(p)) I_{p x n}``, the top-left ``m x n``
+    block of the Sylvester Hadamard matrix ``H_p`` (``H_1 = [1]``, ``H_{2k} =
+    [[H, H], [H, -H]]``, so ``H_p[o, i] = (-1)^{popcount(o & i)}``) divided by
+    ``sqrt(p)``, ``p = 2^ceil(log2 m)``: every entry is ``+-1/sqrt(p)``. The
+    normalization is by ``sqrt(p)``, not ``sqrt(m)``, as in the reference code, so
+    the columns are orthonormal only when ``m`` is a power of two.
+
+  The key is ignored. For the default axes a Flax ``Dense`` kernel ``(in, out)``
+  holds ``W^T`` (``layout="torch"`` in :func:`jaxinit.reinit`, or ``in_axis=1,
+  out_axis=0``, reads a torch ``(out, in)`` weight). Any other axis is a spatial
+  axis of a convolution kernel: ``W`` sits at the centre tap (``(k - 1) // 2``,
+  as :func:`dirac` and :func:`delta_orthogonal`), zeros elsewhere, so the
+  convolution applies ``W`` to each position's channels. (The released ZerO
+  code initializes linear layers only; the centre-tap placement is jaxinit's
+  extension.) Each index of ``batch_axis`` holds the same ``W``.
+
+  Args:
+    in_axis: the input axis (an int).
+    out_axis: the output axis (an int).
+    batch_axis: axes of a stack of weights (each gets the same matrix).
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
+
+  Returns:
+    An initializer; the key is ignored.
+
+  Raises:
+    TypeError: an axis is not an int (``batch_axis``: ints).
+    ValueError: ``in_axis == out_axis``; at call time, fewer than 2 dimensions,
+      an axis out of range, or two roles on one axis.
+
+  Examples:
+    >>> import jax, jaxinit
+    >>> jaxinit.zero_hadamard(in_axis=1, out_axis=0)(jax.random.key(0), (3, 2))  # torch (out, in)
+    Array([[ 0.5,  0.5],
+           [ 0.5, -0.5],
+           [ 0.5,  0.5]], dtype=float32)
+    >>> jaxinit.zero_hadamard()(jax.random.key(0), (3, 2))   # Flax (in, out): narrowing
+    Array([[1., 0.],
+           [0., 1.],
+           [0., 0.]], dtype=float32)
+
+  References:
+    J. Zhao, F. Schaefer, A. Anandkumar, "ZerO initialization: initializing
+    neural networks with only zeros and ones", TMLR 2022; the reference code
+    jiaweizzhao/ZerO-initialization ``example_mnist.ipynb`` at cf2bf5d.
+  """
+  return _ZeroHadamard(in_axis, out_axis, batch_axis, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------
 # Unit layout shared by sparse and normalized: each index of the output and
 # batch axes is a unit; all other axes (inputs x receptive field) hold its
 # incoming weights.
@@ -378,7 +513,7 @@ MARTENS_K = 15
 _DEFAULT_VALUES = _normal(stddev=1.0)  # Martens: unit Gaussian
 
 
-def _values(fn: str, values: Any) -> Initializer:
+def _values(fn: str, values: Any, arg: str = "values") -> Initializer:
   if values is None:
     return _DEFAULT_VALUES
   if isinstance(values, Initializer):
@@ -387,10 +522,10 @@ def _values(fn: str, values: Any) -> Initializer:
     try:
       return serialization.get(values)
     except ValueError as e:
-      raise fail(fn, f"`values`={values!r} is not a usable initializer: {e}") from None
+      raise fail(fn, f"`{arg}`={values!r} is not a usable initializer: {e}") from None
   raise fail(
     fn,
-    "`values` must be a jaxinit initializer (e.g. jaxinit.normal(1.0)), a "
+    f"`{arg}` must be a jaxinit initializer (e.g. jaxinit.normal(1.0)), a "
     f"registered name or a config dict, got {values!r}; the draw must be "
     "hashable and serializable, which closures are not.",
     TypeError,
@@ -571,3 +706,113 @@ def sparse(
     J. Martens, "Deep learning via Hessian-free optimization", ICML 2010.
   """
   return _Sparse(num_nonzero, sparsity, values, out_axis, batch_axis, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------
+# zero_rows
+# ---------------------------------------------------------------------------
+
+
+def _rows(fn: str, rows: Any) -> tuple[int, ...]:
+  try:
+    out = as_tuple(check_axes(fn, "rows", rows))
+  except (TypeError, ValueError):
+    raise fail(
+      fn, f"`rows` must be an index or a sequence of distinct indices, got {rows!r}.", TypeError
+    ) from None
+  if not out:
+    raise fail(fn, "`rows` is empty; give at least one index (an embedding's padding index).")
+  return out
+
+
+@register("zero_rows")
+@dataclasses.dataclass(frozen=True, repr=False)
+class _ZeroRows(Initializer):
+  init: Any = _DEFAULT_VALUES  # an initializer, name or config (decoded when built)
+  rows: int | tuple[int, ...] = (0,)
+  axis: int = 0
+
+  name = "zero_rows"
+  formula = (
+    "w = init's draw with the indices `rows` along `axis` set to 0 (an embedding's "
+    "padding row: torch's padding_idx)"
+  )
+
+  def __post_init__(self):
+    fn = self.name
+    object.__setattr__(self, "init", _values(fn, self.init, "init"))
+    object.__setattr__(self, "rows", _rows(fn, self.rows))
+    object.__setattr__(self, "axis", check_int(fn, "axis", self.axis))
+    super().__post_init__()
+
+  def _supports_complex(self):
+    return self.init._supports_complex()
+
+  def with_layout(self, layout):
+    return dataclasses.replace(self, init=self.init.with_layout(layout))
+
+  def for_layout(self, layout, shape):
+    return dataclasses.replace(self, init=self.init.for_layout(layout, shape))
+
+  def _index(self, fn: str, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    axis = normalize_axes(fn, "axis", self.axis, shape)[0]
+    n, rows = shape[axis], as_tuple(self.rows)
+    if n and any(not -n <= r < n for r in rows):
+      raise fail(
+        fn,
+        f"`rows`={self.rows} are not all indices of axis {self.axis} (of size {n}) "
+        f"of the shape {shape}.",
+      )
+    return axis, tuple(r % n for r in rows) if n else ()
+
+  def _check(self, fn, shape, dtype):
+    self._index(fn, shape)
+    self.init._check(fn, shape, dtype)
+
+  def _sample(self, key, shape, dtype):
+    axis, rows = self._index(self.name, shape)
+    w = self.init._sample(key, shape, dtype)
+    idx = _iota(shape, axis)
+    hit = functools.reduce(jnp.logical_or, [idx == r for r in rows])
+    return jnp.where(hit, jnp.zeros((), dtype), w)
+
+
+def zero_rows(
+  init: Initializer | str | Mapping[str, Any] | None = None,
+  rows: int | tuple[int, ...] = 0,
+  axis: int = 0,
+  dtype: DTypeLike | None = None,
+) -> Initializer:
+  """Builds an initializer that draws ``init`` and zeroes some rows: an embedding's padding row.
+
+  ``w = init(key, shape, dtype)`` with the indices ``rows`` along ``axis`` set to
+  0. This is ``torch.nn.Embedding(..., padding_idx=p)``, Hugging Face's
+  embedding init (the ``pad_token_id`` row of BERT's word embeddings is zero)
+  and fairseq/metaseq's (row 1): the embedding matrix ``(vocab, d)`` has its
+  rows on axis 0 in torch and in Flax (``nn.Embed``) alike.
+
+  Args:
+    init: the initializer of every other entry: a jaxinit initializer, a
+      registered name or a config dict (default ``normal(stddev=1.0)``, torch's
+      ``nn.Embedding`` init).
+    rows: the index or indices to zero (negative indices count from the end).
+    axis: the axis ``rows`` index.
+    dtype: the dtype drawn when a call gives none (a call's ``dtype`` wins);
+      ``None``: float32, or float64 under x64.
+
+  Returns:
+    An initializer.
+
+  Raises:
+    TypeError: ``init`` is not a jaxinit initializer, name or dict; ``rows`` is
+      not an index or indices; ``axis`` is not an int.
+    ValueError: ``rows`` is empty or repeats an index; at call time, an index or
+      ``axis`` out of range for the shape.
+
+  Examples:
+    >>> import jax, jaxinit
+    >>> w = jaxinit.zero_rows(jaxinit.normal(0.02), rows=0)(jax.random.key(0), (100, 16))
+    >>> bool((w[0] == 0).all()), bool((w[1:] != 0).all())
+    (True, True)
+  """
+  return _ZeroRows(_DEFAULT_VALUES if init is None else init, rows, axis, dtype=dtype)

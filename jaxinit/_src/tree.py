@@ -24,11 +24,19 @@ import numpy as np
 
 from jaxinit._src import draw, serialization
 from jaxinit._src.base import Initializer
-from jaxinit._src.checks import canonical_dtype, canonical_key, canonical_shape, fail
+from jaxinit._src.checks import (
+  canonical_dtype,
+  canonical_key,
+  canonical_shape,
+  complex_of,
+  compute_dtype,
+  fail,
+  is_complex,
+)
 from jaxinit._src.framework_types import is_box, is_equinox_module, rebox, unbox
 from jaxinit._src.layouts import Layout, get_layout
 from jaxinit._src.paths import compile_pattern, flatten_with_paths, hash_words
-from jaxinit._src.rules import SiblingRule
+from jaxinit._src.rules import DepthRule, OptionalRule, SiblingRule
 from jaxinit._src.sharding import (
   check_sharding,
   explicit_context,
@@ -108,7 +116,7 @@ def leaf_paths(tree: Any) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
-def _compile_rules(rules: Any) -> list[tuple[str, re.Pattern, Any]]:
+def _compile_rules(rules: Any) -> list[tuple[str, re.Pattern, Any, bool]]:
   if isinstance(rules, Mapping):
     items = list(rules.items())
   elif isinstance(rules, Sequence) and not isinstance(rules, str | bytes):
@@ -140,12 +148,16 @@ def _compile_rules(rules: Any) -> list[tuple[str, re.Pattern, Any]]:
         TypeError,
       )
     compiled = compile_pattern(_FN, "the rule", pattern)
-    out.append((pattern, compiled, _rule_init(pattern, init)))
+    may_miss = isinstance(init, OptionalRule)
+    init = _rule_init(pattern, init.rule if may_miss else init)
+    if isinstance(init, DepthRule):
+      init.check_pattern(_FN, pattern, compiled)
+    out.append((pattern, compiled, init, may_miss))
   return out
 
 
 def _rule_init(pattern: str, init: Any) -> Any:
-  if init is None or isinstance(init, Initializer | SiblingRule):
+  if init is None or isinstance(init, Initializer | SiblingRule | DepthRule):
     return init
   if isinstance(init, str | Mapping):
     return serialization.get(init)
@@ -155,8 +167,8 @@ def _rule_init(pattern: str, init: Any) -> Any:
     _FN,
     f"the rule {pattern!r} maps to {init!r}, which is not an initializer; "
     "use a jaxinit initializer, a name or config dict (jaxinit.get), any "
-    "init(key, shape, dtype) callable, a sibling rule (jaxinit.torch_bias), or None "
-    "to keep the leaf.",
+    "init(key, shape, dtype) callable, a sibling rule (jaxinit.torch_bias), a depth "
+    "rule (jaxinit.depth_rule), or None to keep the leaf.",
     TypeError,
   )
 
@@ -164,7 +176,7 @@ def _rule_init(pattern: str, init: Any) -> Any:
 def _describe(init: Any) -> str:
   return (
     repr(init)
-    if isinstance(init, Initializer | SiblingRule)
+    if isinstance(init, Initializer | SiblingRule | DepthRule)
     else getattr(init, "__name__", repr(init))
   )
 
@@ -306,7 +318,10 @@ def reinit(
   **Rule values.** A jaxinit initializer; a name or config dict accepted by
   :func:`jaxinit.get`; any ``init(key, shape, dtype)`` callable (such as a
   ``jax.nn.initializers`` one); :func:`jaxinit.torch_bias` (scale from the
-  sibling kernel); or ``None`` (keep).
+  sibling kernel); :func:`jaxinit.depth_rule` (a draw multiplied by a function
+  of the layer index the pattern captured); or ``None`` (keep). Wrapped in
+  :func:`jaxinit.optional`, a rule may match nothing. A preset of
+  ``jaxinit.presets`` is a mapping of such rules.
 
   **Sharding.** Each redrawn leaf is produced directly in its target sharding,
   under ``jit`` with ``out_shardings``, each device generating only its shard;
@@ -366,19 +381,20 @@ def reinit(
   used = [False] * len(compiled)
   plan = []
   for i, path, leaf, value in arrays:
-    for r, (pattern, regex, init) in enumerate(compiled):
-      if regex.fullmatch(path):
+    for r, (pattern, regex, init, _) in enumerate(compiled):
+      match = regex.fullmatch(path)
+      if match:
         used[r] = True
         if init is not None:
-          plan.append((i, path, leaf, value, pattern, init))
+          plan.append((i, path, leaf, value, pattern, init, match))
         break
-  for r, (pattern, _, _) in enumerate(compiled):
-    if not used[r]:
+  for r, (pattern, _, _, may_miss) in enumerate(compiled):
+    if not used[r] and not may_miss:
       raise _no_match_error(pattern, [p for _, p, _, _ in arrays])
 
   # Resolve and check everything on the host before drawing anything.
   draws = []
-  for i, path, leaf, value, pattern, init in plan:
+  for i, path, leaf, value, pattern, init, match in plan:
     shape = canonical_shape(_FN, value.shape)
     dtype = (
       np.dtype(value.dtype)
@@ -392,6 +408,9 @@ def reinit(
         "array, which cannot be initialized; exclude it from the pattern.",
         TypeError,
       )
+    scale = None
+    if isinstance(init, DepthRule):
+      scale, init = init.factor(_FN, pattern, path, match), init.init
     if isinstance(init, SiblingRule):
       init = init.resolve(_sibling_shape(path, init, shapes, pattern), lay)
     if isinstance(init, Initializer):
@@ -405,7 +424,7 @@ def reinit(
     box = leaf if is_box(leaf) else None
     sharding = resolve_sharding(_FN, path, box, value, table, mesh)
     _check_leaf(path, pattern, init, shape, dtype, sharding)
-    draws.append((i, path, leaf, box, init, shape, dtype, sharding))
+    draws.append((i, path, leaf, box, init, shape, dtype, sharding, scale))
 
   leaves = [leaf for _, leaf in flat]
   boxes = {d[0]: d[3] for d in draws}
@@ -418,39 +437,52 @@ def _draw_all(draws: list, key: Any) -> list[tuple[int, Any]]:
   """``(leaf index, new value)`` for every planned draw.
 
   Each jaxinit leaf is drawn with the key of :func:`leaf_key`, folded inside the
-  compiled draw (one dispatch per leaf instead of three). Inside a traced program,
-  unsharded leaves of one (initializer, shape, dtype) are drawn by one batched
-  program (the same bits), so compile time does not grow with the number of
-  identical leaves; eagerly, each distinct draw is compiled once and reused anyway.
+  compiled draw (one dispatch per leaf instead of three), and a depth rule's
+  multiplier is an argument of that draw. Inside a traced program, unsharded leaves
+  of one (initializer, shape, dtype) are drawn by one batched program (the same
+  bits; the multipliers batched too), so compile time does not grow with the number
+  of identical leaves; eagerly, each distinct draw is compiled once and reused anyway.
   """
   batch = isinstance(key, jax.core.Tracer)
-  groups: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+  groups: dict[tuple, list[tuple[int, np.ndarray, float | None]]] = {}
   out = []
-  for i, path, _, _, init, shape, dtype, sharding in draws:
+  for i, path, _, _, init, shape, dtype, sharding, scale in draws:
     if not isinstance(init, Initializer):
-      out.append((i, _call_foreign(init, leaf_key(key, path), shape, dtype, sharding)))
+      new = _call_foreign(init, leaf_key(key, path), shape, dtype, sharding, scale)
+      out.append((i, new))
       continue
     fold = np.asarray(hash_words(path), np.uint32)
     d = canonical_dtype(init.name, dtype, allow_complex=init._supports_complex())
     if batch and sharding is None:
-      groups.setdefault((init, shape, d), []).append((i, fold))
+      groups.setdefault((init, shape, d, scale is None), []).append((i, fold, scale))
     else:
-      out.append((i, draw.run(init, key, shape, d, sharding, fold)))
-  for (init, shape, d), members in groups.items():
+      out.append((i, draw.run(init, key, shape, d, sharding, fold, scale)))
+  for (init, shape, d, unscaled), members in groups.items():
     if len(members) == 1:
-      i, fold = members[0]
-      out.append((i, draw.run(init, key, shape, d, None, fold)))
+      i, fold, scale = members[0]
+      out.append((i, draw.run(init, key, shape, d, None, fold, scale)))
     else:
-      folds = np.stack([f for _, f in members])
-      values = draw.run_many(init, key, shape, d, folds)
-      out.extend((i, v) for (i, _), v in zip(members, values, strict=True))
+      folds = np.stack([f for _, f, _ in members])
+      scales = None if unscaled else np.array([s for _, _, s in members])
+      values = draw.run_many(init, key, shape, d, folds, scales)
+      out.extend((i, v) for (i, _, _), v in zip(members, values, strict=True))
   return out
 
 
-def _call_foreign(init: Callable, key, shape, dtype, sharding) -> Any:
-  """Runs an ``init(key, shape, dtype)`` callable that is not a jaxinit initializer."""
+def _call_foreign(init: Callable, key, shape, dtype, sharding, scale=None) -> Any:
+  """Runs an ``init(key, shape, dtype)`` callable that is not a jaxinit initializer;
+  a depth rule's ``scale`` multiplies its result in float32 (float64 for 64-bit leaves)."""
+
+  def run(k):
+    out = init(k, shape, dtype)
+    if scale is None:
+      return out
+    real = compute_dtype(np.dtype(dtype))
+    wide = complex_of(real) if is_complex(np.dtype(dtype)) else real
+    return (out.astype(wide) * np.asarray(scale, real).astype(wide)).astype(dtype)
+
   if sharding is None:
-    return init(key, shape, dtype)
+    return run(key)
   explicit = explicit_context()
   spec = getattr(sharding, "spec", sharding)
   if explicit is not None and (
@@ -464,7 +496,7 @@ def _call_foreign(init: Callable, key, shape, dtype, sharding) -> Any:
     # drawing all of it (found by tests/test_multiprocess.py). As draw._run_explicit
     # does, the draw runs in auto_axes and the result takes the explicit sharding.
     def draw(k):
-      return jax.jit(lambda k: init(k, shape, dtype), out_shardings=spec)(k)
+      return jax.jit(run, out_shardings=spec)(k)
 
     return jax.sharding.auto_axes(draw, out_sharding=sharding)(key)
-  return jax.jit(lambda k: init(k, shape, dtype), out_shardings=sharding)(key)
+  return jax.jit(run, out_shardings=sharding)(key)

@@ -1,0 +1,1 @@
+"""Published initializations of real architectures as ``reinit`` rules (``jaxinit.presets``)."""
