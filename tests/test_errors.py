@@ -299,7 +299,7 @@ FACTORY_ERRORS = [
   (
     lambda: jaxinit.spectral(method="svd"),
     ValueError,
-    r"jaxinit\.spectral: `method` must be one of 'stewart', 'qr', got 'svd'",
+    r"jaxinit\.spectral: `method` must be one of 'stewart', 'qr', 'cholesky_qr', 'auto', got 'svd'",
   ),
   (
     lambda: jaxinit.zero_rows(jax.nn.initializers.normal()),
