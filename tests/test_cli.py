@@ -112,16 +112,20 @@ def test_hostile_flags_fail_with_one_clear_line(flags, flag, pattern, capsys):
   assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB"
 
 
-def test_no_traceback_from_the_real_process(tmp_path):
-  for flags, pattern in [
+@pytest.mark.parametrize(
+  "flags,pattern",
+  [
     (["--seed", "9" * 5000], r"argument --seed: expected an integer"),
-    (["--plot", str(tmp_path / "missing" / "x.png")], r"--plot .* does not exist"),
+    (["--plot", "{tmp_path}/missing/x.png"], r"--plot .* does not exist"),
     (["--activation", ""], r"--activation names no activation"),
-  ]:
-    out = _run("compare", *flags)
-    assert out.returncode == 2, out.stderr
-    assert "Traceback" not in out.stderr and re.search(pattern, out.stderr), out.stderr
-    assert out.stdout == ""
+  ],
+  ids=["seed", "plot", "activation"],
+)
+def test_no_traceback_from_the_real_process(flags, pattern, tmp_path):
+  out = _run("compare", *(f.replace("{tmp_path}", str(tmp_path)) for f in flags))
+  assert out.returncode == 2, out.stderr
+  assert "Traceback" not in out.stderr and re.search(pattern, out.stderr), out.stderr
+  assert out.stdout == ""
 
 
 @pytest.mark.parametrize(

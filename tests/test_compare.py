@@ -262,32 +262,66 @@ def test_sizes_are_bounded(sizes, pattern):
   _refused(lambda: compare.check_sizes(*sizes), pattern)
 
 
-def test_run_checks_every_argument_before_computing():
-  with pytest.raises(ValueError, match=r"--activation names no activation; choose from elu"):
-    compare.run(["he_normal"], activations=[], lsuv=())
-  with pytest.raises(ValueError, match=r"--activation: unknown activation 'x{60}'\.\.\."):
-    compare.run(["he_normal"], activations=["x" * 5000], lsuv=())
-  with pytest.raises(ValueError, match=r"--activation names an activation twice: relu, relu"):
-    compare.run(["he_normal"], activations=["relu", "relu"], lsuv=())
-  with pytest.raises(ValueError, match=r"--inits and --lsuv name no initializer"):
-    compare.run([], lsuv=())
-  with pytest.raises(ValueError, match=r"--lsuv needs --batch >= 2"):
-    compare.run([], lsuv=["orthogonal"], batch=1)
-  with pytest.raises(ValueError, match=r"--lsuv 'orthogonl': jaxinit\.get: unknown initializer"):
-    compare.run(["he_normal"], lsuv=["orthogonl"])
+@pytest.mark.parametrize(
+  "inits,kwargs,pattern",
+  [
+    (
+      ["he_normal"],
+      {"activations": [], "lsuv": ()},
+      r"--activation names no activation; choose from elu",
+    ),
+    (
+      ["he_normal"],
+      {"activations": ["x" * 5000], "lsuv": ()},
+      r"--activation: unknown activation 'x{60}'\.\.\.",
+    ),
+    (
+      ["he_normal"],
+      {"activations": ["relu", "relu"], "lsuv": ()},
+      r"--activation names an activation twice: relu, relu",
+    ),
+    ([], {"lsuv": ()}, r"--inits and --lsuv name no initializer"),
+    ([], {"lsuv": ["orthogonal"], "batch": 1}, r"--lsuv needs --batch >= 2"),
+    (
+      ["he_normal"],
+      {"lsuv": ["orthogonl"]},
+      r"--lsuv 'orthogonl': jaxinit\.get: unknown initializer",
+    ),
+  ],
+  ids=[
+    "no-activation",
+    "unknown-activation",
+    "activation-twice",
+    "no-initializer",
+    "lsuv-batch-1",
+    "unknown-lsuv",
+  ],
+)
+def test_run_checks_every_argument_before_computing(inits, kwargs, pattern):
+  with pytest.raises(ValueError, match=pattern):
+    compare.run(inits, **kwargs)
 
 
 def test_plot_path_is_checked_before_running(tmp_path):
   pytest.importorskip("matplotlib")
   compare.check_plot_path(str(tmp_path / "ok.png"))
-  for path, pattern in [
-    (str(tmp_path / "missing" / "x.png"), r"the folder '.*missing' does not exist"),
-    (str(tmp_path / "x.exe"), r"must end in one of \.png, \.pdf, \.svg, \.jpg, \.jpeg"),
-    (str(tmp_path), r"must end in one of .*got 'no suffix'"),
-    ("a\0b.png", r"--plot must be a file name"),
-    ("x" * 5000 + ".png", r"--plot must be a file name"),
-  ]:
-    _refused(lambda path=path: compare.check_plot_path(path), pattern)
   (tmp_path / "dir.png").mkdir()
   with pytest.raises(ValueError, match=r"cannot write a file there"):
     compare.check_plot_path(str(tmp_path / "dir.png"))
+
+
+@pytest.mark.parametrize(
+  "path,pattern",
+  [
+    ("{tmp_path}/missing/x.png", r"the folder '.*missing' does not exist"),
+    ("{tmp_path}/x.exe", r"must end in one of \.png, \.pdf, \.svg, \.jpg, \.jpeg"),
+    ("{tmp_path}", r"must end in one of .*got 'no suffix'"),
+    ("a\0b.png", r"--plot must be a file name"),
+    ("x" * 5000 + ".png", r"--plot must be a file name"),
+  ],
+  ids=["missing-folder", "exe", "a-folder", "nul", "long"],
+)
+def test_bad_plot_paths_are_refused(path, pattern, tmp_path):
+  pytest.importorskip("matplotlib")
+  path = path.replace("{tmp_path}", str(tmp_path))
+  _refused(lambda: compare.check_plot_path(path), pattern)

@@ -83,17 +83,24 @@ def test_float64_under_x64(name):
       # drawn in float64: values that float32 cannot represent
       wf = np.asarray(w)
       assert np.any(wf.astype(np.float32).astype(np.float64) != wf)
-    if init._supports_complex():
-      w = _light(init, (8, 16), jnp.complex128, jax.random.key(3))
-      assert w.dtype == jnp.complex128
 
 
-def test_integer_and_bool_dtypes_are_rejected():
-  for name in sorted(CASES):
-    init = CASES[name][0][0]
-    for dtype in (jnp.int32, jnp.uint8, jnp.bool_):
-      with pytest.raises(TypeError, match=rf"jaxinit\.{name}: `dtype` must be a floating-point"):
-        init(jax.random.key(0), (4, 4), dtype)
+@pytest.mark.parametrize("name", sorted(n for n in CASES if CASES[n][0][0]._supports_complex()))
+def test_complex128_under_x64(name):
+  init = CASES[name][0][0]
+  with jax.enable_x64(True):
+    w = _light(init, (8, 16), jnp.complex128, jax.random.key(3))
+    assert w.dtype == jnp.complex128
+
+
+@pytest.mark.parametrize(
+  "dtype", [jnp.int32, jnp.uint8, jnp.bool_], ids=lambda d: jnp.dtype(d).name
+)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_integer_and_bool_dtypes_are_rejected(name, dtype):
+  init = CASES[name][0][0]
+  with pytest.raises(TypeError, match=rf"jaxinit\.{name}: `dtype` must be a floating-point"):
+    init(jax.random.key(0), (4, 4), dtype)
 
 
 def test_complex_rejected_where_meaningless():
@@ -101,23 +108,34 @@ def test_complex_rejected_where_meaningless():
     jaxinit.uniform()(jax.random.key(0), (4,), jnp.complex64)
 
 
-def test_zero_size_shapes_give_empty_arrays():
+def _zero_size_cases():
+  cases = []
   for name in sorted(CASES):
     init, families = CASES[name][0][0], CASES[name][1]
     min_ndim = min(len(SHAPES[f]) for f in families)  # e.g. orthogonal needs a matrix
     for shape in [s for s in [(0,), (0, 6), (3, 3, 0, 8), (4, 0)] if len(s) >= min_ndim]:
-      w = init(jax.random.key(0), shape, jnp.bfloat16)
-      assert w.shape == shape and w.dtype == jnp.bfloat16
+      cases.append(pytest.param(init, shape, id=f"{init!r}-{shape}-bfloat16"))
+  return cases
 
 
-def test_flax_call_forms():
+@pytest.mark.parametrize("init,shape", _zero_size_cases())
+def test_zero_size_shapes_give_empty_arrays(init, shape):
+  w = init(jax.random.key(0), shape, jnp.bfloat16)
+  assert w.shape == shape and w.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize(
+  "call",
+  [
+    lambda init, k: init(k, (3, 4), jnp.float32),
+    lambda init, k: init(k, [3, 4], dtype=jnp.float32, out_sharding=None),
+    lambda init, k: init(key=k, shape=(3, 4)),
+  ],
+  ids=["positional-dtype", "list-shape-and-keywords", "all-keywords"],
+)
+def test_flax_call_forms(call):
   """Flax calls kernel_init(key, shape, dtype) positionally; jax passes out_sharding."""
   init = jaxinit.he_normal()
   k = jax.random.key(0)
-  a = init(k, (3, 4))
-  b = init(k, (3, 4), jnp.float32)
-  c = init(k, [3, 4], dtype=jnp.float32, out_sharding=None)
-  d = init(key=k, shape=(3, 4))
-  for other in (b, c, d):
-    np.testing.assert_array_equal(a, other)
+  np.testing.assert_array_equal(init(k, (3, 4)), call(init, k))
   assert isinstance(init, jaxinit.InitializerProtocol)

@@ -16,6 +16,7 @@ import re
 import pytest
 
 import jaxinit
+from jaxinit._src import registry
 
 SRC = pathlib.Path(jaxinit.__file__).parent / "_src"
 PUBLIC_MODULES = ("diagnostics", "mean_field", "testing", "mup", "presets")
@@ -103,8 +104,6 @@ def test_every_error_prefix_is_a_public_path(fn):
   assert _resolves(fn), f"jaxinit.{fn} (used in {', '.join(PREFIXES[fn])}) is no public path"
 
 
-def test_registered_initializers_are_public_functions():
-  from jaxinit._src import registry
-
-  for name in registry.names():
-    assert callable(getattr(jaxinit, name, None)), name
+@pytest.mark.parametrize("name", registry.names())
+def test_registered_initializers_are_public_functions(name):
+  assert callable(getattr(jaxinit, name, None)), name

@@ -1,7 +1,9 @@
 """Every bad argument fails with a message naming the function, the argument,
 the bad value and what is allowed — at factory time where the factory can know."""
 
+import dataclasses
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -454,6 +456,18 @@ CALL_ERRORS = [
     r"jaxinit\.truncated_normal: complex draws are truncated in modulus, .* need symmetric bounds",
   ),
   (
+    lambda: jaxinit.normal()(KEY, (5, 3), None, NamedSharding(jax.make_mesh((8,), ("x",)), P("x"))),
+    ValueError,
+    r"jaxinit\.normal: `out_sharding` .* cannot shard the shape \(5, 3\)",
+  ),
+  (
+    lambda: jaxinit.orthogonal()(
+      KEY, (8, 4), None, NamedSharding(jax.make_mesh((2, 4), ("a", "b")), P(None, None, "a"))
+    ),
+    ValueError,
+    r"jaxinit\.orthogonal: `out_sharding` P\(None, None, 'a'\) has 3 entries, more than the 2 axes of the shape \(8, 4\)",
+  ),
+  (
     lambda: jaxinit.normal()(KEY, (2,), None, "x"),
     TypeError,
     r"jaxinit\.normal: `out_sharding` must be a jax\.sharding\.Sharding",
@@ -516,41 +530,24 @@ def test_call_errors(call, exc, pattern):
     call()
 
 
-def test_uneven_sharding_error():
-  mesh = jax.make_mesh((8,), ("x",))
-  sharding = NamedSharding(mesh, P("x"))
-  with pytest.raises(
-    ValueError, match=r"jaxinit\.normal: `out_sharding` .* cannot shard the shape \(5, 3\)"
-  ):
-    jaxinit.normal()(KEY, (5, 3), None, sharding)
-  too_long = NamedSharding(jax.make_mesh((2, 4), ("a", "b")), P(None, None, "a"))
-  with pytest.raises(
-    ValueError,
-    match=r"jaxinit\.orthogonal: `out_sharding` P\(None, None, 'a'\) has 3 entries, more than the 2 axes of the shape \(8, 4\)",
-  ):
-    jaxinit.orthogonal()(KEY, (8, 4), None, too_long)
+# Error tests live here and, for the orthogonal family and the structured initializers,
+# beside their other tests.
+ERROR_TEST_TEXT = "".join(
+  (pathlib.Path(__file__).parent / f).read_text()
+  for f in ("test_errors.py", "test_orthogonal.py", "test_structured.py")
+)
 
 
-def test_every_factory_argument_has_an_error_test():
+@pytest.mark.parametrize("name", registry.names(include_aliases=False))
+def test_every_factory_argument_has_an_error_test(name):
   """Each registered initializer, and each of its arguments, appears in an error test."""
-  import dataclasses
-  import pathlib
-
-  from jaxinit._src import registry
-
-  # error tests live here and, for the orthogonal family, beside their other tests
-  here = pathlib.Path(__file__).parent
-  text = "".join(
-    (here / f).read_text() for f in ("test_errors.py", "test_orthogonal.py", "test_structured.py")
-  )
-  for name in registry.names(include_aliases=False):
-    cls = registry.lookup(name)
-    # `dtype`, which every initializer has, is swept by the test below
-    fields = [f.name for f in dataclasses.fields(cls) if f.name != "dtype"]
-    if fields:
-      assert f"jaxinit\\.{name}:" in text, f"no error test for jaxinit.{name}"
-    for field in fields:
-      assert f"`{field}`" in text, f"no error test names the argument `{field}` of {name}"
+  cls = registry.lookup(name)
+  # `dtype`, which every initializer has, is swept by the test below
+  fields = [f.name for f in dataclasses.fields(cls) if f.name != "dtype"]
+  if fields:
+    assert f"jaxinit\\.{name}:" in ERROR_TEST_TEXT, f"no error test for jaxinit.{name}"
+  for field in fields:
+    assert f"`{field}`" in ERROR_TEST_TEXT, f"no error test names the argument `{field}` of {name}"
 
 
 @pytest.mark.parametrize("name", registry.names(include_aliases=False))

@@ -35,16 +35,20 @@ def test_compute_fans(shape, kwargs, expected):
   assert fans == expected and all(isinstance(f, int) for f in fans)
 
 
-def test_compute_fans_matches_jax_on_its_domain():
-  from jax._src.nn.initializers import _compute_fans as jax_fans
-
-  for shape, kw in [
+@pytest.mark.parametrize(
+  "shape,kw",
+  [
     ((7, 9), {}),
     ((3, 3, 4, 5), {}),
     ((2, 3, 4, 5), {"batch_axis": 0}),
     ((4, 5, 6), {"in_axis": 0, "out_axis": (1, 2)}),
-  ]:
-    assert jaxinit.compute_fans(shape, **kw) == tuple(int(f) for f in jax_fans(shape, **kw))
+  ],
+  ids=str,
+)
+def test_compute_fans_matches_jax_on_its_domain(shape, kw):
+  from jax._src.nn.initializers import _compute_fans as jax_fans
+
+  assert jaxinit.compute_fans(shape, **kw) == tuple(int(f) for f in jax_fans(shape, **kw))
 
 
 def test_torch_layout_variance():
@@ -87,19 +91,23 @@ def test_torch_gains_exact(name):
   assert jaxinit.calculate_gain(name) == TORCH_TABLE[name]
 
 
-def test_leaky_relu_param():
-  for slope in [0.0, 0.2, 1.0, math.sqrt(5)]:
-    assert jaxinit.calculate_gain("leaky_relu", slope) == math.sqrt(2.0 / (1 + slope * slope))
+@pytest.mark.parametrize("slope", [0.0, 0.2, 1.0, math.sqrt(5)])
+def test_leaky_relu_param(slope):
+  assert jaxinit.calculate_gain("leaky_relu", slope) == math.sqrt(2.0 / (1 + slope * slope))
 
 
-def test_against_torch_when_installed():
+@pytest.mark.parametrize(
+  "name,param",
+  [
+    *[(n, None) for n in ["linear", "conv2d", "sigmoid", "tanh", "relu", "selu", "leaky_relu"]],
+    ("leaky_relu", 0.3),
+  ],
+  ids=str,
+)
+def test_against_torch_when_installed(name, param):
   torch = pytest.importorskip("torch")
-  for name in ["linear", "conv2d", "sigmoid", "tanh", "relu", "selu", "leaky_relu"]:
-    assert jaxinit.calculate_gain(name) == pytest.approx(
-      torch.nn.init.calculate_gain(name), rel=1e-15
-    )
-  assert jaxinit.calculate_gain("leaky_relu", 0.3) == pytest.approx(
-    torch.nn.init.calculate_gain("leaky_relu", 0.3), rel=1e-15
+  assert jaxinit.calculate_gain(name, param) == pytest.approx(
+    torch.nn.init.calculate_gain(name, param), rel=1e-15
   )
 
 
@@ -142,18 +150,21 @@ def test_elu_alpha_and_callables():
   assert gj == pytest.approx(jaxinit.calculate_gain("gelu"), rel=1e-6)
 
 
-def test_gain_preserves_the_second_moment_through_a_layer():
+@pytest.mark.parametrize(
+  "name,phi",
+  [("gelu", lambda z: jax.nn.gelu(z, approximate=False)), ("silu", jax.nn.silu)],
+  ids=["gelu", "silu"],
+)
+def test_gain_preserves_the_second_moment_through_a_layer(name, phi):
   """Meaning of the definition: with Var[w] = g^2/fan_in and x = phi(z), z ~ N(0,1),
   the next pre-activation has E[y^2] = 1 (checked by Monte Carlo on a wide layer)."""
   fan_in, n = 2048, 512
-  for name, phi in [("gelu", jax.nn.gelu), ("silu", jax.nn.silu)]:
-    g = jaxinit.calculate_gain(name)
-    w = jaxinit.variance_scaling(g * g, "fan_in", "normal")(jax.random.key(1), (fan_in, n))
-    z = jax.random.normal(jax.random.key(2), (512, fan_in))
-    x = phi(z, approximate=False) if name == "gelu" else phi(z)
-    y = np.asarray(x @ w, np.float64)
-    # E[y^2] = 1; the sample mean of y^2 has a standard error dominated by the
-    # finite draw of w: check at 6 standard errors of the per-unit means
-    per_unit = (y**2).mean(axis=0)
-    se = per_unit.std() / math.sqrt(n)
-    assert abs(per_unit.mean() - 1.0) < 6 * se, (name, per_unit.mean(), se)
+  g = jaxinit.calculate_gain(name)
+  w = jaxinit.variance_scaling(g * g, "fan_in", "normal")(jax.random.key(1), (fan_in, n))
+  z = jax.random.normal(jax.random.key(2), (512, fan_in))
+  y = np.asarray(phi(z) @ w, np.float64)
+  # E[y^2] = 1; the sample mean of y^2 has a standard error dominated by the
+  # finite draw of w: check at 6 standard errors of the per-unit means
+  per_unit = (y**2).mean(axis=0)
+  se = per_unit.std() / math.sqrt(n)
+  assert abs(per_unit.mean() - 1.0) < 6 * se, (name, per_unit.mean(), se)

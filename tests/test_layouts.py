@@ -48,12 +48,15 @@ def test_orthogonal_torch_conv_kernel_has_orthonormal_rows():
   assert float(jnp.abs(m @ m.T - jnp.eye(16)).max()) < 1e-5
 
 
-def test_equinox_modules_get_orthogonal_rows_by_default():
-  conv = jaxinit.reinit(eqx.nn.Conv2d(8, 16, 3, key=KEY), {"weight": jaxinit.orthogonal()}, KEY)
-  m = conv.weight.reshape(16, -1)
-  assert float(jnp.abs(m @ m.T - jnp.eye(16)).max()) < 1e-5
-  lin = jaxinit.reinit(eqx.nn.Linear(64, 32, key=KEY), {"weight": jaxinit.orthogonal()}, KEY)
-  assert float(jnp.abs(lin.weight @ lin.weight.T - jnp.eye(32)).max()) < 1e-5
+@pytest.mark.parametrize(
+  "make,out",
+  [(lambda: eqx.nn.Conv2d(8, 16, 3, key=KEY), 16), (lambda: eqx.nn.Linear(64, 32, key=KEY), 32)],
+  ids=["Conv2d(8, 16, 3)", "Linear(64, 32)"],
+)
+def test_equinox_modules_get_orthogonal_rows_by_default(make, out):
+  module = jaxinit.reinit(make(), {"weight": jaxinit.orthogonal()}, KEY)
+  m = module.weight.reshape(out, -1)
+  assert float(jnp.abs(m @ m.T - jnp.eye(out)).max()) < 1e-5
 
 
 @pytest.mark.parametrize("column_axis", [-1, -2])

@@ -89,13 +89,16 @@ def test_erf_q_star_and_chi1_match_closed_forms(sw, sb):
   assert mf.chi1("erf", sw, sb) == pytest.approx(erf_chi(q, 1.0, sw), rel=1e-11)
 
 
-def test_erf_critical_sigma_w_closed_form():
+def test_erf_critical_sigma_w_closed_form_without_bias():
   # sigma_b = 0: q* = 0 below the transition, chi_1 = sigma_w^2 erf'(0)^2 = 4 sigma_w^2 / pi
   assert mf.critical_sigma_w("erf") == pytest.approx(math.sqrt(math.pi) / 2, abs=1e-7)
-  for sb in (0.2, 0.7):
-    sw = mf.critical_sigma_w("erf", sb)
-    q = erf_q_star(sw, sb)
-    assert erf_chi(q, 1.0, sw) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("sb", [0.2, 0.7])
+def test_erf_critical_sigma_w_closed_form(sb):
+  sw = mf.critical_sigma_w("erf", sb)
+  q = erf_q_star(sw, sb)
+  assert erf_chi(q, 1.0, sw) == pytest.approx(1.0, abs=1e-9)
 
 
 @pytest.mark.parametrize("q", [0.01, 1.0, 9.0, 400.0])
@@ -108,18 +111,18 @@ def test_tanh_expectations_match_adaptive_quadrature(q):
   assert line.sigma_w**2 == pytest.approx(1 / tanh_expect(dtanh2, q), rel=1e-11)
 
 
-def test_critical_line_is_where_chi1_is_1():
+@pytest.mark.parametrize("act", ["tanh", "erf", "gelu", "elu"])
+def test_critical_line_is_where_chi1_is_1(act):
   qs = np.geomspace(1e-3, 50, 7)
-  for act in ("tanh", "erf", "gelu", "elu"):
-    line = mf.critical_line(act, qs)
-    ok = np.isfinite(line.sigma_b)
-    assert ok.sum() >= 4, act
-    np.testing.assert_allclose(
-      mf.chi1(act, line.sigma_w[ok], line.sigma_b[ok], q0=qs[ok]), 1.0, rtol=1e-9, err_msg=act
-    )
-    np.testing.assert_allclose(
-      mf.q_star(act, line.sigma_w[ok], line.sigma_b[ok], q0=qs[ok]), qs[ok], rtol=1e-9, err_msg=act
-    )
+  line = mf.critical_line(act, qs)
+  ok = np.isfinite(line.sigma_b)
+  assert ok.sum() >= 4, act
+  np.testing.assert_allclose(
+    mf.chi1(act, line.sigma_w[ok], line.sigma_b[ok], q0=qs[ok]), 1.0, rtol=1e-9, err_msg=act
+  )
+  np.testing.assert_allclose(
+    mf.q_star(act, line.sigma_w[ok], line.sigma_b[ok], q0=qs[ok]), qs[ok], rtol=1e-9, err_msg=act
+  )
 
 
 def test_correlation_maps_match_kernels():

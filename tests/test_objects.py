@@ -622,5 +622,10 @@ def test_keras_names_and_configs_without_keras():
   # a Keras name in jaxinit's form: Keras's defaults, then jaxinit's arguments
   assert jaxinit.get({"name": "RandomNormal", "stddev": 0.1}) == jaxinit.normal(0.1)
   assert jaxinit.deserialize({"name": "Constant"}) == jaxinit.constant(0.0)
-  for init in (jaxinit.he_normal(), jaxinit.normal(0.3, 1.0), jaxinit.orthogonal(2.0)):
-    assert jaxinit.get(jaxinit.serialize(init, format="keras")) == init
+
+
+@pytest.mark.parametrize(
+  "init", [jaxinit.he_normal(), jaxinit.normal(0.3, 1.0), jaxinit.orthogonal(2.0)], ids=repr
+)
+def test_keras_config_round_trips_without_keras(init):
+  assert jaxinit.get(jaxinit.serialize(init, format="keras")) == init

@@ -280,35 +280,62 @@ def test_16_bit_is_float32_draw_rounded_once(init, dtype):
   np.testing.assert_array_equal(np.asarray(w16), np.asarray(want))
 
 
-def test_checks_catch_a_wrong_constant(monkeypatch):
-  """Break each constant by a little: the 6-SE moment check and the KS check fail."""
+VS_TRUNC_ARGS = (-2, 2, 0, math.sqrt(1 / 1000) / TRUNC2_STD)
+
+
+def test_checks_pass_with_the_exact_constants():
+  """The unbroken draw that the broken ones below are told apart from."""
   init = jaxinit.variance_scaling(1.0, "fan_in", "truncated_normal")
-  args = (-2, 2, 0, math.sqrt(1 / 1000) / TRUNC2_STD)
   good = draw(init, (1000, 1000))
   testing.assert_moments(good, var=1 / 1000)
-  testing.assert_ks(good.ravel()[: 2 * 10**5], "truncnorm", args)
+  testing.assert_ks(good.ravel()[: 2 * 10**5], "truncnorm", VS_TRUNC_ARGS)
 
-  # 1% off in the truncation correction (2% in the variance). Draws are compiled
-  # once per configuration, so each broken draw uses a configuration (scale nudged
-  # by 1e-12) that has not been compiled yet and therefore sees the patched constant.
-  monkeypatch.setattr(vs_mod, "_TRUNC2_STD", TRUNC2_STD * 1.01)
-  bad = draw(jaxinit.variance_scaling(1.0 + 1e-12, "fan_in", "truncated_normal"), (1000, 1000))
-  with pytest.raises(AssertionError, match=r"variance .* z = -\d+\.\d+ standard errors"):
-    testing.assert_moments(bad, var=1 / 1000)
 
-  # the correction forgotten altogether (12% in the std): the KS check sees it too
-  monkeypatch.setattr(vs_mod, "_TRUNC2_STD", 1.0)
-  bad = draw(jaxinit.variance_scaling(1.0 + 3e-12, "fan_in", "truncated_normal"), (1000, 1000))
-  with pytest.raises(AssertionError, match="Kolmogorov"):
-    testing.assert_ks(bad.ravel()[: 2 * 10**5], "truncnorm", args)
+def _moments(w):
+  testing.assert_moments(w, var=1 / 1000)
 
-  # jax's complex truncation constant (0.95311) instead of the exact 0.96196
-  monkeypatch.setattr(vs_mod, "_COMPLEX_TRUNC2_STD", 0.95311164380491208)
-  bad = draw(
-    jaxinit.variance_scaling(1.0 + 4e-12, "fan_in", "truncated_normal"), (1000, 1000), jnp.complex64
-  )
-  with pytest.raises(AssertionError, match="variance"):
-    testing.assert_moments(bad, var=1 / 1000)
+
+def _ks(w):
+  testing.assert_ks(w.ravel()[: 2 * 10**5], "truncnorm", VS_TRUNC_ARGS)
+
+
+# (constant of variance_scaling.py, broken value, scale nudge, dtype, check, message).
+# Draws are compiled once per configuration, so each broken draw uses a configuration
+# (scale nudged by a few 1e-12, used nowhere else) that has not been compiled yet and
+# therefore sees the patched constant.
+BROKEN_CONSTANTS = [
+  pytest.param(  # 1% off in the truncation correction (2% in the variance)
+    "_TRUNC2_STD",
+    TRUNC2_STD * 1.01,
+    1e-12,
+    jnp.float32,
+    _moments,
+    r"variance .* z = -\d+\.\d+ standard errors",
+    id="truncation-correction-1%-off",
+  ),
+  pytest.param(  # the correction forgotten altogether (12% in the std): KS sees it too
+    "_TRUNC2_STD", 1.0, 3e-12, jnp.float32, _ks, "Kolmogorov", id="truncation-correction-forgotten"
+  ),
+  pytest.param(  # jax's complex truncation constant (0.95311) instead of the exact 0.96196
+    "_COMPLEX_TRUNC2_STD",
+    0.95311164380491208,
+    4e-12,
+    jnp.complex64,
+    _moments,
+    "variance",
+    id="jax-complex-truncation-constant",
+  ),
+]
+
+
+@pytest.mark.parametrize("constant,value,nudge,dtype,check,match", BROKEN_CONSTANTS)
+def test_checks_catch_a_wrong_constant(monkeypatch, constant, value, nudge, dtype, check, match):
+  """Break each constant by a little: the 6-SE moment check or the KS check fails."""
+  monkeypatch.setattr(vs_mod, constant, value)
+  init = jaxinit.variance_scaling(1.0 + nudge, "fan_in", "truncated_normal")
+  bad = draw(init, (1000, 1000), dtype)
+  with pytest.raises(AssertionError, match=match):
+    check(bad)
 
 
 def test_ks_distinguishes_distributions_with_equal_variance():
