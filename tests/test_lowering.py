@@ -447,13 +447,13 @@ def test_every_routine_lowers_for_every_platform(lowered):
 
 def test_custom_calls_are_reviewed(lowered):
   """Each platform's module uses only reviewed custom calls, and only the orthogonal
-  family (and LSUV's orthonormal redraw, and reinit / init_linen / init_nnx drawing
-  orthogonal leaves) uses any."""
+  family (orthogonal, delta_orthogonal, spectral: a scaled semi-orthogonal matrix; LSUV's
+  orthonormal redraw; reinit / init_linen / init_nnx drawing orthogonal leaves) uses any."""
   for r in lowered:
     for p, calls in r.custom_calls.items():
       unknown = set(calls) - set(KNOWN_CUSTOM_CALLS[p])
       assert not unknown, f"{r.name} on {p} needs unreviewed custom calls {sorted(unknown)}"
-    uses_qr_family = re.match(r"(orthogonal|delta_orthogonal|lsuv.*key=|reinit|init_)", r.name)
+    uses_qr_family = re.match(r"(orthogonal|delta_orthogonal|spectral|lsuv.*key=|reinit|init_)", r.name)
     if not uses_qr_family:
       assert all(c == () for c in r.custom_calls.values()), (r.name, r.custom_calls)
 
