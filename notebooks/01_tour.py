@@ -37,8 +37,9 @@ from jaxinit import diagnostics, testing
 
 key = jax.random.key(0)
 # `jaxinit list` prints every initializer with its formula and defaults; the first few:
-listing = subprocess.run([sys.executable, "-m", "jaxinit", "list"], capture_output=True,
-                         text=True, check=True).stdout
+listing = subprocess.run(
+  [sys.executable, "-m", "jaxinit", "list"], capture_output=True, text=True, check=True
+).stdout
 print("\n".join(listing.splitlines()[:12]), "\n...")
 
 # %% [markdown]
@@ -51,17 +52,21 @@ print("\n".join(listing.splitlines()[:12]), "\n...")
 shape = (256, 512)
 fan_in, fan_out = 256, 512
 cases = {
-    "normal(stddev=0.05)": (jaxinit.normal(stddev=0.05), stats.norm(0, 0.05)),
-    "uniform(-0.05, 0.05)": (jaxinit.uniform(), stats.uniform(-0.05, 0.1)),
-    "truncated_normal(0.05)": (jaxinit.truncated_normal(stddev=0.05),
-                               stats.truncnorm(-2, 2, scale=0.05)),
-    "glorot_uniform": (jaxinit.glorot_uniform(),
-                       stats.uniform(-np.sqrt(6 / (fan_in + fan_out)),
-                                     2 * np.sqrt(6 / (fan_in + fan_out)))),
-    "he_normal (truncated, exact var)": (jaxinit.he_normal(),
-                                         stats.truncnorm(-2, 2, scale=np.sqrt(2 / fan_in)
-                                                         / 0.87962566103423978)),
-    "orthogonal": (jaxinit.orthogonal(), stats.norm(0, np.sqrt(1 / fan_out))),
+  "normal(stddev=0.05)": (jaxinit.normal(stddev=0.05), stats.norm(0, 0.05)),
+  "uniform(-0.05, 0.05)": (jaxinit.uniform(), stats.uniform(-0.05, 0.1)),
+  "truncated_normal(0.05)": (
+    jaxinit.truncated_normal(stddev=0.05),
+    stats.truncnorm(-2, 2, scale=0.05),
+  ),
+  "glorot_uniform": (
+    jaxinit.glorot_uniform(),
+    stats.uniform(-np.sqrt(6 / (fan_in + fan_out)), 2 * np.sqrt(6 / (fan_in + fan_out))),
+  ),
+  "he_normal (truncated, exact var)": (
+    jaxinit.he_normal(),
+    stats.truncnorm(-2, 2, scale=np.sqrt(2 / fan_in) / 0.87962566103423978),
+  ),
+  "orthogonal": (jaxinit.orthogonal(), stats.norm(0, np.sqrt(1 / fan_out))),
 }
 fig, axes = plt.subplots(2, 3, figsize=(13, 6))
 for ax, (name, (init, dist)) in zip(axes.ravel(), cases.items()):
@@ -80,10 +85,12 @@ plt.show()
 # $WW^\top = I$; the entries are then approximately $N(0, 1/512)$, the dashed line above).
 
 # %%
-testing.assert_moments(cases["he_normal (truncated, exact var)"][0](key, shape), mean=0.0,
-                       var=2 / fan_in)
-testing.assert_ks(cases["glorot_uniform"][0](key, shape), "uniform",
-                  (-np.sqrt(6 / 768), 2 * np.sqrt(6 / 768)))
+testing.assert_moments(
+  cases["he_normal (truncated, exact var)"][0](key, shape), mean=0.0, var=2 / fan_in
+)
+testing.assert_ks(
+  cases["glorot_uniform"][0](key, shape), "uniform", (-np.sqrt(6 / 768), 2 * np.sqrt(6 / 768))
+)
 testing.assert_orthonormal(jaxinit.orthogonal()(key, shape))
 print("moments, KS and orthonormality checks pass")
 
@@ -100,8 +107,12 @@ print(repr(a), a == b, hash(a) == hash(b))
 config = jaxinit.serialize(jaxinit.orthogonal(scale=np.sqrt(2)))
 print(config, jaxinit.deserialize(config))
 print(jaxinit.get({"class_name": "HeUniform", "config": {"seed": None}}))  # a Keras config
-print("gain for tanh:", jaxinit.calculate_gain("tanh"), "| for gelu:",
-      round(jaxinit.calculate_gain("gelu"), 6))
+print(
+  "gain for tanh:",
+  jaxinit.calculate_gain("tanh"),
+  "| for gelu:",
+  round(jaxinit.calculate_gain("gelu"), 6),
+)
 try:
   jaxinit.variance_scaling(mode="fan_inn")
 except ValueError as e:
@@ -113,13 +124,16 @@ except ValueError as e:
 # Any initializer is a `kernel_init` / `bias_init`. Delta-orthogonal convolution kernels
 # (Xiao et al. 2018) are zero except at the centre tap, which holds an orthogonal matrix.
 
+
 # %%
 class ConvNet(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = nn.Conv(32, (3, 3), kernel_init=jaxinit.delta_orthogonal(), bias_init=jaxinit.zeros())(x)
     x = nn.tanh(x)
-    x = nn.Conv(32, (3, 3), kernel_init=jaxinit.he_normal(nonlinearity="tanh"))(x.mean((1, 2))[:, None, None])
+    x = nn.Conv(32, (3, 3), kernel_init=jaxinit.he_normal(nonlinearity="tanh"))(
+      x.mean((1, 2))[:, None, None]
+    )
     return nn.Dense(10, kernel_init=jaxinit.glorot_uniform())(x.reshape(x.shape[0], -1))
 
 
@@ -133,12 +147,17 @@ print(jax.tree_util.tree_map(jnp.shape, variables["params"]))
 # %% [markdown]
 # ## 4. Flax nnx
 
+
 # %%
 class MLP(nnx.Module):
   def __init__(self, depth, width, rngs):
     init = jaxinit.orthogonal(scale=np.sqrt(2))
-    self.layers = nnx.List([nnx.Linear(width, width, kernel_init=init, bias_init=jaxinit.zeros(),
-                                       rngs=rngs) for _ in range(depth)])
+    self.layers = nnx.List(
+      [
+        nnx.Linear(width, width, kernel_init=init, bias_init=jaxinit.zeros(), rngs=rngs)
+        for _ in range(depth)
+      ]
+    )
 
   def __call__(self, x):
     for layer in self.layers:
@@ -160,8 +179,7 @@ print("nnx kernel", w.shape, "W^T W / 2 = I")
 
 # %%
 relinit = jaxinit.reinit(variables, {".*kernel": jaxinit.lecun_normal()}, jax.random.key(2))
-print("reinit changed:", [p for p in jaxinit.leaf_paths(variables)
-                          if p.endswith("kernel")])
+print("reinit changed:", [p for p in jaxinit.leaf_paths(variables) if p.endswith("kernel")])
 
 x = jax.random.normal(jax.random.key(3), (256, 128))
 before = diagnostics.signal_propagation(mlp, x)

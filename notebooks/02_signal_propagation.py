@@ -52,8 +52,9 @@ def net(activation):
 
 
 def weights(init, depth, seed=1):
-  return list(jax.vmap(lambda k: init(k, (WIDTH, WIDTH)))(
-      jax.random.split(jax.random.key(seed), depth)))
+  return list(
+    jax.vmap(lambda k: init(k, (WIDTH, WIDTH)))(jax.random.split(jax.random.key(seed), depth))
+  )
 
 
 tanh_net, relu_net = net(jnp.tanh), net(jax.nn.relu)
@@ -75,6 +76,7 @@ normalized = jaxinit.glorot_uniform()
 
 def activations_and_backprop(ws, x):
   """Post-activations of each layer, and dL/d(pre-activation) of each layer."""
+
   def forward(eps):
     h, posts = x, []
     for w, e in zip(ws, eps):
@@ -90,20 +92,33 @@ def activations_and_backprop(ws, x):
 
 fig, axes = plt.subplots(2, 2, figsize=(12, 7))
 summary = {}
-for row, (name, init) in enumerate((("standard U[-1/√n, 1/√n]", standard),
-                                    ("normalized (Glorot uniform)", normalized))):
+for row, (name, init) in enumerate(
+  (("standard U[-1/√n, 1/√n]", standard), ("normalized (Glorot uniform)", normalized))
+):
   ws = weights(init, DEPTH_GB)
   posts, deltas = activations_and_backprop(ws, x)
   for i, h in enumerate(posts):
-    axes[row, 0].hist(np.asarray(h).ravel(), bins=80, range=(-1, 1), histtype="step",
-                      density=True, label=f"layer {i + 1}")
+    axes[row, 0].hist(
+      np.asarray(h).ravel(),
+      bins=80,
+      range=(-1, 1),
+      histtype="step",
+      density=True,
+      label=f"layer {i + 1}",
+    )
   axes[row, 0].set(title=f"{name}: activation values", yscale="log")
   axes[row, 0].legend(fontsize=7)
   back = [float(jnp.std(d)) for d in deltas]
   grads = diagnostics.gradient_norms(tanh_net, ws, x)
-  axes[row, 1].semilogy(range(1, DEPTH_GB + 1), back, "o-", label=r"std of $\partial L/\partial h_l$")
-  axes[row, 1].semilogy(range(1, DEPTH_GB + 1), grads.grad_norm / WIDTH, "s--",
-                        label=r"$\|\partial L/\partial W_l\|$ / width")
+  axes[row, 1].semilogy(
+    range(1, DEPTH_GB + 1), back, "o-", label=r"std of $\partial L/\partial h_l$"
+  )
+  axes[row, 1].semilogy(
+    range(1, DEPTH_GB + 1),
+    grads.grad_norm / WIDTH,
+    "s--",
+    label=r"$\|\partial L/\partial W_l\|$ / width",
+  )
   axes[row, 1].set(title=f"{name}: gradients", xlabel="layer")
   axes[row, 1].legend(fontsize=8)
   summary[name] = (np.array([float(jnp.std(h)) for h in posts]), np.array(back), grads.grad_norm)
@@ -111,9 +126,11 @@ fig.tight_layout()
 plt.show()
 
 for name, (act_std, back, gw) in summary.items():
-  print(f"{name:30s} activation std, layer 1 -> 5: {act_std[0]:.3f} -> {act_std[-1]:.3f};"
-        f"  backprop std, layer 5 -> 1: {back[-1]:.2e} -> {back[0]:.2e};"
-        f"  weight-gradient norm spread {gw.max() / gw.min():.2f}x")
+  print(
+    f"{name:30s} activation std, layer 1 -> 5: {act_std[0]:.3f} -> {act_std[-1]:.3f};"
+    f"  backprop std, layer 5 -> 1: {back[-1]:.2e} -> {back[0]:.2e};"
+    f"  weight-gradient norm spread {gw.max() / gw.min():.2f}x"
+  )
 
 # %% [markdown]
 # As in the paper: with the standard initialization the activations shrink by about an order of
@@ -150,11 +167,15 @@ def predicted(activation, sigma_w2, depth, q1):
 
 
 reports = {}
-for name, init, _sw2 in (("glorot_normal", jaxinit.glorot_normal(), 1.0),
-                        ("he_normal", jaxinit.he_normal(), 2.0)):
+for name, init, _sw2 in (
+  ("glorot_normal", jaxinit.glorot_normal(), 1.0),
+  ("he_normal", jaxinit.he_normal(), 2.0),
+):
   reports[name] = diagnostics.signal_propagation(relu_net, weights(init, DEPTH), x)
-  print(f"{name}: var of layer outputs, layer 1 {reports[name].var[0]:.3f}, "
-        f"layer {DEPTH} {reports[name].var[-1]:.3g}")
+  print(
+    f"{name}: var of layer outputs, layer 1 {reports[name].var[0]:.3f}, "
+    f"layer {DEPTH} {reports[name].var[-1]:.3g}"
+  )
 
 ax = diagnostics.plot_signal_propagation(reports)
 for (_name, r), sw2 in zip(reports.items(), (1.0, 2.0)):
@@ -176,8 +197,10 @@ glorot, he = reports["glorot_normal"], reports["he_normal"]
 se = np.sqrt(5 / WIDTH) / np.sqrt(DEPTH - 1)
 for name, r, factor in (("glorot_normal", glorot, 0.5), ("he_normal", he, 1.0)):
   per_layer = (r.var[-1] / r.var[0]) ** (1 / (DEPTH - 1))
-  print(f"{name}: average factor per layer {per_layer:.4f} (theory {factor}, "
-        f"{abs(np.log(per_layer / factor)) / se:.1f} standard errors away)")
+  print(
+    f"{name}: average factor per layer {per_layer:.4f} (theory {factor}, "
+    f"{abs(np.log(per_layer / factor)) / se:.1f} standard errors away)"
+  )
   assert abs(np.log(per_layer / factor)) < 6 * se
 
 # %% [markdown]
@@ -191,13 +214,20 @@ for name, r, factor in (("glorot_normal", glorot, 0.5), ("he_normal", he, 1.0)):
 # saturates towards $q^* = 0$). GELU, although ReLU-like, still loses variance with He
 # initialization: near 0 it behaves like $x/2$, not like ReLU's one-sided identity.
 # %%
-activations = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": lambda v: jax.nn.gelu(v, False),
-               "selu": jax.nn.selu, "sigmoid": jax.nn.sigmoid}
-inits = {"normal(0.02)": (jaxinit.normal(stddev=0.02), WIDTH * 0.02**2),
-         "lecun_normal": (jaxinit.lecun_normal(), 1.0),
-         "glorot_normal": (jaxinit.glorot_normal(), 1.0),
-         "orthogonal": (jaxinit.orthogonal(), 1.0),
-         "he_normal": (jaxinit.he_normal(), 2.0)}
+activations = {
+  "tanh": jnp.tanh,
+  "relu": jax.nn.relu,
+  "gelu": lambda v: jax.nn.gelu(v, False),
+  "selu": jax.nn.selu,
+  "sigmoid": jax.nn.sigmoid,
+}
+inits = {
+  "normal(0.02)": (jaxinit.normal(stddev=0.02), WIDTH * 0.02**2),
+  "lecun_normal": (jaxinit.lecun_normal(), 1.0),
+  "glorot_normal": (jaxinit.glorot_normal(), 1.0),
+  "orthogonal": (jaxinit.orthogonal(), 1.0),
+  "he_normal": (jaxinit.he_normal(), 2.0),
+}
 measured = np.zeros((len(inits), len(activations)))
 theory = np.zeros_like(measured)
 for j, (aname, act) in enumerate(activations.items()):
@@ -211,8 +241,9 @@ with np.errstate(divide="ignore"):
   im = ax.imshow(np.log10(measured), cmap="RdBu_r", vmin=-8, vmax=8)
 for i in range(len(inits)):
   for j in range(len(activations)):
-    ax.text(j, i, f"{measured[i, j]:.2g}\n({theory[i, j]:.2g})", ha="center", va="center",
-            fontsize=7)
+    ax.text(
+      j, i, f"{measured[i, j]:.2g}\n({theory[i, j]:.2g})", ha="center", va="center", fontsize=7
+    )
 ax.set_xticks(range(len(activations)), list(activations))
 ax.set_yticks(range(len(inits)), list(inits))
 fig.colorbar(im, label="log10 var[30] / var[1], measured")
@@ -228,10 +259,14 @@ plt.show()
 # %%
 alive = (measured > 1e-3) & (theory > 1e-3)
 dev = np.exp(np.abs(np.log(measured[alive] / theory[alive])))
-print(f"{alive.sum()} cells with ratios above 1e-3; largest deviation from theory: "
-      f"a factor {dev.max():.2f}")
+print(
+  f"{alive.sum()} cells with ratios above 1e-3; largest deviation from theory: "
+  f"a factor {dev.max():.2f}"
+)
 i, j = list(inits).index("he_normal"), list(activations).index("gelu")
-print(f"a vanishing cell: {list(inits)[i]} with {list(activations)[j]}: measured "
-      f"{measured[i, j]:.2g}, predicted {theory[i, j]:.2g}")
+print(
+  f"a vanishing cell: {list(inits)[i]} with {list(activations)[j]}: measured "
+  f"{measured[i, j]:.2g}, predicted {theory[i, j]:.2g}"
+)
 assert dev.max() < 1.5
 assert np.all(measured[theory < 1e-3] < 1e-3)

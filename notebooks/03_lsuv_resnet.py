@@ -51,6 +51,7 @@ print("batch", x.shape, "mean", float(x.mean()), "var", float(x.var()))
 # is a 1×1 projection), global average pooling and a dense classifier. In `ResBlock` the
 # projection is *declared* first but *called* last.
 
+
 # %%
 class ResBlock(nn.Module):
   features: int
@@ -78,13 +79,17 @@ class ResNet(nn.Module):
 
 model = ResNet()
 variables = model.init(jax.random.key(0), x)
-print("parameter tree order:", [p for p in jaxinit.leaf_paths(variables["params"])
-                                if p.endswith("kernel")])
+print(
+  "parameter tree order:",
+  [p for p in jaxinit.leaf_paths(variables["params"]) if p.endswith("kernel")],
+)
 layers = jaxinit.find_layers(model, variables, x)
 print("\nexecution order:")
 for layer in layers:
-  print(f"  {layer.index:2d} {layer.path:22s} {layer.kind:4s} fan_in {layer.fan_in:4d} "
-        f"bias {layer.bias_path}")
+  print(
+    f"  {layer.index:2d} {layer.path:22s} {layer.kind:4s} fan_in {layer.fan_in:4d} "
+    f"bias {layer.bias_path}"
+  )
 assert [lay.path for lay in layers][:2] == ["stem/kernel", "block1/conv_a/kernel"]
 assert layers[-1].path == "head/kernel"
 
@@ -99,8 +104,9 @@ assert layers[-1].path == "head/kernel"
 # then the loop of the paper. Every try re-runs the whole network to measure one layer.
 
 # %%
-ortho = jaxinit.reinit(variables, {".*kernel": jaxinit.orthogonal(), ".*bias": jaxinit.zeros()},
-                       jax.random.key(1))
+ortho = jaxinit.reinit(
+  variables, {".*kernel": jaxinit.orthogonal(), ".*bias": jaxinit.zeros()}, jax.random.key(1)
+)
 before = diagnostics.signal_propagation(model, ortho, x)
 print(before)
 
@@ -138,11 +144,18 @@ print(f"by hand: {passes} full forward passes, {t_manual:.2f}s")
 fig, ax = plt.subplots(figsize=(8, 4))
 cmap = plt.get_cmap("viridis")
 for k, v in enumerate(stages):
-  ax.semilogy(v, marker=".", color=cmap(k / (len(stages) - 1)),
-              label="orthogonal" if k == 0 else (f"after layer {k - 1}" if k in (1, 4, 11) else None))
+  ax.semilogy(
+    v,
+    marker=".",
+    color=cmap(k / (len(stages) - 1)),
+    label="orthogonal" if k == 0 else (f"after layer {k - 1}" if k in (1, 4, 11) else None),
+  )
 ax.axhline(1, color="k", lw=0.8, ls=":")
-ax.set(xlabel="layer (execution order)", ylabel="variance of layer output",
-       title="LSUV by hand: each stage fixes one more layer")
+ax.set(
+  xlabel="layer (execution order)",
+  ylabel="variance of layer output",
+  title="LSUV by hand: each stage fixes one more layer",
+)
 ax.legend(fontsize=8)
 plt.show()
 
@@ -159,8 +172,9 @@ t0 = time.perf_counter()
 fast, report = jaxinit.lsuv(model, ortho, x, tol=TOL, max_iters=MAX_ITERS)
 t_fast = time.perf_counter() - t0
 print(report)
-print(f"\njaxinit.lsuv: {t_fast:.2f}s including compilation; by hand: {passes} passes, "
-      f"{t_manual:.2f}s")
+print(
+  f"\njaxinit.lsuv: {t_fast:.2f}s including compilation; by hand: {passes} passes, {t_manual:.2f}s"
+)
 after = diagnostics.signal_propagation(model, fast, x)
 assert bool(report.converged.all()) and np.all(np.abs(after.var - 1) < TOL)
 
@@ -194,17 +208,26 @@ assert all(spread < 1e-5 and abs(mean - 1) < 0.15 for _, mean, spread in ratios)
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 4))
-diagnostics.plot_signal_propagation({"default Flax init (lecun_normal)":
-                                     diagnostics.signal_propagation(model, variables, x),
-                                     "orthogonal": before, "LSUV": after}, ax=ax)
+diagnostics.plot_signal_propagation(
+  {
+    "default Flax init (lecun_normal)": diagnostics.signal_propagation(model, variables, x),
+    "orthogonal": before,
+    "LSUV": after,
+  },
+  ax=ax,
+)
 ax.set_title("variance of each layer's output")
 plt.show()
 print("after LSUV, variance after each layer's activation:", after.post_var.round(2))
 _, state = model.apply(fast, x, capture_intermediates=True, mutable=["intermediates"])
-stream = {b: float(jnp.mean(state["intermediates"][b]["__call__"][0] ** 2))
-          for b in ("block1", "block2", "block3")}
-print("second moment of the residual stream after each block:",
-      {b: round(v, 2) for b, v in stream.items()})
+stream = {
+  b: float(jnp.mean(state["intermediates"][b]["__call__"][0] ** 2))
+  for b in ("block1", "block2", "block3")
+}
+print(
+  "second moment of the residual stream after each block:",
+  {b: round(v, 2) for b, v in stream.items()},
+)
 
 # %% [markdown]
 # Where the shortcut is the identity (block 3) the stream grows: its second moment roughly

@@ -67,6 +67,7 @@ plt.show()
 # biases $N(0, \sigma_b^2)$. The inputs have variance $(q^* - \sigma_b^2)/\sigma_w^2$, so that the
 # first layer's pre-activations already have variance $q^*$ and every layer sits at the fixed point.
 
+
 # %%
 def tanh_net(params, x):
   for p in params:
@@ -75,17 +76,24 @@ def tanh_net(params, x):
 
 
 def build(kind, depth, sigma_w, sigma_b, seed=0):
-  w_init = (jaxinit.orthogonal(scale=sigma_w) if kind == "orthogonal"
-            else jaxinit.normal(stddev=sigma_w / np.sqrt(WIDTH)))
+  w_init = (
+    jaxinit.orthogonal(scale=sigma_w)
+    if kind == "orthogonal"
+    else jaxinit.normal(stddev=sigma_w / np.sqrt(WIDTH))
+  )
   b_init = jaxinit.normal(stddev=sigma_b) if sigma_b > 0 else jaxinit.zeros()
   keys = jax.random.split(jax.random.key(seed), 2 * depth)
-  return [{"w": w_init(keys[2 * i], (WIDTH, WIDTH)), "b": b_init(keys[2 * i + 1], (WIDTH,))}
-          for i in range(depth)]
+  return [
+    {"w": w_init(keys[2 * i], (WIDTH, WIDTH)), "b": b_init(keys[2 * i + 1], (WIDTH,))}
+    for i in range(depth)
+  ]
 
 
 def inputs(q, sigma_w, sigma_b, seed):
   """A batch whose first pre-activations h_1 = x W_1 + b_1 have variance q."""
-  return np.sqrt((q - sigma_b**2) / sigma_w**2) * jax.random.normal(jax.random.key(seed), (8, WIDTH))
+  return np.sqrt((q - sigma_b**2) / sigma_w**2) * jax.random.normal(
+    jax.random.key(seed), (8, WIDTH)
+  )
 
 
 x = inputs(q_star, sw, sb, seed=1)
@@ -99,8 +107,9 @@ for kind in ("gaussian", "orthogonal"):
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
 for ax, kind in zip(axes, ("gaussian", "orthogonal")):
-  diagnostics.plot_jacobian_spectrum({f"depth {d}": spectra[kind, d] for d in DEPTHS}, ax=ax,
-                                     bins=50)
+  diagnostics.plot_jacobian_spectrum(
+    {f"depth {d}": spectra[kind, d] for d in DEPTHS}, ax=ax, bins=50
+  )
   ax.set_title(f"tanh at the edge of chaos, {kind} weights")
 plt.show()
 
@@ -116,9 +125,11 @@ plt.show()
 # %%
 for depth in DEPTHS:
   g, o = spectra["gaussian", depth], spectra["orthogonal", depth]
-  print(f"depth {depth:3d}: mean s^2 gaussian {g.mean_squared:.3f}, orthogonal {o.mean_squared:.3f}"
-        f" | max s gaussian {g.max:.2f}, orthogonal {o.max:.2f}"
-        f" | condition gaussian {g.condition:.3g}, orthogonal {o.condition:.3g}")
+  print(
+    f"depth {depth:3d}: mean s^2 gaussian {g.mean_squared:.3f}, orthogonal {o.mean_squared:.3f}"
+    f" | max s gaussian {g.max:.2f}, orthogonal {o.max:.2f}"
+    f" | condition gaussian {g.condition:.3g}, orthogonal {o.condition:.3g}"
+  )
 deep_g, deep_o = spectra["gaussian", DEPTHS[-1]], spectra["orthogonal", DEPTHS[-1]]
 assert 0.8 < deep_o.mean_squared < 1.2 and deep_o.max < 1.5 and deep_o.condition < 100
 assert deep_g.max > 2 and deep_g.condition > 1e6
@@ -141,12 +152,17 @@ for sigma_w in (0.9, 1.0, 1.3):
   x_q = inputs(q_in, sigma_w, 0.0, seed=2)
   for depth in (4, 16):
     params = build("orthogonal", depth, sigma_w, 0.0)
-    measured = np.mean([diagnostics.jacobian_spectrum(tanh_net, params, x_q, example=i,
-                                                      method="exact").mean_squared
-                        for i in range(len(x_q))])  # averaged over the 8 inputs
+    measured = np.mean(
+      [
+        diagnostics.jacobian_spectrum(tanh_net, params, x_q, example=i, method="exact").mean_squared
+        for i in range(len(x_q))
+      ]
+    )  # averaged over the 8 inputs
     rows.append((sigma_w, depth, chi**depth, measured))
-    print(f"sigma_w {sigma_w}: chi_1 {chi:.4f}, depth {depth:2d}: predicted mean s^2 "
-          f"{chi**depth:10.4g}, measured {measured:10.4g}")
+    print(
+      f"sigma_w {sigma_w}: chi_1 {chi:.4f}, depth {depth:2d}: predicted mean s^2 "
+      f"{chi**depth:10.4g}, measured {measured:10.4g}"
+    )
 
 # %% [markdown]
 # The ordered network shrinks gradients geometrically and the chaotic one amplifies them, and
@@ -166,6 +182,7 @@ for sigma_w, depth, predicted, measured in rows:
 # is $J = W_L D_L \cdots W_1 D_1$ with $D_l$ diagonal 0/1 masks that switch off about half the
 # units at every layer: $J$ is rank-deficient, and orthogonal weights do not help.
 
+
 # %%
 def relu_net(params, x):
   for p in params:
@@ -176,9 +193,12 @@ def relu_net(params, x):
 print(mean_field.critical_line("relu", [0.1, 1.0, 10.0]))
 relu_spectra = {}
 for kind in ("gaussian", "orthogonal"):
-  s = diagnostics.jacobian_spectrum(relu_net, build(kind, 16, np.sqrt(2), 0.0),
-                                    jax.random.normal(jax.random.key(3), (8, WIDTH)),
-                                    method="exact")
+  s = diagnostics.jacobian_spectrum(
+    relu_net,
+    build(kind, 16, np.sqrt(2), 0.0),
+    jax.random.normal(jax.random.key(3), (8, WIDTH)),
+    method="exact",
+  )
   relu_spectra[kind] = s
   rank = int(np.sum(s.singular_values > 1e-6 * s.max))
   print(f"relu, {kind:10s}, depth 16: rank {rank} of {WIDTH}; {s}")

@@ -63,19 +63,21 @@ def mlp(params, x):
 def init_params(w_init, seed):
   keys = jax.random.split(jax.random.key(seed), DEPTH + 1)
   dims = [X.shape[1]] + [WIDTH] * DEPTH
-  hidden = [{"w": w_init(keys[i], (dims[i], dims[i + 1])), "b": jnp.zeros(dims[i + 1])}
-            for i in range(DEPTH)]
+  hidden = [
+    {"w": w_init(keys[i], (dims[i], dims[i + 1])), "b": jnp.zeros(dims[i + 1])}
+    for i in range(DEPTH)
+  ]
   head = {"w": jaxinit.glorot_normal()(keys[-1], (WIDTH, 10)), "b": jnp.zeros(10)}
   return {"hidden": hidden, "head": head}
 
 
 INITS = {
-    "normal(0.01)": jaxinit.normal(stddev=0.01),
-    "glorot_normal": jaxinit.glorot_normal(),
-    "orthogonal": jaxinit.orthogonal(),
-    "he_normal": jaxinit.he_normal(),
-    "orthogonal(√2)": jaxinit.orthogonal(scale=np.sqrt(2)),
-    "LSUV": "lsuv",
+  "normal(0.01)": jaxinit.normal(stddev=0.01),
+  "glorot_normal": jaxinit.glorot_normal(),
+  "orthogonal": jaxinit.orthogonal(),
+  "he_normal": jaxinit.he_normal(),
+  "orthogonal(√2)": jaxinit.orthogonal(scale=np.sqrt(2)),
+  "LSUV": "lsuv",
 }
 
 
@@ -147,10 +149,13 @@ for name in INITS:
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
 epochs = np.arange(1, EPOCHS + 1)
 for name, h in history.items():
-  line, = ax1.semilogy(epochs, np.median(h[:, :, 0], 0), label=name)
+  (line,) = ax1.semilogy(epochs, np.median(h[:, :, 0], 0), label=name)
   ax2.plot(epochs, np.median(h[:, :, 1], 0), color=line.get_color(), label=name)
-ax1.set(xlabel="epoch", ylabel=f"training loss (median of {len(SEEDS)} seeds)",
-        title=f"{DEPTH}-layer ReLU MLP on digits, SGD+momentum")
+ax1.set(
+  xlabel="epoch",
+  ylabel=f"training loss (median of {len(SEEDS)} seeds)",
+  title=f"{DEPTH}-layer ReLU MLP on digits, SGD+momentum",
+)
 ax2.set(xlabel="epoch", ylabel=f"test accuracy (median of {len(SEEDS)} seeds)", ylim=(0, 1))
 ax2.axhline(0.1, color="gray", ls=":", lw=1)
 ax1.legend(fontsize=8)
@@ -164,18 +169,23 @@ plt.show()
 # up (one seed below does), and the mean would let that one run decide.
 final = {n: np.median(h[:, -1, 1]) for n, h in history.items()}
 at_5 = {n: np.median(h[:, 4, 1]) for n, h in history.items()}
-first_90 = {n: [next((e + 1 for e in range(EPOCHS) if run[e, 1] >= 0.9), np.inf) for run in h]
-            for n, h in history.items()}
+first_90 = {
+  n: [next((e + 1 for e in range(EPOCHS) if run[e, 1] >= 0.9), np.inf) for run in h]
+  for n, h in history.items()
+}
 to_90 = {n: np.median(v) for n, v in first_90.items()}  # inf: most seeds never got there
 worst = {n: h[:, -1, 1].min() for n, h in history.items()}
-print(f"{'init':15s} {'acc @5':>7s} {'acc @30':>8s} {'worst seed @30':>15s} "
-      f"{'epochs to 90%':>14s}")
+print(f"{'init':15s} {'acc @5':>7s} {'acc @30':>8s} {'worst seed @30':>15s} {'epochs to 90%':>14s}")
 for n in history:
-  print(f"{n:15s} {at_5[n]:7.3f} {final[n]:8.3f} {worst[n]:15.3f} "
-        f"{to_90[n] if np.isfinite(to_90[n]) else '-'!s:>14s}")
+  print(
+    f"{n:15s} {at_5[n]:7.3f} {final[n]:8.3f} {worst[n]:15.3f} "
+    f"{to_90[n] if np.isfinite(to_90[n]) else '-'!s:>14s}"
+  )
 best = max(final, key=final.get)
-print(f"\nbest final accuracy: {best} ({final[best]:.3f}); "
-      f"normal(0.01) ends at {final['normal(0.01)']:.3f} (chance is 0.1)")
+print(
+  f"\nbest final accuracy: {best} ({final[best]:.3f}); "
+  f"normal(0.01) ends at {final['normal(0.01)']:.3f} (chance is 0.1)"
+)
 print(f"total time {time.perf_counter() - t_start:.1f}s")
 
 # %% [markdown]

@@ -453,7 +453,9 @@ def test_custom_calls_are_reviewed(lowered):
     for p, calls in r.custom_calls.items():
       unknown = set(calls) - set(KNOWN_CUSTOM_CALLS[p])
       assert not unknown, f"{r.name} on {p} needs unreviewed custom calls {sorted(unknown)}"
-    uses_qr_family = re.match(r"(orthogonal|delta_orthogonal|spectral|lsuv.*key=|reinit|init_)", r.name)
+    uses_qr_family = re.match(
+      r"(orthogonal|delta_orthogonal|spectral|lsuv.*key=|reinit|init_)", r.name
+    )
     if not uses_qr_family:
       assert all(c == () for c in r.custom_calls.values()), (r.name, r.custom_calls)
 
