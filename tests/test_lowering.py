@@ -460,6 +460,14 @@ def test_custom_calls_are_reviewed(lowered):
       assert all(c == () for c in r.custom_calls.values()), (r.name, r.custom_calls)
 
 
+# jax 0.10.0 and 0.10.1 export this module but cannot call it back (their shardy pass puts a
+# rank-0 sharding constraint on the key's uint32[2] data: "'sdy.sharding_constraint' op
+# sharding doesn't match tensor rank"); 0.10.2 can. Exporting, the point of this file, works
+# on all three (test_every_routine_lowers_for_every_platform).
+@pytest.mark.skipif(
+  tuple(int(x) for x in jax.__version__.split(".")[:3]) < (0, 10, 2),
+  reason="jax < 0.10.2 cannot call back an exported sharded module taking a key",
+)
 def test_exported_sharded_reinit_runs_on_cpu(lowered):
   """The multi-platform module of the sharded reinit, compiled and run on the 8 CPU devices,
   gives the direct call's values and shardings."""

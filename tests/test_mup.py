@@ -640,8 +640,13 @@ def test_scale_updates_in_a_chain_and_nnx_optimizer_and_linen_variables():
   assert float(u2["Dense_2"]["kernel"][0, 0]) == pytest.approx(
     -0.25 * float(params["Dense_2"]["kernel"][0, 0])
   )
-  # nnx: nnx.Optimizer calls tx.update on pure State trees (nnx.as_pure of the Params)
-  state = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), nnx.as_pure(nnx_state(64)))
+  # nnx: nnx.Optimizer calls tx.update on pure State trees (the Params' values; what
+  # nnx.as_pure gives from flax 0.12.7 on, built here by hand for the older releases)
+  state = jax.tree.map(
+    lambda v: jnp.ones(v.shape, v.dtype),
+    nnx_state(64),
+    is_leaf=lambda x: isinstance(x, nnx.Variable),
+  )
   q = mup.parametrize(nnx_state(16), state)
   tx = q.optimizer(optax.sgd(1.0))
   u3, _ = jax.jit(tx.update)(state, tx.init(state), state)
