@@ -39,6 +39,7 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -300,16 +301,21 @@ def e2e_child(kind, size, cache_dir, with_key, since):
 
 
 def _spawn(cmd: list[str]) -> dict:
-  """Runs one process; its JSON line plus ``wall_s``, from spawn to exit."""
+  """Runs one process; its JSON line plus ``wall_s`` (spawn to exit) and ``cpu_s`` (the
+  process's user + system CPU time: less sensitive than wall time to other programs' load,
+  though threads that spin while waiting count)."""
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
   since = time.time()
   t = time.perf_counter()
   out = subprocess.run(
     [*cmd, "--since", repr(since)], capture_output=True, text=True, check=False, cwd=HERE
   )
   wall = time.perf_counter() - t
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
   if out.returncode != 0:
     raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
-  return {**json.loads(out.stdout.strip().splitlines()[-1]), "wall_s": wall}
+  return {**json.loads(out.stdout.strip().splitlines()[-1]), "wall_s": wall, "cpu_s": cpu}
 
 
 VARIANTS = {"given": ("given weights", False), "redraw": ("orthonormal redraw", True)}
@@ -343,8 +349,11 @@ def print_warm_cache(kind, size, results) -> None:
     return statistics.median(r[k] for r in runs)
 
   print(f"\n## {kind} ({size}), whole processes: spawn to LSUV result (seconds, median)")
-  print("columns: spawn to result; spawn to imports done; result minus imports; spawn to exit")
-  print(f"{'':42}{'to result':>10}{'imports':>9}{'after':>9}{'to exit':>9}")
+  print(
+    "columns: spawn to result; spawn to imports done; result minus imports; spawn to exit; "
+    "CPU time (user + system) of the process"
+  )
+  print(f"{'':42}{'to result':>10}{'imports':>9}{'after':>9}{'to exit':>9}{'cpu':>9}")
   for variant, runs in results.items():
     print(f"### {variant}")
     cold, warm, ref = [runs["cold"]], runs["warm"], runs["torch"]
@@ -357,7 +366,7 @@ def print_warm_cache(kind, size, results) -> None:
     for name, rs in rows:
       print(
         f"{name:42}{med(rs, 'result_s'):>10.3f}{med(rs, 'imports_s'):>9.3f}"
-        f"{med(rs, 'lsuv_s'):>9.3f}{med(rs, 'wall_s'):>9.3f}"
+        f"{med(rs, 'lsuv_s'):>9.3f}{med(rs, 'wall_s'):>9.3f}{med(rs, 'cpu_s'):>9.3f}"
       )
     ok = all(r["converged"] for r in cold + warm)
     print(f"jaxinit converged on every layer: {ok}")
@@ -367,6 +376,11 @@ def print_warm_cache(kind, size, results) -> None:
         f"ratio torch / jaxinit warm cache: {t_ref / med(warm, 'result_s'):.2f} (bar >= 4); "
         f"torch / jaxinit cold cache: {t_ref / med(cold, 'result_s'):.2f}; to exit: "
         f"{med(ref, 'wall_s') / med(warm, 'wall_s'):.2f}"
+      )
+      print(
+        f"ratio of CPU time: torch / jaxinit warm cache "
+        f"{med(ref, 'cpu_s') / med(warm, 'cpu_s'):.2f}, cold cache "
+        f"{med(ref, 'cpu_s') / med(cold, 'cpu_s'):.2f}"
       )
       print(
         f"ratio after the imports (model, batch, LSUV): torch / jaxinit warm cache "
