@@ -100,6 +100,9 @@ def test_a_second_process_reuses_the_cache(tmp_path):
 
 
 def test_errors(tmp_path):
+  import jax
+
+  before = jax.config.jax_compilation_cache_dir
   afile = tmp_path / "file"
   afile.write_text("")
   prefix = "jaxinit.enable_compilation_cache: "
@@ -118,9 +121,7 @@ def test_errors(tmp_path):
   with pytest.raises(TypeError, match=f"^{prefix}`min_compile_time_secs` must be a real number"):
     jaxinit.enable_compilation_cache(tmp_path, min_compile_time_secs="1")  # type: ignore[arg-type]
   # nothing was changed by the failed calls
-  import jax
-
-  assert jax.config.jax_compilation_cache_dir is None
+  assert jax.config.jax_compilation_cache_dir == before
 
 
 def test_defaults_and_return_value(tmp_path, monkeypatch):
