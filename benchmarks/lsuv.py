@@ -321,7 +321,7 @@ def _spawn(cmd: list[str]) -> dict:
 VARIANTS = {"given": ("given weights", False), "redraw": ("orthonormal redraw", True)}
 
 
-def bench_warm_cache(kind, size, repeat, use_torch, variants=("given", "redraw")):
+def bench_warm_cache(kind, size, repeat, use_torch, variants=("given", "redraw"), torch_threads=0):
   """Per variant (given weights; orthonormal redraw): one cold-cache jaxinit process, then
   ``repeat`` warm-cache jaxinit processes interleaved with ``repeat`` torch processes (so
   both see the same load). Returns {variant: {"cold": run, "warm": [runs], "torch": [runs]}}."""
@@ -337,6 +337,7 @@ def bench_warm_cache(kind, size, repeat, use_torch, variants=("given", "redraw")
         runs["warm"].append(_spawn(child))
         if use_torch:
           ref = [*env_py, f"{HERE}/lsuv_torch.py", "--e2e", kind, "--size", size]
+          ref += ["--threads", str(torch_threads)]
           runs["torch"].append(_spawn(ref + ([] if with_key else ["--no-preinit"])))
     out[variant] = runs
   return out
@@ -362,7 +363,8 @@ def print_warm_cache(kind, size, results) -> None:
       (f"jaxinit, warm cache ({warm[0]['compiled']} compiled, x{len(warm)})", warm),
     ]
     if ref:
-      rows.append((f"torch reference ({ref[0]['passes']} passes, x{len(ref)})", ref))
+      name = f"torch reference ({ref[0]['passes']} passes, {ref[0]['threads']} thr, x{len(ref)})"
+      rows.append((name, ref))
     for name, rs in rows:
       print(
         f"{name:42}{med(rs, 'result_s'):>10.3f}{med(rs, 'imports_s'):>9.3f}"
@@ -401,6 +403,9 @@ def main():
   )
   ap.add_argument("--repeat", type=int, default=None, help="--warm-cache: warm and torch runs")
   ap.add_argument("--model", choices=("mlp", "conv"), default="mlp", help="--warm-cache model")
+  ap.add_argument(
+    "--torch-threads", type=int, default=0, help="--warm-cache: torch's threads (0: default)"
+  )
   ap.add_argument(
     "--variants",
     default="given,redraw",
@@ -458,7 +463,7 @@ def main():
     variants = tuple(args.variants.split(","))
     if not variants or any(v not in VARIANTS for v in variants):
       ap.error(f"--variants: a comma-separated subset of {', '.join(VARIANTS)}")
-    results = bench_warm_cache(args.model, size, n, use_torch, variants)
+    results = bench_warm_cache(args.model, size, n, use_torch, variants, args.torch_threads)
     print_warm_cache(args.model, size, results)
     print(
       f"\nload average at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "

@@ -97,10 +97,13 @@ def main():
   ap.add_argument("--size", choices=tuple(CONFIGS), default="full")
   ap.add_argument("--no-preinit", action="store_true", help="keep torch's default init")
   ap.add_argument("--since", type=float, required=True, help="time.time() at process spawn")
+  ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: default)")
   args = ap.parse_args()
   started = time.time()
   import torch
 
+  if args.threads:
+    torch.set_num_threads(args.threads)
   imported = time.time()
 
   cfg = CONFIGS[args.size][args.e2e]
@@ -115,6 +118,7 @@ def main():
         "startup_s": started - args.since,
         "imports_s": imported - args.since,
         "passes": passes,
+        "threads": torch.get_num_threads(),
       }
     )
   )
