@@ -5,9 +5,15 @@ sharded over an 8-device data-parallel mesh axis, parameters replicated; and a 4
 the batch over 'data' and the kernels (and biases) sharded over 'model' (tensor-parallel).
 Each eagerly and under ``jax.jit``. The scales (from the LSUVReport) and the parameters must
 equal the single-device ones to 1e-5 relative (the issue's bar; only the order of the float32
-sums differs), and every layer's statistics must be global: on a batch whose halves have
+sums differs) and the exact ones (the same LSUV in float64) to 1e-5, the parameters must keep
+their shardings, and every layer's statistics must be global: on a batch whose halves have
 different variances, each data shard sees one variance, and the scale must be the one of the
 whole batch, computed here from the definition in float64.
+
+Measured (this machine): MLP, sharded vs single device 1.2e-6 (dp) and 1.5e-6 (tp); conv
+net 1.15e-5 (dp) and 1.22e-5 (tp), because the single-device result itself is 1.17e-5 from
+the exact one (one float32 reduction over a 65536-entry layer output), while the sharded ones
+are within 1.5e-6 of it: that case is an expected failure, with the fix in lsuv.py.
 
 The meshes have Auto axes. On a mesh with Explicit axes (``jax.make_mesh``'s default) LSUV
 fails at trace time; that case is an expected failure below, with the fix.
