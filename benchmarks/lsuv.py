@@ -20,16 +20,30 @@ For each model:
                  variance, 10 tries), CPU, same architecture and batch.
 Then the compile time of jaxinit.lsuv for MLPs of depth 8/16/32/64 (linear in depth).
 
+--warm-cache measures issue 13's bar instead: whole processes, from spawn to the LSUV
+result (Python start-up, imports, building the model and batch, LSUV), on the MLP. A
+jaxinit process with jaxinit.enable_compilation_cache on an empty cache directory (cold),
+then --repeat processes on the same, now warm, directory; and --repeat processes of the
+PyTorch reference (benchmarks/lsuv_torch.py, which imports no jax). Both variants: the
+given weights (no key / no pre-init) and the orthonormal redraw (key / orthogonal_).
+
 Run:  PYTHONPATH=. python benchmarks/lsuv.py [--quick] [--skip-torch]
+      PYTHONPATH=. python benchmarks/lsuv.py --warm-cache [--quick] [--repeat 3]
 The machine's load average is printed: timings on a shared machine are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -40,20 +54,25 @@ from flax import linen as nn
 import jaxinit
 from jaxinit._src import lsuv as lsuv_lib
 
-TOL, MAX_ITERS = 0.1, 10
+HERE = os.path.dirname(os.path.abspath(__file__))
 
+
+def _load_reference():
+  """benchmarks/lsuv_torch.py (the PyTorch reference and the sizes; no jax) as a module."""
+  spec = importlib.util.spec_from_file_location("_bench_lsuv_torch", f"{HERE}/lsuv_torch.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+_reference = _load_reference()
+TOL, MAX_ITERS = _reference.TOL, _reference.MAX_ITERS
 # The two models of the issue, and tiny versions for smoke runs (benchmarks/accelerator.py
 # uses these too).
-CONFIGS = {
-  "full": {
-    "mlp": dict(depth=32, width=512, batch=256, d_in=784),
-    "conv": dict(depth=16, channels=64, batch=64, hw=32),
-  },
-  "quick": {
-    "mlp": dict(depth=4, width=64, batch=32, d_in=32),
-    "conv": dict(depth=3, channels=8, batch=16, hw=8),
-  },
-}
+CONFIGS = _reference.CONFIGS
+torch_batch = _reference.torch_batch
+torch_models = _reference.torch_models
+torch_lsuv = _reference.torch_lsuv
 
 
 # ---------------------------------------------------------------------------
@@ -85,22 +104,11 @@ class ConvNet(nn.Module):
 
 def model_and_batch(kind, cfg):
   """The Flax model of ``kind`` ("mlp" or "conv") for ``cfg`` and its input batch (NHWC)."""
-  rng = np.random.default_rng(1)
   if kind == "mlp":
     model = MLP(cfg["depth"], cfg["width"])
-    x = rng.standard_normal((cfg["batch"], cfg["d_in"]))
   else:
     model = ConvNet(cfg["depth"], cfg["channels"])
-    x = rng.standard_normal((cfg["batch"], cfg["hw"], cfg["hw"], 3))
-  return model, jnp.asarray(x, jnp.float32)
-
-
-def torch_batch(kind, x):
-  """The batch ``x`` as a CPU torch tensor in torch's layout (NCHW for the conv net)."""
-  import torch
-
-  xn = np.array(x)
-  return torch.from_numpy(xn if kind == "mlp" else np.ascontiguousarray(xn.transpose(0, 3, 1, 2)))
+  return model, jnp.asarray(_reference.numpy_batch(kind, cfg))
 
 
 def _fast_init(model, x, seed=0):
@@ -183,47 +191,6 @@ def naive_jax_lsuv(model, variables, x, key):
   return {"params": params}, passes
 
 
-def torch_models(kind, cfg):
-  import torch.nn as tnn
-
-  if kind == "mlp":
-    layers = [tnn.Linear(cfg["d_in"], cfg["width"]), tnn.ReLU()]
-    for _ in range(cfg["depth"] - 2):
-      layers += [tnn.Linear(cfg["width"], cfg["width"]), tnn.ReLU()]
-    return tnn.Sequential(*layers, tnn.Linear(cfg["width"], 10))
-  c = cfg["channels"]
-  layers = [tnn.Conv2d(3, c, 3, padding=1), tnn.ReLU()]
-  for _ in range(cfg["depth"] - 1):
-    layers += [tnn.Conv2d(c, c, 3, padding=1), tnn.ReLU()]
-  return tnn.Sequential(*layers, tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(c, 10))
-
-
-def torch_lsuv(model, x, preinit=True):
-  """LSUV as in LSUV-pytorch: orthonormal init, hooks, a whole forward per try.
-  ``preinit=False`` keeps the current weights (matches ``jaxinit.lsuv`` without a key)."""
-  import torch
-  import torch.nn as tnn
-
-  passes = 0
-  layers = [m for m in model.modules() if isinstance(m, (tnn.Conv2d, tnn.Linear))]
-  with torch.no_grad():
-    for m in layers if preinit else ():
-      tnn.init.orthogonal_(m.weight)
-    for m in layers:
-      store = {}
-      hook = m.register_forward_hook(lambda mod, inp, out, store=store: store.update(out=out))
-      model(x)
-      passes += 1
-      var, tries = store["out"].var().item(), 0
-      while abs(var - 1.0) >= TOL and tries < MAX_ITERS:
-        m.weight.data /= var**0.5
-        model(x)
-        passes += 1
-        var, tries = store["out"].var().item(), tries + 1
-      hook.remove()
-  return passes
-
-
 # ---------------------------------------------------------------------------
 # Runs.
 # ---------------------------------------------------------------------------
@@ -301,11 +268,160 @@ def bench_compile(depths, width, batch, d_in):
   return rows
 
 
+# ---------------------------------------------------------------------------
+# --warm-cache: whole processes, from spawn to the LSUV result.
+# ---------------------------------------------------------------------------
+
+
+def e2e_child(kind, size, cache_dir, with_key, since):
+  """One jaxinit process of --warm-cache: the persistent cache on ``cache_dir``, LSUV on the
+  benchmark model; prints a JSON line of seconds since ``since`` (the spawn, time.time())."""
+  started = time.time()  # Python start-up and this module's imports (jax, flax, jaxinit) done
+  jaxinit.enable_compilation_cache(cache_dir)
+  misses = []
+  jax.monitoring.register_event_listener(
+    lambda event, **_: misses.append(1) if event == "/jax/compilation_cache/cache_misses" else 0
+  )
+  model, x = model_and_batch(kind, CONFIGS[size][kind])
+  variables = _fast_init(model, x)
+  key = jax.random.key(0) if with_key else None
+  _, report = jaxinit.lsuv(model, variables, x, key=key)
+  converged = bool(np.asarray(report.converged).all())  # on the host: the result is there
+  done = time.time()
+  print(
+    json.dumps(
+      {
+        "result_s": done - since,
+        "imports_s": started - since,
+        "converged": converged,
+        "compiled": len(misses),
+      }
+    )
+  )
+
+
+def _spawn(cmd: list[str]) -> dict:
+  """Runs one process; its JSON line plus ``wall_s`` (spawn to exit) and ``cpu_s`` (the
+  process's user + system CPU time: less sensitive than wall time to other programs' load,
+  though threads that spin while waiting count)."""
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
+  since = time.time()
+  t = time.perf_counter()
+  out = subprocess.run(
+    [*cmd, "--since", repr(since)], capture_output=True, text=True, check=False, cwd=HERE
+  )
+  wall = time.perf_counter() - t
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+  if out.returncode != 0:
+    raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
+  return {**json.loads(out.stdout.strip().splitlines()[-1]), "wall_s": wall, "cpu_s": cpu}
+
+
+VARIANTS = {"given": ("given weights", False), "redraw": ("orthonormal redraw", True)}
+
+
+def bench_warm_cache(kind, size, repeat, use_torch, variants=("given", "redraw"), torch_threads=0):
+  """Per variant (given weights; orthonormal redraw): one cold-cache jaxinit process, then
+  ``repeat`` warm-cache jaxinit processes interleaved with ``repeat`` torch processes (so
+  both see the same load). Returns {variant: {"cold": run, "warm": [runs], "torch": [runs]}}."""
+  env_py = [sys.executable]
+  me = os.path.abspath(__file__)
+  out = {}
+  for variant, with_key in (VARIANTS[v] for v in variants):
+    with tempfile.TemporaryDirectory(prefix="jaxinit_cache_") as cache:
+      child = [*env_py, me, "--e2e-child", kind, "--size", size, "--cache", cache]
+      child += ["--key"] if with_key else []
+      runs = {"cold": _spawn(child), "warm": [], "torch": []}
+      for _ in range(repeat):
+        runs["warm"].append(_spawn(child))
+        if use_torch:
+          ref = [*env_py, f"{HERE}/lsuv_torch.py", "--e2e", kind, "--size", size]
+          ref += ["--threads", str(torch_threads)]
+          runs["torch"].append(_spawn(ref + ([] if with_key else ["--no-preinit"])))
+    out[variant] = runs
+  return out
+
+
+def print_warm_cache(kind, size, results) -> None:
+  def med(runs, k):
+    if k == "lsuv_s":  # after the imports: building the model and batch, LSUV
+      return statistics.median(r["result_s"] - r["imports_s"] for r in runs)
+    return statistics.median(r[k] for r in runs)
+
+  print(f"\n## {kind} ({size}), whole processes: spawn to LSUV result (seconds, median)")
+  print(
+    "columns: spawn to result; spawn to imports done; result minus imports; spawn to exit; "
+    "CPU time (user + system) of the process"
+  )
+  print(f"{'':42}{'to result':>10}{'imports':>9}{'after':>9}{'to exit':>9}{'cpu':>9}")
+  for variant, runs in results.items():
+    print(f"### {variant}")
+    cold, warm, ref = [runs["cold"]], runs["warm"], runs["torch"]
+    rows = [
+      (f"jaxinit, cold cache ({cold[0]['compiled']} compiled)", cold),
+      (f"jaxinit, warm cache ({warm[0]['compiled']} compiled, x{len(warm)})", warm),
+    ]
+    if ref:
+      name = f"torch reference ({ref[0]['passes']} passes, {ref[0]['threads']} thr, x{len(ref)})"
+      rows.append((name, ref))
+    for name, rs in rows:
+      print(
+        f"{name:42}{med(rs, 'result_s'):>10.3f}{med(rs, 'imports_s'):>9.3f}"
+        f"{med(rs, 'lsuv_s'):>9.3f}{med(rs, 'wall_s'):>9.3f}{med(rs, 'cpu_s'):>9.3f}"
+      )
+    ok = all(r["converged"] for r in cold + warm)
+    print(f"jaxinit converged on every layer: {ok}")
+    if ref:
+      t_ref = med(ref, "result_s")
+      print(
+        f"ratio torch / jaxinit warm cache: {t_ref / med(warm, 'result_s'):.2f} (bar >= 4); "
+        f"torch / jaxinit cold cache: {t_ref / med(cold, 'result_s'):.2f}; to exit: "
+        f"{med(ref, 'wall_s') / med(warm, 'wall_s'):.2f}"
+      )
+      print(
+        f"ratio of CPU time: torch / jaxinit warm cache "
+        f"{med(ref, 'cpu_s') / med(warm, 'cpu_s'):.2f}, cold cache "
+        f"{med(ref, 'cpu_s') / med(cold, 'cpu_s'):.2f}"
+      )
+      print(
+        f"ratio after the imports (model, batch, LSUV): torch / jaxinit warm cache "
+        f"{med(ref, 'lsuv_s') / med(warm, 'lsuv_s'):.2f}, cold cache "
+        f"{med(ref, 'lsuv_s') / med(cold, 'lsuv_s'):.2f}"
+      )
+    print(f"ratio cold / warm cache (jaxinit): {med(cold, 'result_s') / med(warm, 'result_s'):.2f}")
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
   ap.add_argument("--skip-torch", action="store_true")
+  ap.add_argument(
+    "--warm-cache",
+    action="store_true",
+    help="whole processes with jaxinit's persistent compilation cache vs the torch reference",
+  )
+  ap.add_argument("--repeat", type=int, default=None, help="--warm-cache: warm and torch runs")
+  ap.add_argument("--model", choices=("mlp", "conv"), default="mlp", help="--warm-cache model")
+  ap.add_argument(
+    "--torch-threads", type=int, default=0, help="--warm-cache: torch's threads (0: default)"
+  )
+  ap.add_argument(
+    "--variants",
+    default="given,redraw",
+    help="--warm-cache: given (weights kept, torch without pre-init) and/or redraw (key, "
+    "torch with orthogonal_)",
+  )
+  # one process of --warm-cache (internal)
+  ap.add_argument("--e2e-child", choices=("mlp", "conv"), help=argparse.SUPPRESS)
+  ap.add_argument("--size", choices=tuple(CONFIGS), default="full", help=argparse.SUPPRESS)
+  ap.add_argument("--cache", help=argparse.SUPPRESS)
+  ap.add_argument("--key", action="store_true", help=argparse.SUPPRESS)
+  ap.add_argument("--since", type=float, help=argparse.SUPPRESS)
   args = ap.parse_args()
+  if args.e2e_child:
+    e2e_child(args.e2e_child, args.size, args.cache, args.key, args.since)
+    return
   use_torch = not args.skip_torch
   if use_torch:
     try:
@@ -340,6 +456,20 @@ def main():
     f"\nload average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
     f"{os.getloadavg()[2]:.2f}"
   )
+
+  if args.warm_cache:
+    size = "quick" if args.quick else "full"
+    n = args.repeat if args.repeat is not None else (1 if args.quick else 3)
+    variants = tuple(args.variants.split(","))
+    if not variants or any(v not in VARIANTS for v in variants):
+      ap.error(f"--variants: a comma-separated subset of {', '.join(VARIANTS)}")
+    results = bench_warm_cache(args.model, size, n, use_torch, variants, args.torch_threads)
+    print_warm_cache(args.model, size, results)
+    print(
+      f"\nload average at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+      f"{os.getloadavg()[2]:.2f}"
+    )
+    return
 
   for kind, cfg in cfgs.items():
     row = bench_model(kind, cfg, repeat, use_torch)

@@ -18,6 +18,7 @@ from jaxinit._src.basic import ones as ones
 from jaxinit._src.basic import truncated_normal as truncated_normal
 from jaxinit._src.basic import uniform as uniform
 from jaxinit._src.basic import zeros as zeros
+from jaxinit._src.compilation_cache import enable_compilation_cache as enable_compilation_cache
 from jaxinit._src.fans import compute_fans as compute_fans
 from jaxinit._src.frameworks.flax_init import init_linen as init_linen
 from jaxinit._src.frameworks.flax_init import init_nnx as init_nnx
@@ -76,6 +77,7 @@ __all__ = [
   "deserialize",
   "diagnostics",
   "dirac",
+  "enable_compilation_cache",
   "find_layers",
   "get",
   "glorot_normal",

@@ -1,15 +1,17 @@
 """One process of the multi-process tests (tests/test_multiprocess.py); not a test module.
 
 Run as ``python _multiprocess_worker.py --num-processes N --process-id I --port P
---local-devices D --out FILE [--memory-mib M] [--lean]``. The process joins JAX's multi-controller
-runtime (``jax.distributed.initialize`` with the coordinator on 127.0.0.1, gloo CPU
-collectives), builds a global mesh over the N * D devices and initializes parameters
-with ``jaxinit.reinit``, ``jaxinit.init_linen`` and ``jaxinit.init_nnx``. For every
+--local-devices D --out FILE [--memory-mib M] [--lean] [--phases P1,P2,...]``. The process
+joins JAX's multi-controller runtime (``jax.distributed.initialize`` with the coordinator on
+127.0.0.1, gloo CPU collectives), builds a global mesh over the N * D devices and initializes
+parameters with ``jaxinit.reinit``, ``jaxinit.init_linen`` and ``jaxinit.init_nnx``. For every
 leaf it checks that the process holds exactly its addressable shards, and that each
 shard equals, bit for bit, the same slice of the unsharded draw made in this process
 on one local device. With ``--memory-mib M`` it also measures the peak resident memory of
 a sharded ``reinit`` of an M MiB tree, and (process 0) of the same draw unsharded. With
-``--lean`` it makes one ``reinit`` call (eager) instead of three.
+``--lean`` it makes one ``reinit`` call (eager) instead of three. ``--phases`` picks the phases
+(default: reinit, init_linen, init_nnx); ``lsuv`` runs ``jaxinit.lsuv`` with the batch sharded
+over every device of every process and compares it with the same LSUV on one local device.
 
 It writes one JSON object to ``--out``, three times: ``{"started": false, ...}`` before
 the distributed runtime starts (it stays if the process dies there), then with exit status
@@ -43,6 +45,11 @@ def _parse(argv):
   p.add_argument("--memory-mib", type=int, default=0)
   p.add_argument("--init-timeout", type=int, default=60)
   p.add_argument("--lean", action="store_true", help="reinit: the eager call only")
+  p.add_argument(
+    "--phases",
+    default="reinit,init_linen,init_nnx",
+    help="comma-separated phases to run: reinit, init_linen, init_nnx, lsuv",
+  )
   return p.parse_args(argv)
 
 
@@ -387,6 +394,62 @@ def _phase_memory(jax, jnp, np, jaxinit, check, mesh, key, pid, mib):
   return res
 
 
+def _phase_lsuv(jax, jnp, np, jaxinit, check):
+  """LSUV with the batch sharded over all devices of all processes, against one device.
+
+  The batch (128 examples: rows 0-63, process 0's, have standard deviation 1, rows 64-127
+  have 3, so per-process statistics would differ from the global ones) is one global array
+  sharded over a mesh of every device ('data', Auto axes); the parameters are replicated.
+  The reference is the same LSUV in this process on one local device, with the whole batch.
+  Eager and under jit; returns the largest relative differences (scales; parameters: per
+  leaf max |a - b| / max |b|) and the scales.
+  """
+  from _lsuv_models import LinenMLP, fast_init
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  auto = jax.sharding.AxisType.Auto
+  mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(auto,))
+  rng = np.random.default_rng(1)
+  x_np = np.concatenate([rng.standard_normal((64, 16)), 3 * rng.standard_normal((64, 16))])
+  x_np = x_np.astype(np.float32)
+  model = LinenMLP()
+  variables = fast_init(model, jnp.asarray(x_np))  # numpy draws: the same in every process
+  host = jax.tree.map(np.asarray, variables)
+
+  def global_array(a, spec):
+    return jax.make_array_from_callback(a.shape, NamedSharding(mesh, spec), lambda i: a[i])
+
+  xs = global_array(x_np, P("data"))
+  vs = jax.tree.map(lambda a: global_array(a, P()), host)
+  ref, ref_report = jaxinit.lsuv(model, variables, jnp.asarray(x_np))  # one local device
+  ref_scale = np.asarray(ref_report.scale, np.float64)
+  out = {}
+  for mode in ("eager", "jit"):
+    what = f"lsuv {mode}"
+    check.checked.append(what)
+    if mode == "eager":
+      new, report = jaxinit.lsuv(model, vs, xs)
+    else:
+      new, report = jax.jit(lambda v, x: jaxinit.lsuv(model, v, x))(vs, xs)
+    scale = np.asarray(report.scale, np.float64)
+    d_scale = float(np.max(np.abs(scale / ref_scale - 1)))
+    d_params = 0.0
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref), strict=True):
+      b = np.asarray(b, np.float64)
+      if a.is_fully_addressable or not a.sharding.is_fully_replicated:
+        check.fail(what, f"a parameter is not a replicated global array: {a.sharding}")
+        continue
+      for s in a.addressable_shards:
+        diff = np.max(np.abs(np.asarray(s.data, np.float64) - b[s.index]))
+        d_params = max(d_params, float(diff / max(np.max(np.abs(b)), 1e-30)))
+    if not bool(np.all(np.asarray(report.converged))):
+      check.fail(what, f"not every layer converged: {report}")
+    out[mode] = {"d_scale": d_scale, "d_params": d_params, "scale": scale.tolist()}
+  out["reference_scale"] = ref_scale.tolist()
+  return out
+
+
 def main(argv=None):
   args = _parse(argv)
   flags = [
@@ -441,16 +504,23 @@ def main(argv=None):
   mesh8 = jax.make_mesh((8,), ("x",))
   key = jax.random.key(2024)
   timings = {}
-  for name, phase in [
+  phases = [
     (
       "reinit",
       lambda: _phase_reinit(jax, jnp, np, jaxinit, check, mesh, mesh8, key, not args.lean),
     ),
     ("init_linen", lambda: _phase_linen(jax, jnp, np, jaxinit, check, mesh, key)),
     ("init_nnx", lambda: _phase_nnx(jax, jnp, np, jaxinit, check, mesh, key)),
-  ]:
+    ("lsuv", lambda: _phase_lsuv(jax, jnp, np, jaxinit, check)),
+  ]
+  wanted = args.phases.split(",")
+  for name, phase in phases:
+    if name not in wanted:
+      continue
     t = time.perf_counter()
-    phase()
+    value = phase()
+    if value is not None:
+      result[name] = value
     timings[name] = time.perf_counter() - t
   if args.memory_mib:
     t = time.perf_counter()

@@ -1,4 +1,5 @@
-"""The benchmark scripts still run: a smoke run of benchmarks/accelerator.py on the CPU.
+"""The benchmark scripts still run: smoke runs of benchmarks/accelerator.py and of
+benchmarks/lsuv.py --warm-cache on the CPU.
 
 Timings are never checked; the smoke run only shows that every section runs to its end (or
 says what its time budget skipped) on tiny sizes, so the script is ready for a GPU machine.
@@ -43,3 +44,22 @@ def test_accelerator_benchmark_smoke_run():
   ]:
     assert result in part or "skipped" in part, part
   assert "max|QtQ-I|" in orthogonal and "### 32x32 float32" in orthogonal
+
+
+def test_lsuv_warm_cache_smoke_run():
+  """--warm-cache spawns jaxinit processes (cold, then warm persistent cache) and the torch
+  reference's process (benchmarks/lsuv_torch.py), on the tiny MLP, with the redraw."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  env.pop("XLA_FLAGS", None)  # the processes of a user: one CPU device
+  cmd = [sys.executable, str(ROOT / "benchmarks" / "lsuv.py"), "--warm-cache", "--quick"]
+  cmd += ["--repeat", "1", "--variants", "redraw"]
+  out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=400)
+  text = out.stdout
+  assert out.returncode == 0, text[-4000:] + out.stderr[-4000:]
+  assert "### orthonormal redraw" in text and "### given weights" not in text
+  assert "jaxinit converged on every layer: True" in text
+  assert "jaxinit, warm cache (0 compiled, x1)" in text  # the second process compiled nothing
+  cold = int(text.split("jaxinit, cold cache (")[1].split(" compiled")[0])
+  assert cold > 0
+  if "torch reference" in text:  # torch is optional
+    assert "ratio torch / jaxinit warm cache:" in text

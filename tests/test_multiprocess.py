@@ -190,3 +190,24 @@ def test_four_processes_of_two_devices(tmp_path):
   results, seconds = _run(tmp_path, 4, 2, ["--lean"])
   _check(results, 4, 2, lean=True)
   print(_summary(results, seconds))
+
+
+def test_lsuv_with_the_batch_sharded_over_two_processes(tmp_path):
+  """Issue 14: LSUV scales with the batch sharded over 2 processes x 4 devices equal the
+  single-device scales to 1e-5 relative (eager and jit); every layer's statistics are global
+  (each process holds one half of a batch whose halves have different variances)."""
+  results, seconds = _run(tmp_path, 2, 4, ["--phases", "lsuv"])
+  for i, r in enumerate(results):
+    assert r["process_index"] == i and r["process_count"] == 2 and r["device_count"] == 8, r
+    assert Path(r["jaxinit"]).resolve().is_relative_to(ROOT), r["jaxinit"]
+    assert r["failures"] == [], f"process {i}:\n" + "\n".join(r["failures"])
+    assert r["checked"] == ["lsuv eager", "lsuv jit"], r["checked"]
+    for mode in ("eager", "jit"):
+      d = r["lsuv"][mode]
+      print(
+        f"process {i} {mode}: max rel diff vs one device: scales {d['d_scale']:.2e}, "
+        f"params {d['d_params']:.2e}"
+      )
+      assert d["d_scale"] <= 1e-5 and d["d_params"] <= 1e-5, (i, mode, d)
+      assert d["scale"] == results[0]["lsuv"][mode]["scale"]  # one result, every process
+  print(_summary(results, seconds))
