@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import jaxinit
+import jaxinit.testing
 from jaxinit._src import sampling
 
 KEY = jax.random.key(3)
@@ -29,7 +30,7 @@ FACTORY = [
   (
     lambda: jaxinit.he_normal(negative_slope=1e200),
     ValueError,
-    r"he_normal: `negative_slope`=1e\+200 gives the gain 0\.0",
+    r"he_normal: `negative_slope`=1e\+200 gives the gain 1\.414\d*e-200, whose square 0\.0",
   ),
   (lambda: jaxinit.he_uniform(negative_slope=-1e200), ValueError, r"he_uniform: `negative_slope`"),
   (
@@ -443,6 +444,61 @@ FUZZED = [
     r"mup\.parametrize: 'hidden' has shape \(0, 0\) in target .*no width ratio",
   ),
   (lambda: jaxinit.mup.Depth(2, 10**400), ValueError, r"mup\.Depth: `depth` must be <= 2?"),
+  # rules resolve names at factory time, errors naming the factory
+  (lambda: jaxinit.optional(3), TypeError, r"optional: `rule` must be what reinit takes"),
+  (lambda: jaxinit.optional("nromal"), ValueError, r"optional: `rule`: jaxinit\.get: unknown"),
+  (lambda: jaxinit.depth_rule("nromal", abs), ValueError, r"depth_rule: `init`: jaxinit\.get"),
+  # jaxinit.testing: arguments that made a check pass vacuously or crash inside numpy/scipy
+  (
+    lambda: jaxinit.testing.assert_moments(np.ones(10), var=1.0, k=float("nan")),  # passed
+    ValueError,
+    r"testing\.assert_moments: `k` must be finite, got nan",
+  ),
+  (
+    lambda: jaxinit.testing.assert_moments(np.ones(10), var=-1.0),
+    ValueError,
+    r"testing\.assert_moments: `var` must be >= 0",
+  ),
+  (
+    lambda: jaxinit.testing.assert_moments(np.ones(10), mean="a"),
+    TypeError,
+    r"testing\.assert_moments: `mean` must be a real number",
+  ),
+  (
+    lambda: jaxinit.testing.moment_z_scores(["a", "b"], mean=0.0),
+    TypeError,
+    r"testing\.moment_z_scores: `samples` must be an array of numbers",
+  ),
+  (
+    lambda: jaxinit.testing.assert_ks(np.ones(10), 3),  # passed
+    TypeError,
+    r"testing\.assert_ks: `distribution` must be a scipy\.stats distribution name or a CDF",
+  ),
+  (
+    lambda: jaxinit.testing.assert_ks(np.ones(10), "nrom"),
+    ValueError,
+    r"testing\.assert_ks: `distribution` 'nrom' is not a scipy\.stats continuous",
+  ),
+  (
+    lambda: jaxinit.testing.assert_ks(np.ones(10), "norm", alpha=0.0),  # never fails
+    ValueError,
+    r"testing\.assert_ks: `alpha` must be > 0",
+  ),
+  (
+    lambda: jaxinit.testing.assert_orthonormal(np.ones((4, 4)), column_axis=5),  # passed
+    ValueError,
+    r"testing\.assert_orthonormal: `column_axis`=5 is out of range",
+  ),
+  (
+    lambda: jaxinit.testing.assert_orthonormal(np.eye(4), atol=float("nan")),
+    ValueError,
+    r"testing\.assert_orthonormal: `atol` must be finite",
+  ),
+  (
+    lambda: jaxinit.testing.assert_conforms(3, (4,)),
+    TypeError,
+    r"testing\.assert_conforms: `init` must be an init\(key, shape, dtype\) callable",
+  ),
   # mean field: scales whose square overflows, arrays that would exhaust memory
   (
     lambda: jaxinit.mean_field.q_star("tanh", 1e300),  # returned 1.0
@@ -467,6 +523,16 @@ FUZZED = [
 def test_fuzzed_inputs_fail_clearly(call, exc, match):
   with pytest.raises(exc, match=rf"^jaxinit\.{match}"):
     call()
+
+
+def test_calculate_gain_of_a_huge_slope_is_not_zero():  # sqrt(2 / (1 + p * p)) gave 0.0
+  assert jaxinit.calculate_gain("leaky_relu", 1e200) == pytest.approx(math.sqrt(2) * 1e-200)
+  assert jaxinit.calculate_gain("leaky_relu", 0.2) == math.sqrt(2 / 1.04)  # unchanged below
+
+
+def test_get_a_name_with_its_required_arguments():  # get("constant", value=...) failed
+  assert jaxinit.get("constant", value=0.5) == jaxinit.constant(0.5)
+  assert jaxinit.get("RandomNormal", stddev=2.0) == jaxinit.normal(2.0)
 
 
 def test_t_fixup_encoder_only_builds():  # n_dec=0 raised ZeroDivisionError

@@ -282,7 +282,7 @@ def depth_rule(init: Any, scale: Callable[[int], float], group: int | str = 1) -
       TypeError,
     )
   if isinstance(init, str | Mapping):
-    init = get(init)
+    init = _get(fn, "init", init)
   elif not (isinstance(init, Initializer | SiblingRule) or callable(init)):
     raise fail(
       fn,
@@ -360,4 +360,22 @@ def optional(rule: Any) -> OptionalRule:
   """
   if isinstance(rule, OptionalRule):
     raise fail("optional", f"`rule` is already optional: {rule!r}.", TypeError)
+  if isinstance(rule, str | Mapping):
+    _get("optional", "rule", rule)  # a bad name or config fails here, not at reinit
+  elif not (rule is None or callable(rule) or isinstance(rule, SiblingRule | DepthRule)):
+    raise fail(
+      "optional",
+      "`rule` must be what reinit takes as a rule (an initializer, a name or config dict, "
+      f"an init(key, shape, dtype) callable, a sibling or depth rule, or None), got "
+      f"{short_repr(rule)}.",
+      TypeError,
+    )
   return OptionalRule(rule)
+
+
+def _get(fn: str, arg: str, identifier: Any) -> Any:
+  """``get(identifier)``, its errors naming ``jaxinit.<fn>`` and ``arg``."""
+  try:
+    return get(identifier)
+  except (TypeError, ValueError) as e:
+    raise type(e)(f"jaxinit.{fn}: `{arg}`: {e}") from None
