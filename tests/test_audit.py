@@ -444,6 +444,15 @@ FUZZED = [
     r"mup\.parametrize: 'hidden' has shape \(0, 0\) in target .*no width ratio",
   ),
   (lambda: jaxinit.mup.Depth(2, 10**400), ValueError, r"mup\.Depth: `depth` must be <= 2?"),
+  # structured draws index in int32: a longer side crashed inside jax's indexing
+  (
+    lambda: jaxinit.orthogonal()(KEY, (1, 2**47)),
+    ValueError,
+    r"orthogonal: the shape \(1, 140737488355328\) makes matrices with a side of",
+  ),
+  (lambda: jaxinit.spectral()(KEY, (2**31, 1)), ValueError, r"spectral: .*at most 2\*\*31 - 1"),
+  (lambda: jaxinit.dirac()(KEY, (1, 2**47)), ValueError, r"dirac: .*makes a kernel with a side"),
+  (lambda: jaxinit.delta_orthogonal()(KEY, (1, 2**32)), ValueError, r"delta_orthogonal: .*int32"),
   # rules resolve names at factory time, errors naming the factory
   (lambda: jaxinit.optional(3), TypeError, r"optional: `rule` must be what reinit takes"),
   (lambda: jaxinit.optional("nromal"), ValueError, r"optional: `rule`: jaxinit\.get: unknown"),
@@ -538,3 +547,9 @@ def test_get_a_name_with_its_required_arguments():  # get("constant", value=...)
 def test_t_fixup_encoder_only_builds():  # n_dec=0 raised ZeroDivisionError
   p = jaxinit.presets.t_fixup(4, 0, 64)
   assert "decoder" not in " ".join(p.pattern(r) for r, _, _ in p.roles)
+
+
+def test_testing_checks_take_ml_dtypes_floats():  # bfloat16's numpy kind is 'V', not 'f'
+  w = jaxinit.orthogonal()(KEY, (16, 8), jnp.bfloat16)
+  assert jaxinit.testing.assert_orthonormal(w) < 0.05
+  jaxinit.testing.assert_moments(np.asarray(w).ravel(), mean=0.0, k=10.0)

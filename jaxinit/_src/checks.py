@@ -227,6 +227,22 @@ def canonical_shape(fn: str, shape: Any) -> tuple[int, ...]:
   return tuple(out)
 
 
+#: The longest matrix side the structured initializers draw: their QR, gather and
+#: scatter index with int32 (a (1, 2**47) orthogonal failed inside jax's indexing).
+MAX_SIDE = 2**31 - 1
+
+
+def check_side(fn: str, shape: tuple[int, ...], sides: Sequence[int], what: str) -> None:
+  """Raises unless every one of ``sides`` (matrix sides drawn from ``shape``) is <= MAX_SIDE."""
+  big = max(sides, default=0)
+  if big > MAX_SIDE:
+    raise fail(
+      fn,
+      f"the shape {shape_repr(shape)} makes {what} with a side of {big}; this initializer "
+      f"indexes in int32, so a side is at most 2**31 - 1 = {MAX_SIDE}.",
+    )
+
+
 def default_float_dtype() -> np.dtype:
   """float32, or float64 when ``jax_enable_x64`` is on."""
   return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))

@@ -31,12 +31,13 @@ from jaxinit._src.checks import (
 
 
 def _samples(fn: str, samples: Any, arg: str = "samples") -> np.ndarray:
-  """``samples`` as a numeric numpy array (real, complex or bool), else a clear error."""
+  """``samples`` as a numeric numpy array (real, complex, bool, or an ml_dtypes float such
+  as bfloat16, whose numpy kind is 'V'), else a clear error."""
   try:
     x = np.asarray(samples)
   except Exception:  # an object numpy cannot hold (ragged lists, ...)
     x = np.asarray(None)
-  if x.dtype.kind not in "biufc":
+  if x.dtype.kind not in "biufc" and not jnp.issubdtype(x.dtype, jnp.floating):  # bfloat16..
     raise fail(fn, f"`{arg}` must be an array of numbers, got {short_repr(samples)}.", TypeError)
   return x
 
