@@ -508,6 +508,23 @@ FUZZED = [
     TypeError,
     r"testing\.assert_conforms: `init` must be an init\(key, shape, dtype\) callable",
   ),
+  # framework glue and diagnostics: raw AttributeError / TypeError / jax errors before
+  (lambda: jaxinit.init_linen(3, KEY), TypeError, r"init_linen: `module` must be a flax\.linen"),
+  (lambda: jaxinit.init_nnx(3), TypeError, r"init_nnx: `make_model` must be a function"),
+  (
+    lambda: jaxinit.diagnostics.gradient_norms(
+      lambda p, x: x @ p, jnp.eye(4), jnp.ones((8, 4)), loss=lambda y: y
+    ),
+    TypeError,
+    r"diagnostics\.gradient_norms: `loss` must return a float scalar, got an array of shape "
+    r"\(8, 4\)",
+  ),
+  (
+    lambda: jaxinit.diagnostics.default_loss(jnp.zeros((0,))),  # NaN before
+    ValueError,
+    r"diagnostics\.default_loss: `output` holds no floating-point entries",
+  ),
+  (lambda: jaxinit.diagnostics.default_loss("y"), TypeError, r"diagnostics\.default_loss: "),
   # mean field: scales whose square overflows, arrays that would exhaust memory
   (
     lambda: jaxinit.mean_field.q_star("tanh", 1e300),  # returned 1.0
