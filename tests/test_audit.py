@@ -525,6 +525,13 @@ FUZZED = [
     r"diagnostics\.default_loss: `output` holds no floating-point entries",
   ),
   (lambda: jaxinit.diagnostics.default_loss("y"), TypeError, r"diagnostics\.default_loss: "),
+  (
+    lambda: jaxinit.diagnostics.signal_propagation(
+      lambda p, x: jnp.tanh(x @ p), jnp.eye(4), jnp.ones((0, 4))
+    ),  # NaN statistics before
+    ValueError,
+    r"diagnostics\.signal_propagation: the batch holds 0 examples",
+  ),
   # mean field: scales whose square overflows, arrays that would exhaust memory
   (
     lambda: jaxinit.mean_field.q_star("tanh", 1e300),  # returned 1.0

@@ -315,7 +315,8 @@ def signal_propagation(
   fn = "diagnostics.signal_propagation"
   m = _bind(fn, model, args, model_kwargs)
   _check_concrete(fn, m.params, m.args)
-  _batch_size(fn, m.args[m.batch_pos])
+  if not _batch_size(fn, m.args[m.batch_pos]):  # means and variances of nothing are NaN
+    raise fail(fn, "the batch holds 0 examples; statistics need at least one.")
   prog = layers_lib.trace(fn, m.apply, m.params, m.args, m.paths)
   if not prog.layers:
     raise fail(
