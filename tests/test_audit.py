@@ -511,6 +511,7 @@ FUZZED = [
   # framework glue and diagnostics: raw AttributeError / TypeError / jax errors before
   (lambda: jaxinit.init_linen(3, KEY), TypeError, r"init_linen: `module` must be a flax\.linen"),
   (lambda: jaxinit.init_nnx(3), TypeError, r"init_nnx: `make_model` must be a function"),
+  (lambda: jaxinit.init_nnx(lambda: 3), TypeError, r"init_nnx: `make_model` must return an nnx"),
   (
     lambda: jaxinit.diagnostics.gradient_norms(
       lambda p, x: x @ p, jnp.eye(4), jnp.ones((8, 4)), loss=lambda y: y

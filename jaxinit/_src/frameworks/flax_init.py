@@ -178,6 +178,13 @@ def init_nnx(
   ctx = jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()
   with ctx:
     abstract = nnx.eval_shape(make_model)
+    if not nnx.graph.is_graph_node(abstract):
+      raise fail(
+        fn,
+        f"`make_model` must return an nnx.Module, got {type(abstract).__name__} "
+        f"{short_repr(abstract)}.",
+        TypeError,
+      )
     graphdef, abstract_state = nnx.split(abstract)
     targets, treedef, boxes = _targets(fn, abstract_state, mesh)
     shard_tree = jax.tree_util.tree_unflatten(treedef, targets)
