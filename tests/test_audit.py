@@ -541,6 +541,11 @@ FUZZED = [
   ),
   (lambda: jaxinit.mean_field.chi1("tanh", 1e200), ValueError, r"mean_field\.chi1: `sigma_w`"),
   (
+    lambda: jaxinit.mean_field.activation("leaky_relu", 1e200),  # q_star gave 1.0
+    ValueError,
+    r"mean_field\.activation: `param` must lie in \[-1e\+50, 1e\+50\], got 1e\+200",
+  ),
+  (
     lambda: jaxinit.mean_field.length_map("relu", 1e308, 1.5),
     ValueError,
     r"mean_field\.length_map: `q` must be <= 1e\+100",

@@ -146,6 +146,8 @@ def activation(
     if derivative is not None and phi in activations.TABLE:
       raise fail(fn, f"`derivative` applies only to a callable activation, not to {phi!r}.")
     _, p = activations.resolve(fn, phi, param)
+    if p is not None and abs(p) > _MAX_PARAM:  # slope^2 q overflows: maps return inf or 1.0
+      raise fail(fn, f"`param` must lie in [-{_MAX_PARAM:.0e}, {_MAX_PARAM:.0e}], got {p!r}.")
     f, df = activations.numpy_pair(phi, p)
     name = phi if param is None else f"{phi}({p:g})"
     return Activation(name, f, df)
@@ -176,6 +178,8 @@ def activation(
 #: The largest weight and bias scale, and the largest variance, an argument may have:
 #: beyond them sigma_w^2 q overflows float64 and the maps would return inf or NaN.
 _BOUNDS = {"sigma_w": 1e50, "sigma_b": 1e50, "q": 1e100, "q0": 1e100}
+#: The largest |param| (leaky_relu's slope, elu's alpha), for the same reason.
+_MAX_PARAM = 1e50
 #: The most entries an array argument may have (each costs a quadrature of 160 nodes).
 MAX_ENTRIES = 2**16
 
