@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import jaxinit
+import jaxinit.testing
 from jaxinit._src import sampling
 
 KEY = jax.random.key(3)
@@ -29,7 +30,7 @@ FACTORY = [
   (
     lambda: jaxinit.he_normal(negative_slope=1e200),
     ValueError,
-    r"he_normal: `negative_slope`=1e\+200 gives the gain 0\.0",
+    r"he_normal: `negative_slope`=1e\+200 gives the gain 1\.414\d*e-200, whose square 0\.0",
   ),
   (lambda: jaxinit.he_uniform(negative_slope=-1e200), ValueError, r"he_uniform: `negative_slope`"),
   (
@@ -94,6 +95,22 @@ CALL = [
     jnp.float32,
     r"sparse: with `stddev`=1e\+39",
   ),
+  # underflow: every draw would round to zero (a silent all-zeros result before)
+  (jaxinit.normal(), (3,), ml_dtypes.float4_e2m1fn, r"normal: .*below float4_e2m1fn's smallest"),
+  (jaxinit.normal(1e-320), (3,), jnp.float32, r"normal: with `stddev`=1e-320 .*below float32's"),
+  (jaxinit.uniform(0.0, 1e-320), (3,), jnp.float32, r"uniform: .*below float32's smallest"),
+  (jaxinit.truncated_normal(1e-46), (3,), jnp.float32, r"truncated_normal: .*below float32's"),
+  (jaxinit.constant(1e-320), (3,), jnp.float32, r"constant: .*would round to zeros"),
+  (jaxinit.constant([1.0, 1e-9]), (2,), jnp.float16, r"constant: .*below float16's smallest"),
+  (jaxinit.identity(1e-320), (3, 3), jnp.float32, r"identity: with `scale`=1e-320"),
+  (jaxinit.dirac(scale=1e-50), (3, 3, 2, 2), jnp.float32, r"dirac: .*below float32's"),
+  (jaxinit.orthogonal(1e-320), (4, 4), jnp.float32, r"orthogonal: .*would round to zeros"),
+  (
+    jaxinit.he_normal(negative_slope=2**62),
+    (3, 4),
+    jnp.float16,
+    r"he_normal: with the standard deviation .* below float16's smallest",
+  ),
 ]
 
 
@@ -156,6 +173,31 @@ def test_uniform_whose_width_overflows_the_compute_dtype_is_refused():
       lambda: jaxinit.normal()(KEY, (3,), "not-a-dtype"),
       TypeError,
       r"normal: `dtype` must be a floating-point dtype, got 'not-a-dtype'",
+    ),
+    (
+      lambda: jaxinit.normal()(KEY, (10**5000,)),
+      ValueError,
+      r"normal: `shape` \(an int of 16610 bits,\) holds about 2\*\*16609 elements",
+    ),
+    (
+      lambda: jaxinit.normal()(KEY, (3,), ml_dtypes.float6_e2m3fn),  # aborted the process
+      TypeError,
+      r"normal: `dtype` float6_e2m3fn is not one XLA computes with",
+    ),
+    (
+      lambda: jaxinit.ones()(KEY, (3,), ml_dtypes.float6_e3m2fn),
+      TypeError,
+      r"ones: `dtype` float6_e3m2fn is not one XLA computes with",
+    ),
+    (
+      lambda: jaxinit.normal(dtype=np.float32(0.5)),  # silently read as float32
+      TypeError,
+      r"normal: `dtype` must be a dtype .*got the value np\.float32\(0\.5\)",
+    ),
+    (
+      lambda: jaxinit.he_normal()(KEY, (3, 3), jnp.zeros((), jnp.bfloat16)),
+      TypeError,
+      r"he_normal: `dtype` must be a dtype .*pass `x\.dtype`",
     ),
     (
       lambda: jaxinit.reinit(
@@ -337,3 +379,207 @@ def test_haiku_style_keys_with_the_separator_still_work():
     new["mlp/~/linear_0"]["w"],
     jaxinit.he_normal()(jaxinit.leaf_key(KEY, "mlp/~/linear_0/w"), (4, 8)),
   )
+
+
+# ---------------------------------------------------------------------------
+# Found by fuzzing every entry point (after the audit): configuration arguments of
+# presets, depth rules, µP and mean-field theory. One hostile input per line.
+# ---------------------------------------------------------------------------
+
+_BLOCK = r"blocks_(?P<layer>\d+)/w"
+_SDS = jax.ShapeDtypeStruct
+
+
+def _depth(scale, layer="0", init=None):
+  tree = {f"blocks_{layer}": {"w": jnp.zeros((4, 4))}}
+  rule = jaxinit.depth_rule(init or jaxinit.normal(1.0), scale)
+  return lambda: jaxinit.reinit(tree, {_BLOCK: rule}, KEY)
+
+
+def _widths(w):
+  return {"hidden": _SDS((w, w), jnp.float32), "out": _SDS((w, 10), jnp.float32)}
+
+
+FUZZED = [
+  # presets: counts are bounded (they enter float arithmetic), `patterns` is a mapping
+  (
+    lambda: jaxinit.presets.gpt2(n_layers=10**400),
+    ValueError,
+    r"presets\.gpt2: `n_layers` must be <= 9007199254740992, got an int of 1329 bits",
+  ),
+  (lambda: jaxinit.presets.t5(64, 16, 4, 10**400), ValueError, r"presets\.t5: `d_ff` must be <="),
+  (lambda: jaxinit.presets.deepnorm(10**400, 2), ValueError, r"presets\.deepnorm: `n_enc` must"),
+  (lambda: jaxinit.presets.fixup(4, m=10**12), ValueError, r"presets\.fixup: `m` must be <= 64"),
+  (
+    lambda: jaxinit.presets.gpt2(12, patterns=3),
+    TypeError,
+    r"presets\.gpt2: `patterns` must be a mapping \{role: pattern or None\}",
+  ),
+  (lambda: jaxinit.presets.vit(patterns="embed"), TypeError, r"presets\.vit: `patterns` must be"),
+  (
+    lambda: jaxinit.presets.bert(patterns={3: "x"}),
+    TypeError,
+    r"presets\.bert: `patterns` keys must be role names \(str\), got 3",
+  ),
+  # depth rules: the scaled draw must fit the dtype, like any draw
+  (
+    _depth(lambda i: 1e300),
+    ValueError,
+    r"reinit: .*normal: with `stddev`=1\.0 .*multiplied by the depth rule's scale 1e\+300, "
+    r"the draws reach",
+  ),
+  (_depth(lambda i: 1e-300), ValueError, r"reinit: .*depth rule's scale 1e-300, .*round to zeros"),
+  (_depth(lambda i: 10**400), ValueError, r"reinit: .*scale\(0\) returned an int of 1329 bits"),
+  (_depth(lambda i: 1.0, layer="9" * 5000), ValueError, r"reinit: .*not a layer index"),
+  # trees jax cannot flatten
+  (
+    lambda: jaxinit.reinit({1: jnp.zeros(2), "1": jnp.zeros(2)}, {".*": jaxinit.normal()}, KEY),
+    TypeError,
+    r"reinit: `tree` cannot be flattened by jax\.tree_util",
+  ),
+  # µP: a zero width has no ratio; depths are bounded
+  (
+    lambda: jaxinit.mup.parametrize(_widths(64), _widths(0)).init_mult,
+    ValueError,
+    r"mup\.parametrize: 'hidden' has shape \(0, 0\) in target .*no width ratio",
+  ),
+  (lambda: jaxinit.mup.Depth(2, 10**400), ValueError, r"mup\.Depth: `depth` must be <= 2?"),
+  # structured draws index in int32: a longer side crashed inside jax's indexing
+  (
+    lambda: jaxinit.orthogonal()(KEY, (1, 2**47)),
+    ValueError,
+    r"orthogonal: the shape \(1, 140737488355328\) makes matrices with a side of",
+  ),
+  (lambda: jaxinit.spectral()(KEY, (2**31, 1)), ValueError, r"spectral: .*at most 2\*\*31 - 1"),
+  (lambda: jaxinit.dirac()(KEY, (1, 2**47)), ValueError, r"dirac: .*makes a kernel with a side"),
+  (lambda: jaxinit.delta_orthogonal()(KEY, (1, 2**32)), ValueError, r"delta_orthogonal: .*int32"),
+  # rules resolve names at factory time, errors naming the factory
+  (lambda: jaxinit.optional(3), TypeError, r"optional: `rule` must be what reinit takes"),
+  (lambda: jaxinit.optional("nromal"), ValueError, r"optional: `rule`: jaxinit\.get: unknown"),
+  (lambda: jaxinit.depth_rule("nromal", abs), ValueError, r"depth_rule: `init`: jaxinit\.get"),
+  # jaxinit.testing: arguments that made a check pass vacuously or crash inside numpy/scipy
+  (
+    lambda: jaxinit.testing.assert_moments(np.ones(10), var=1.0, k=float("nan")),  # passed
+    ValueError,
+    r"testing\.assert_moments: `k` must be finite, got nan",
+  ),
+  (
+    lambda: jaxinit.testing.assert_moments(np.ones(10), var=-1.0),
+    ValueError,
+    r"testing\.assert_moments: `var` must be >= 0",
+  ),
+  (
+    lambda: jaxinit.testing.assert_moments(np.ones(10), mean="a"),
+    TypeError,
+    r"testing\.assert_moments: `mean` must be a real number",
+  ),
+  (
+    lambda: jaxinit.testing.moment_z_scores(["a", "b"], mean=0.0),
+    TypeError,
+    r"testing\.moment_z_scores: `samples` must be an array of numbers",
+  ),
+  (
+    lambda: jaxinit.testing.assert_ks(np.ones(10), 3),  # passed
+    TypeError,
+    r"testing\.assert_ks: `distribution` must be a scipy\.stats distribution name or a CDF",
+  ),
+  (
+    lambda: jaxinit.testing.assert_ks(np.ones(10), "nrom"),
+    ValueError,
+    r"testing\.assert_ks: `distribution` 'nrom' is not a scipy\.stats continuous",
+  ),
+  (
+    lambda: jaxinit.testing.assert_ks(np.ones(10), "norm", alpha=0.0),  # never fails
+    ValueError,
+    r"testing\.assert_ks: `alpha` must be > 0",
+  ),
+  (
+    lambda: jaxinit.testing.assert_orthonormal(np.ones((4, 4)), column_axis=5),  # passed
+    ValueError,
+    r"testing\.assert_orthonormal: `column_axis`=5 is out of range",
+  ),
+  (
+    lambda: jaxinit.testing.assert_orthonormal(np.eye(4), atol=float("nan")),
+    ValueError,
+    r"testing\.assert_orthonormal: `atol` must be finite",
+  ),
+  (
+    lambda: jaxinit.testing.assert_conforms(3, (4,)),
+    TypeError,
+    r"testing\.assert_conforms: `init` must be an init\(key, shape, dtype\) callable",
+  ),
+  # framework glue and diagnostics: raw AttributeError / TypeError / jax errors before
+  (lambda: jaxinit.init_linen(3, KEY), TypeError, r"init_linen: `module` must be a flax\.linen"),
+  (lambda: jaxinit.init_nnx(3), TypeError, r"init_nnx: `make_model` must be a function"),
+  (lambda: jaxinit.init_nnx(lambda: 3), TypeError, r"init_nnx: `make_model` must return an nnx"),
+  (
+    lambda: jaxinit.diagnostics.gradient_norms(
+      lambda p, x: x @ p, jnp.eye(4), jnp.ones((8, 4)), loss=lambda y: y
+    ),
+    TypeError,
+    r"diagnostics\.gradient_norms: `loss` must return a float scalar, got an array of shape "
+    r"\(8, 4\)",
+  ),
+  (
+    lambda: jaxinit.diagnostics.default_loss(jnp.zeros((0,))),  # NaN before
+    ValueError,
+    r"diagnostics\.default_loss: `output` holds no floating-point entries",
+  ),
+  (lambda: jaxinit.diagnostics.default_loss("y"), TypeError, r"diagnostics\.default_loss: "),
+  (
+    lambda: jaxinit.diagnostics.signal_propagation(
+      lambda p, x: jnp.tanh(x @ p), jnp.eye(4), jnp.ones((0, 4))
+    ),  # NaN statistics before
+    ValueError,
+    r"diagnostics\.signal_propagation: the batch holds 0 examples",
+  ),
+  # mean field: scales whose square overflows, arrays that would exhaust memory
+  (
+    lambda: jaxinit.mean_field.q_star("tanh", 1e300),  # returned 1.0
+    ValueError,
+    r"mean_field\.q_star: `sigma_w` must be <= 1e\+50, got 1e\+300",
+  ),
+  (lambda: jaxinit.mean_field.chi1("tanh", 1e200), ValueError, r"mean_field\.chi1: `sigma_w`"),
+  (
+    lambda: jaxinit.mean_field.activation("leaky_relu", 1e200),  # q_star gave 1.0
+    ValueError,
+    r"mean_field\.activation: `param` must lie in \[-1e\+50, 1e\+50\], got 1e\+200",
+  ),
+  (
+    lambda: jaxinit.mean_field.length_map("relu", 1e308, 1.5),
+    ValueError,
+    r"mean_field\.length_map: `q` must be <= 1e\+100",
+  ),
+  (
+    lambda: jaxinit.mean_field.q_star("tanh", np.broadcast_to(1.5, (10**7,))),  # ran for minutes
+    ValueError,
+    r"mean_field\.q_star: `sigma_w` has 10000000 entries; at most 65536",
+  ),
+]
+
+
+@pytest.mark.parametrize("call,exc,match", FUZZED, ids=[m[:40] for _, _, m in FUZZED])
+def test_fuzzed_inputs_fail_clearly(call, exc, match):
+  with pytest.raises(exc, match=rf"^jaxinit\.{match}"):
+    call()
+
+
+def test_calculate_gain_of_a_huge_slope_is_not_zero():  # sqrt(2 / (1 + p * p)) gave 0.0
+  assert jaxinit.calculate_gain("leaky_relu", 1e200) == pytest.approx(math.sqrt(2) * 1e-200)
+  assert jaxinit.calculate_gain("leaky_relu", 0.2) == math.sqrt(2 / 1.04)  # unchanged below
+
+
+def test_get_a_name_with_its_required_arguments():  # get("constant", value=...) failed
+  assert jaxinit.get("constant", value=0.5) == jaxinit.constant(0.5)
+  assert jaxinit.get("RandomNormal", stddev=2.0) == jaxinit.normal(2.0)
+
+
+def test_t_fixup_encoder_only_builds():  # n_dec=0 raised ZeroDivisionError
+  p = jaxinit.presets.t_fixup(4, 0, 64)
+  assert "decoder" not in " ".join(p.pattern(r) for r, _, _ in p.roles)
+
+
+def test_testing_checks_take_ml_dtypes_floats():  # bfloat16's numpy kind is 'V', not 'f'
+  w = jaxinit.orthogonal()(KEY, (16, 8), jnp.bfloat16)
+  assert jaxinit.testing.assert_orthonormal(w) < 0.05
+  jaxinit.testing.assert_moments(np.asarray(w).ravel(), mean=0.0, k=10.0)

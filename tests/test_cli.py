@@ -85,6 +85,7 @@ HOSTILE_FLAGS = [
   (["--lsuv", "orthogonal", "--batch", "1"], "--lsuv", r"needs --batch >= 2"),
   (["--plot", "/nonexistent-folder/x.png"], "--plot", r"the folder '/nonexistent-folder' does not"),
   (["--plot", "out.exe"], "--plot", r"must end in one of \.png"),
+  (["--plot", "/proc/x.png"], "--plot", r"cannot write a file there \("),  # failed after the run
 ]
 
 

@@ -143,7 +143,9 @@ class _Constant(Initializer):
     if a.size:
       parts = np.concatenate([a.real.ravel(), a.imag.ravel()]).astype(np.float64)
       what = f"`value`={short_repr(v)}"
-      check_range(fn, dtype, float(parts.min()), float(parts.max()), what)
+      nonzero = np.abs(parts[parts != 0])
+      smallest = float(nonzero.min()) if nonzero.size else 0.0  # each must survive the cast
+      check_range(fn, dtype, float(parts.min()), float(parts.max()), what, spread=smallest)
 
   def _sample(self, key, shape, dtype):
     wide = np.complex128 if is_complex(dtype) else np.float64
@@ -245,7 +247,8 @@ class _Normal(Initializer):
   def _check(self, fn, shape, dtype):
     reach = self.stddev * normal_reach(dtype)
     what = f"`stddev`={self.stddev!r} and `mean`={self.mean!r}"
-    check_range(fn, dtype, min(self.mean, 0.0) - reach, max(self.mean, 0.0) + reach, what)
+    lo, hi = min(self.mean, 0.0) - reach, max(self.mean, 0.0) + reach
+    check_range(fn, dtype, lo, hi, what, spread=self.stddev)
 
   def _sample(self, key, shape, dtype):
     real = compute_dtype(dtype)
@@ -277,7 +280,7 @@ class _Uniform(Initializer):
 
   def _check(self, fn, shape, dtype):
     what = f"`minval`={self.minval!r} and `maxval`={self.maxval!r}"
-    check_range(fn, dtype, self.minval, self.maxval, what)
+    check_range(fn, dtype, self.minval, self.maxval, what, spread=self.maxval - self.minval)
     real = compute_dtype(dtype)
     if not self.maxval - self.minval <= float(np.finfo(real).max):
       raise fail(
@@ -349,7 +352,7 @@ class _TruncatedNormal(Initializer):
     s = self.scale(cplx)
     lo, hi = (max(self.lower, -reach), min(self.upper, reach))
     what = f"`stddev`={self.stddev!r}, `mean`={self.mean!r} and the bounds"
-    check_range(fn, dtype, self.mean + s * lo, self.mean + s * hi, what)
+    check_range(fn, dtype, self.mean + s * lo, self.mean + s * hi, what, spread=s)
     real = compute_dtype(dtype)
     if not cplx and sampling.truncated_resolution(self.lower, self.upper, real) > _RESOLUTION:
       raise fail(

@@ -10,10 +10,12 @@ This module imports nothing else of jaxinit: it is the floor of the house.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import decimal
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeAlias
 
 import jax
@@ -66,13 +68,17 @@ def check_real(
   return x
 
 
-def check_int(fn: str, arg: str, value: Any, *, minimum: int | None = None) -> int:
+def check_int(
+  fn: str, arg: str, value: Any, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
   """Returns ``value`` as a Python int, or raises a clear error."""
   if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-    raise fail(fn, f"`{arg}` must be an integer, got {value!r}.", TypeError)
+    raise fail(fn, f"`{arg}` must be an integer, got {short_repr(value)}.", TypeError)
   x = int(value)
   if minimum is not None and x < minimum:
-    raise fail(fn, f"`{arg}` must be >= {minimum}, got {x}.")
+    raise fail(fn, f"`{arg}` must be >= {minimum}, got {short_repr(x)}.")
+  if maximum is not None and x > maximum:
+    raise fail(fn, f"`{arg}` must be <= {maximum}, got {short_repr(x)}.")
   return x
 
 
@@ -142,6 +148,13 @@ def short_repr(value: Any, width: int = 60) -> str:
   return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def shape_repr(shape: Sequence[Any]) -> str:
+  """A shape for a message, each dimension cut short (a 5000-digit int has no repr)."""
+  dims = [short_repr(d, 24) for d in list(shape)[:8]]
+  more = ", ..." if len(shape) > 8 else ""
+  return f"({', '.join(dims)}{',' if len(dims) == 1 and not more else ''}{more})"
+
+
 def _is_real_scalar(value: Any) -> bool:
   if isinstance(value, numbers.Real | decimal.Decimal):
     return True
@@ -201,16 +214,33 @@ def canonical_shape(fn: str, shape: Any) -> tuple[int, ...]:
     if isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Integral):
       raise fail(fn, f"`shape` must be a sequence of ints, got {tuple(shape)!r}.", TypeError)
     if d < 0:
-      raise fail(fn, f"`shape` dimensions must be >= 0, got {short_repr(tuple(shape), 120)}.")
+      raise fail(fn, f"`shape` dimensions must be >= 0, got {shape_repr(shape)}.")
     out.append(int(d))
   size = math.prod(out)
   if size > MAX_SIZE or any(d > MAX_SIZE for d in out):
+    count = f"{float(size):.3g}" if size < 10**300 else f"about 2**{size.bit_length() - 1}"
     raise fail(
       fn,
-      f"`shape` {short_repr(tuple(out), 120)} holds {float(size):.3g} elements, more than any "
+      f"`shape` {shape_repr(out)} holds {count} elements, more than any "
       f"device can hold (the limit is 2**{MAX_SIZE.bit_length() - 1}).",
     )
   return tuple(out)
+
+
+#: The longest matrix side the structured initializers draw: their QR, gather and
+#: scatter index with int32 (a (1, 2**47) orthogonal failed inside jax's indexing).
+MAX_SIDE = 2**31 - 1
+
+
+def check_side(fn: str, shape: tuple[int, ...], sides: Sequence[int], what: str) -> None:
+  """Raises unless every one of ``sides`` (matrix sides drawn from ``shape``) is <= MAX_SIDE."""
+  big = max(sides, default=0)
+  if big > MAX_SIDE:
+    raise fail(
+      fn,
+      f"the shape {shape_repr(shape)} makes {what} with a side of {big}; this initializer "
+      f"indexes in int32, so a side is at most 2**31 - 1 = {MAX_SIDE}.",
+    )
 
 
 def default_float_dtype() -> np.dtype:
@@ -218,10 +248,43 @@ def default_float_dtype() -> np.dtype:
   return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
 
 
+#: The floating-point dtypes XLA computes with. numpy and ml_dtypes know more
+#: (``float6_e2m3fn``, ``float6_e3m2fn``): XLA's CPU compiler rejects them, or aborts
+#: the process, so they are refused by name here.
+XLA_FLOATS = frozenset(
+  {
+    "float4_e2m1fn",
+    "float8_e3m4",
+    "float8_e4m3",
+    "float8_e4m3b11fnuz",
+    "float8_e4m3fn",
+    "float8_e4m3fnuz",
+    "float8_e5m2",
+    "float8_e5m2fnuz",
+    "float8_e8m0fnu",
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+  }
+)
+
+
 def canonical_dtype(fn: str, dtype: Any, *, allow_complex: bool) -> np.dtype:
   """The output dtype: floating (any width) or, where allowed, complex."""
   if dtype is None:
     return default_float_dtype()
+  if isinstance(dtype, (np.ndarray, np.generic, jax.Array, numbers.Number)):
+    # numpy reads an array's or a scalar's dtype (np.dtype(np.float32(0.5)) is float32):
+    # a value passed where a dtype belongs would silently pick the dtype of that value.
+    raise fail(
+      fn,
+      f"`dtype` must be a dtype (jnp.float32, 'bfloat16', ...), got the value "
+      f"{short_repr(dtype)}; pass `x.dtype` to use the dtype of an array.",
+      TypeError,
+    )
   try:
     d = np.dtype(dtype)
   except (TypeError, ValueError, SyntaxError):
@@ -251,6 +314,12 @@ def canonical_dtype(fn: str, dtype: Any, *, allow_complex: bool) -> np.dtype:
       fn,
       f"`dtype` must be {kinds} dtype (float32, bfloat16, ...), got {d.name}; "
       "integer and bool parameters cannot be initialized this way.",
+      TypeError,
+    )
+  if d.name not in XLA_FLOATS:
+    raise fail(
+      fn,
+      f"`dtype` {d.name} is not one XLA computes with; use one of {', '.join(sorted(XLA_FLOATS))}.",
       TypeError,
     )
   return np.dtype(jax.dtypes.canonicalize_dtype(d))
@@ -285,15 +354,50 @@ def normal_reach(dtype: np.dtype) -> float:
   return _NORMAL_REACH[compute_dtype(dtype)]
 
 
-def check_range(fn: str, dtype: np.dtype, lo: float, hi: float, what: str) -> None:
+_RANGE_FACTOR: contextvars.ContextVar[float] = contextvars.ContextVar(
+  "jaxinit_range_factor", default=1.0
+)
+
+
+@contextlib.contextmanager
+def scaled_range(factor: float | None) -> Iterator[None]:
+  """Inside, :func:`check_range` checks draws multiplied by ``factor`` (a depth rule's
+  ``scale(l)``): the product, not the initializer's own range, must fit the dtype."""
+  token = _RANGE_FACTOR.set(1.0 if factor is None else float(factor))
+  try:
+    yield
+  finally:
+    _RANGE_FACTOR.reset(token)
+
+
+def check_range(
+  fn: str, dtype: np.dtype, lo: float, hi: float, what: str, *, spread: float | None = None
+) -> None:
   """Raises unless ``dtype`` holds every value of ``[lo, hi]`` (the draws' range).
 
   ``what`` says where the range comes from (``"`stddev`=1e+300"``), for the
   message. The values must be finite in ``dtype`` (for a complex dtype, in its
   parts), and a dtype without zero or negative numbers (``float8_e8m0fnu``)
-  cannot hold a range that reaches them.
+  cannot hold a range that reaches them. ``spread`` is the draws' typical size
+  (a standard deviation; by default the largest magnitude in the range): a
+  nonzero spread below the dtype's smallest positive number would round every
+  draw to zero (``normal(1e-3)`` in ``float4_e2m1fn``, ``constant(1e-320)`` in float32).
   """
   real = np.dtype(np.finfo(dtype).dtype) if is_complex(dtype) else dtype
+  size = max(abs(lo), abs(hi)) if spread is None else abs(spread)
+  factor = _RANGE_FACTOR.get()
+  if factor != 1.0:
+    lo, hi = sorted((lo * factor, hi * factor))
+    size *= abs(factor)
+    what = f"{what}, multiplied by the depth rule's scale {factor:.4g}"
+  tiny = float(jnp.finfo(real).smallest_subnormal)
+  if 0 < size < tiny:
+    raise fail(
+      fn,
+      f"with {what}, the draws' scale {size:.4g} is below {dtype.name}'s smallest "
+      f"positive number {tiny:.4g}: the result would round to zeros. Use a larger "
+      "scale or a wider dtype.",
+    )
   top = float(jnp.finfo(real).max)
   reach = max(abs(lo), abs(hi))
   if not reach <= top:

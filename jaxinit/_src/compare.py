@@ -423,6 +423,20 @@ def _tail(path: str, n: int = 80) -> str:
   return repr(path if len(path) <= n else "..." + path[-n:])
 
 
+def _probe_write(path: str) -> None:
+  """Creates and removes ``path`` (or opens it for appending if it exists), so a folder
+  that only looks writable (``/proc``, a read-only mount) fails before the run."""
+  try:
+    if os.path.exists(path):
+      with open(path, "ab"):
+        pass
+    else:
+      os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+      os.remove(path)
+  except OSError as e:
+    raise _error(f"--plot {_tail(path)}: cannot write a file there ({e.strerror}).") from None
+
+
 def check_plot_path(path: Any) -> None:
   """Refuses a ``--plot`` file that cannot be written, before anything is computed."""
   if not isinstance(path, str) or not path or "\0" in path or len(path) > 4096:
@@ -438,6 +452,7 @@ def check_plot_path(path: Any) -> None:
     raise _error(f"--plot {_tail(path)}: the folder {_tail(folder)} does not exist.")
   if not os.access(folder, os.W_OK) or os.path.isdir(path):
     raise _error(f"--plot {_tail(path)}: cannot write a file there.")
+  _probe_write(path)
   if importlib.util.find_spec("matplotlib") is None:
     raise _error(
       "--plot needs matplotlib: pip install matplotlib (or pip install 'jaxinit[notebooks]').",

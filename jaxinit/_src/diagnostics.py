@@ -32,7 +32,7 @@ import numpy as np
 from jax import lax
 
 from jaxinit._src import layers as layers_lib
-from jaxinit._src.checks import canonical_key, check_choice, check_int, fail
+from jaxinit._src.checks import canonical_key, check_choice, check_int, fail, short_repr
 from jaxinit._src.frameworks import bind as models
 
 _HIGHEST = lax.Precision.HIGHEST
@@ -315,7 +315,8 @@ def signal_propagation(
   fn = "diagnostics.signal_propagation"
   m = _bind(fn, model, args, model_kwargs)
   _check_concrete(fn, m.params, m.args)
-  _batch_size(fn, m.args[m.batch_pos])
+  if not _batch_size(fn, m.args[m.batch_pos]):  # means and variances of nothing are NaN
+    raise fail(fn, "the batch holds 0 examples; statistics need at least one.")
   prog = layers_lib.trace(fn, m.apply, m.params, m.args, m.paths)
   if not prog.layers:
     raise fail(
@@ -482,10 +483,23 @@ def default_loss(output: Any) -> jax.Array:
     >>> float(diagnostics.default_loss({"a": jnp.array([1.0, 3.0]), "b": jnp.array([2.0])}))
     2.333...
   """
-  leaves = [y for y in jax.tree_util.tree_leaves(output) if jnp.issubdtype(y.dtype, jnp.floating)]
-  total = sum(jnp.sum(jnp.square(y.astype(jnp.float32))) for y in leaves)
+  fn = "diagnostics.default_loss"
+  every = jax.tree_util.tree_leaves(output)
+  for y in every:
+    if not hasattr(y, "dtype") or not hasattr(y, "size"):
+      raise fail(fn, f"`output` must hold arrays, got a leaf {short_repr(y)}.", TypeError)
+  leaves = [y for y in every if jnp.issubdtype(y.dtype, jnp.floating)]
   count = sum(y.size for y in leaves)
+  if not count:  # the mean of nothing would be NaN
+    raise fail(fn, "`output` holds no floating-point entries to take the mean square of.")
+  total = sum(jnp.sum(jnp.square(y.astype(jnp.float32))) for y in leaves)
   return 0.5 * total / count
+
+
+def _describe_aval(x: Any) -> str:
+  if isinstance(x, jax.ShapeDtypeStruct):
+    return f"an array of shape {x.shape} {x.dtype}"
+  return short_repr(jax.tree_util.tree_map(lambda a: getattr(a, "shape", a), x))
 
 
 def _norm(x: jax.Array) -> jax.Array:
@@ -558,6 +572,19 @@ def gradient_norms(
   keep = [i for i, (_, x) in enumerate(leaves) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
   if not keep:
     raise fail(fn, "the model has no floating-point parameters.")
+  out = jax.eval_shape(lambda p, a: m.apply(p, *a), m.params, m.args)
+  try:
+    got = jax.eval_shape(loss, out)
+  except Exception as e:  # user code (or default_loss's own error): one clear error
+    if str(e).startswith("jaxinit."):
+      raise
+    raise fail(fn, f"`loss` failed on the model's output: {type(e).__name__}: {e}"[:400]) from None
+  if getattr(got, "shape", None) != () or not jnp.issubdtype(got.dtype, jnp.floating):
+    raise fail(
+      fn,
+      f"`loss` must return a float scalar, got {_describe_aval(got)}; reduce it (e.g. .mean()).",
+      TypeError,
+    )
   value, g, w = jax.device_get(_cached_jit(_grad_impl, (m.apply, loss))(m.params, m.args))
   return GradientReport(
     paths=tuple(m.paths[i] for i in keep),

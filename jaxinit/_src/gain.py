@@ -86,6 +86,8 @@ def gain(fn: str, nonlinearity: str | Callable, param: float | None) -> float:
     return _TORCH_FIXED[nonlinearity]
   _, p = activations.resolve(fn, nonlinearity, param, "nonlinearity")
   if nonlinearity == "leaky_relu":
+    if abs(p) > 1e150:  # p * p overflows: sqrt(2 / (1 + p^2)) = sqrt(2) / |p| in float64
+      return math.sqrt(2.0) / abs(p)
     return math.sqrt(2.0 / (1.0 + p * p))
   phi, _ = activations.numpy_pair(nonlinearity, p)
   return variance_preserving_gain(phi, fn)

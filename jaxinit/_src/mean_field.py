@@ -146,6 +146,8 @@ def activation(
     if derivative is not None and phi in activations.TABLE:
       raise fail(fn, f"`derivative` applies only to a callable activation, not to {phi!r}.")
     _, p = activations.resolve(fn, phi, param)
+    if p is not None and abs(p) > _MAX_PARAM:  # slope^2 q overflows: maps return inf or 1.0
+      raise fail(fn, f"`param` must lie in [-{_MAX_PARAM:.0e}, {_MAX_PARAM:.0e}], got {p!r}.")
     f, df = activations.numpy_pair(phi, p)
     name = phi if param is None else f"{phi}({p:g})"
     return Activation(name, f, df)
@@ -173,6 +175,33 @@ def activation(
 # ---------------------------------------------------------------------------
 
 
+#: The largest weight and bias scale, and the largest variance, an argument may have:
+#: beyond them sigma_w^2 q overflows float64 and the maps would return inf or NaN.
+_BOUNDS = {"sigma_w": 1e50, "sigma_b": 1e50, "q": 1e100, "q0": 1e100}
+#: The largest |param| (leaky_relu's slope, elu's alpha), for the same reason.
+_MAX_PARAM = 1e50
+#: The most entries an array argument may have (each costs a quadrature of 160 nodes).
+MAX_ENTRIES = 2**16
+
+
+def _bounded(fn: str, arg: str, a: Any) -> None:
+  bound = _BOUNDS.get(arg)
+  if bound is not None and np.any(np.abs(a) > bound):
+    big = float(np.max(np.abs(a)))
+    raise fail(
+      fn,
+      f"`{arg}` must be <= {bound:.0e}, got {big!r}: beyond it sigma_w^2 q overflows "
+      "float64 and the mean-field maps have no finite value.",
+    )
+
+
+def _real(fn: str, arg: str, value: Any, **kwargs: bool) -> float:
+  """A scalar argument, finite and within its bound."""
+  x = check_real(fn, arg, value, **kwargs)
+  _bounded(fn, arg, x)
+  return x
+
+
 def _array(
   fn: str,
   arg: str,
@@ -188,6 +217,8 @@ def _array(
       check_real(fn, arg, value, positive=positive, nonnegative=nonnegative), np.float64
     )
   else:
+    if np.size(value) > MAX_ENTRIES:
+      raise fail(fn, f"`{arg}` has {np.size(value)} entries; at most {MAX_ENTRIES} are allowed.")
     try:
       a = np.asarray(value, np.float64)
     except (TypeError, ValueError):
@@ -209,6 +240,7 @@ def _array(
       want += f" and in [{lo}, {hi}]"
     where = "" if a.ndim == 0 else " among its entries"
     raise fail(fn, f"`{arg}` must be {want}, got {float(a[bad].flat[0])!r}{where}.")
+  _bounded(fn, arg, a)
   return a
 
 
@@ -598,15 +630,15 @@ def correlation_map(
   """
   fn = "mean_field.correlation_map"
   a = _resolve_only(fn, activation)
-  sw = check_real(fn, "sigma_w", sigma_w, positive=True)
-  sb = check_real(fn, "sigma_b", sigma_b, nonnegative=True)
+  sw = _real(fn, "sigma_w", sigma_w, positive=True)
+  sb = _real(fn, "sigma_b", sigma_b, nonnegative=True)
   cc = _array(fn, "c", c, lo=-1.0, hi=1.0)
   qs = float(
     _q_star(
       a,
       _f64(sw * sw),
       _f64(sb * sb),
-      _f64(check_real(fn, "q0", q0, positive=True)),
+      _f64(_real(fn, "q0", q0, positive=True)),
     )
   )
   return _out(_c_map(a, cc, sw * sw, sb * sb, qs), c)
@@ -693,9 +725,9 @@ def depth_scales(
   """
   fn = "mean_field.depth_scales"
   a = _resolve_only(fn, activation)
-  sw = check_real(fn, "sigma_w", sigma_w, positive=True)
-  sb = check_real(fn, "sigma_b", sigma_b, nonnegative=True)
-  q = check_real(fn, "q0", q0, positive=True)
+  sw = _real(fn, "sigma_w", sigma_w, positive=True)
+  sb = _real(fn, "sigma_b", sigma_b, nonnegative=True)
+  q = _real(fn, "q0", q0, positive=True)
   sw2, sb2 = sw * sw, sb * sb
   qs = float(_q_star(a, _f64(sw2), _f64(sb2), _f64(q)))
   c1 = float(_chi1_at(a, _f64(sw2), _f64(qs)))
@@ -780,7 +812,7 @@ def plot_phase_diagram(
   sb = _array(
     fn, "sigma_b", np.linspace(0.0, 1.0, 80) if sigma_b is None else sigma_b, nonnegative=True
   ).reshape(-1)
-  q = check_real(fn, "q0", q0, positive=True)
+  q = _real(fn, "q0", q0, positive=True)
   grid = _chi1_at(a, sw[None, :] ** 2, _q_star(a, sw[None, :] ** 2, sb[:, None] ** 2, _f64(q)))
   if ax is None:
     _, ax = plt.subplots(figsize=(5, 4))

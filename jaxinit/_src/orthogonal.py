@@ -154,6 +154,7 @@ from jaxinit._src.checks import (
   check_int,
   check_range,
   check_real,
+  check_side,
   complex_of,
   compute_dtype,
   fail,
@@ -560,7 +561,9 @@ class _Orthogonal(Initializer):
         f"needs a shape with at least 2 dimensions (a matrix), got {shape}; "
         "a 1-D parameter such as a bias has no orthogonal structure.",
       )
-    _layout(fn, shape, self.column_axis, self.batch_axis)
+    batch, rows, col = _layout(fn, shape, self.column_axis, self.batch_axis)
+    sides = (math.prod(shape[a] for a in rows), shape[col], math.prod(shape[a] for a in batch))
+    check_side(fn, shape, sides, "matrices")
 
   def _sample(self, key, shape, dtype):
     batch, rows, col = _layout(self.name, shape, self.column_axis, self.batch_axis)
@@ -867,6 +870,7 @@ class _DeltaOrthogonal(Initializer):
   def _check(self, fn, shape, dtype):
     check_range(fn, dtype, -self.scale, self.scale, f"`scale`={self.scale!r}")
     self._axes(fn, shape)
+    check_side(fn, shape, shape, "a kernel")
 
   def _sample(self, key, shape, dtype):
     i, o, spatial = self._axes(self.name, shape)

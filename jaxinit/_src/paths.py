@@ -55,7 +55,15 @@ def flatten_with_paths(
   fn: str, tree: Any, is_leaf: Callable[[Any], bool] | None = None
 ) -> tuple[list[tuple[str, Any]], Any]:
   """``[(path, leaf)]`` and the treedef; two leaves with one path are an error of ``fn``."""
-  flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
+  try:
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
+  except (TypeError, ValueError) as e:  # dict keys jax cannot sort ({1: x, "1": y})
+    raise fail(
+      fn,
+      f"`tree` cannot be flattened by jax.tree_util: {type(e).__name__}: {str(e)[:200]} "
+      "(a dict whose keys mix types, e.g. 1 and '1', cannot be ordered).",
+      TypeError,
+    ) from None
   out = [(path_str(p), leaf) for p, leaf in flat]
   seen: dict[str, int] = {}
   for i, (p, _) in enumerate(out):

@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxinit._src.base import Initializer
 from jaxinit._src.basic import uniform
-from jaxinit._src.checks import check_real, fail
+from jaxinit._src.checks import check_real, fail, short_repr
 from jaxinit._src.fans import fans
 from jaxinit._src.layouts import Layout
 from jaxinit._src.serialization import get
@@ -127,6 +127,10 @@ def torch_bias(
 # ---------------------------------------------------------------------------
 
 
+#: The most digits a captured layer index may have (a 5000-digit index has no int).
+_MAX_LAYER_DIGITS = 18
+
+
 def _callable_repr(fn: Any) -> str:
   if isinstance(fn, types.FunctionType | types.BuiltinFunctionType):
     return f"<function {fn.__qualname__}>"
@@ -170,11 +174,12 @@ class DepthRule:
   def factor(self, fn: str, pattern: str, path: str, match: re.Match) -> float:
     """``scale(l)`` for the leaf ``path`` matched by ``match``, checked."""
     text = match.group(self.group)
-    if text is None or not text.isdecimal():
+    if text is None or not text.isdecimal() or len(text) > _MAX_LAYER_DIGITS:
       raise fail(
         fn,
         f"the rule {pattern!r} ({self!r}) matched {path!r}, but its group "
-        f"{self.group!r} captured {text!r}, not a layer index (a non-negative integer).",
+        f"{self.group!r} captured {short_repr(text)}, not a layer index (a non-negative "
+        f"integer of at most {_MAX_LAYER_DIGITS} digits).",
       )
     layer = int(text)
     try:
@@ -188,7 +193,10 @@ class DepthRule:
     what = f"the rule {pattern!r} ({self!r}) matched {path!r} (layer {layer}): scale({layer})"
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real | np.floating):
       raise fail(fn, f"{what} returned {value!r}; it must return a real number.", TypeError)
-    value = float(value)
+    try:
+      value = float(value)
+    except OverflowError:  # an int beyond float64
+      raise fail(fn, f"{what} returned {short_repr(value)}; it must fit a float64.") from None
     if not math.isfinite(value):
       raise fail(fn, f"{what} returned {value!r}; it must be finite.")
     return value
@@ -274,7 +282,7 @@ def depth_rule(init: Any, scale: Callable[[int], float], group: int | str = 1) -
       TypeError,
     )
   if isinstance(init, str | Mapping):
-    init = get(init)
+    init = _get(fn, "init", init)
   elif not (isinstance(init, Initializer | SiblingRule) or callable(init)):
     raise fail(
       fn,
@@ -352,4 +360,22 @@ def optional(rule: Any) -> OptionalRule:
   """
   if isinstance(rule, OptionalRule):
     raise fail("optional", f"`rule` is already optional: {rule!r}.", TypeError)
+  if isinstance(rule, str | Mapping):
+    _get("optional", "rule", rule)  # a bad name or config fails here, not at reinit
+  elif not (rule is None or callable(rule) or isinstance(rule, SiblingRule | DepthRule)):
+    raise fail(
+      "optional",
+      "`rule` must be what reinit takes as a rule (an initializer, a name or config dict, "
+      f"an init(key, shape, dtype) callable, a sibling or depth rule, or None), got "
+      f"{short_repr(rule)}.",
+      TypeError,
+    )
   return OptionalRule(rule)
+
+
+def _get(fn: str, arg: str, identifier: Any) -> Any:
+  """``get(identifier)``, its errors naming ``jaxinit.<fn>`` and ``arg``."""
+  try:
+    return get(identifier)
+  except (TypeError, ValueError) as e:
+    raise type(e)(f"jaxinit.{fn}: `{arg}`: {e}") from None

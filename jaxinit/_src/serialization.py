@@ -189,11 +189,6 @@ def _resolve(name: str, fn: str) -> tuple[type[Initializer], dict[str, Any]]:
   return lookup(name, fn), {}
 
 
-def _from_name(name: str, fn: str) -> Initializer:
-  cls, base = _resolve(_check_name(fn, name), fn)
-  return _build(cls, base, fn)
-
-
 def get(identifier: Any, **kwargs: Any) -> Any:
   """Returns an initializer from a name, a config dict, or an initializer.
 
@@ -255,9 +250,9 @@ def get(identifier: Any, **kwargs: Any) -> Any:
     if not kwargs:
       return identifier
     return _build(type(identifier), {**identifier.config(), **kwargs}, "get")
-  if isinstance(identifier, str):
-    init = _from_name(identifier, "get")
-    return get(init, **kwargs) if kwargs else init
+  if isinstance(identifier, str):  # built once, with kwargs: get("constant", value=0.5)
+    cls, base = _resolve(_check_name("get", identifier), "get")
+    return _build(cls, {**base, **kwargs}, "get")
   if isinstance(identifier, Mapping):
     check_config_bounds("get", identifier)
     return _from_dict(identifier, kwargs, "get")

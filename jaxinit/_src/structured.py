@@ -24,6 +24,7 @@ from jaxinit._src.checks import (
   check_int,
   check_range,
   check_real,
+  check_side,
   compute_dtype,
   fail,
   is_complex,
@@ -103,6 +104,7 @@ def _channel_axes(fn: str, init: Any, shape: tuple[int, ...]) -> tuple[int, int]
       f"`in_axis`={init.in_axis} and `out_axis`={init.out_axis} name the same axis "
       f"of the shape {shape}.",
     )
+  check_side(fn, shape, shape, "a kernel")
   return i, o
 
 

@@ -17,7 +17,40 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from jaxinit._src.checks import Array, Sharding, default_float_dtype
+from jaxinit._src.checks import (
+  Array,
+  Sharding,
+  canonical_shape,
+  check_axes,
+  check_real,
+  default_float_dtype,
+  fail,
+  normalize_axes,
+  short_repr,
+)
+
+
+def _samples(fn: str, samples: Any, arg: str = "samples") -> np.ndarray:
+  """``samples`` as a numeric numpy array (real, complex, bool, or an ml_dtypes float such
+  as bfloat16, whose numpy kind is 'V'), else a clear error."""
+  try:
+    x = np.asarray(samples)
+  except Exception:  # an object numpy cannot hold (ragged lists, ...)
+    x = np.asarray(None)
+  if x.dtype.kind not in "biufc" and not jnp.issubdtype(x.dtype, jnp.floating):  # bfloat16..
+    raise fail(fn, f"`{arg}` must be an array of numbers, got {short_repr(samples)}.", TypeError)
+  return x
+
+
+def _expected(fn: str, arg: str, value: Any, *, complex_ok: bool, nonnegative: bool = False):
+  """An expected moment: None, or a finite number (complex where ``complex_ok``)."""
+  if value is None:
+    return None
+  if complex_ok and isinstance(value, complex | np.complexfloating):
+    if not (math.isfinite(value.real) and math.isfinite(value.imag)):
+      raise fail(fn, f"`{arg}` must be finite, got {value!r}.")
+    return complex(value)
+  return check_real(fn, arg, value, nonnegative=nonnegative)
 
 
 def _canonical_dtype(dtype: Any) -> np.dtype:
@@ -73,7 +106,13 @@ def assert_conforms(
     >>> w.dtype
     dtype(bfloat16)
   """
-  shape = tuple(shape)
+  if not callable(init):
+    raise fail(
+      "testing.assert_conforms",
+      f"`init` must be an init(key, shape, dtype) callable, got {short_repr(init)}.",
+      TypeError,
+    )
+  shape = canonical_shape("testing.assert_conforms", shape)
   want = _canonical_dtype(dtype)
   if key is None:
     key = jax.random.key(0)
@@ -155,11 +194,17 @@ def moment_z_scores(
     >>> abs(z_mean) < 6 and abs(z_var) < 6
     True
   """
-  x = np.asarray(samples).ravel()
+  return _z_scores("testing.moment_z_scores", samples, mean, var)
+
+
+def _z_scores(fn: str, samples: Any, mean: Any, var: Any) -> tuple[float | None, float | None]:
+  x = _samples(fn, samples).ravel()
+  mean = _expected(fn, "mean", mean, complex_ok=True)
+  var = _expected(fn, "var", var, complex_ok=False, nonnegative=True)
   x = x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
   n = x.size
   if n < 2:
-    raise ValueError(f"moment checks need at least 2 samples, got {n}")
+    raise fail(fn, f"`samples` must hold at least 2 values for a moment check, got {n}.")
   m = x.mean()
   d = np.abs(x - m) ** 2
   s2 = float(d.mean())
@@ -210,8 +255,10 @@ def assert_moments(
     AssertionError: samples: variance 0.0020... expected 0.0021, z = -... standard errors
     (limit 6.0; n = 1000000)
   """
-  z_mean, z_var = moment_z_scores(samples, mean=mean, var=var)
-  x = np.asarray(samples)
+  fn = "testing.assert_moments"
+  k = check_real(fn, "k", k, positive=True)
+  z_mean, z_var = _z_scores(fn, samples, mean, var)
+  x = _samples(fn, samples)
   n = x.size
   problems = []
   if z_mean is not None and not abs(z_mean) <= k:
@@ -267,7 +314,31 @@ def assert_ks(
     >>> testing.assert_ks(w, "uniform", (-1.0, 2.0)) > 1e-6
     True
   """
-  x = np.asarray(samples, dtype=np.float64).ravel()
+  fn = "testing.assert_ks"
+  x = _samples(fn, samples)
+  if np.iscomplexobj(x):
+    raise fail(fn, "`samples` must be real; test the real and imaginary parts apart.", TypeError)
+  x = x.astype(np.float64).ravel()
+  alpha = check_real(fn, "alpha", alpha, positive=True)
+  if not alpha < 1:
+    raise fail(fn, f"`alpha` must lie in (0, 1), got {alpha!r}.")
+  if isinstance(distribution, str):
+    if not isinstance(getattr(stats, distribution, None), stats.rv_continuous):
+      raise fail(
+        fn,
+        f"`distribution` {short_repr(distribution)} is not a scipy.stats continuous "
+        "distribution ('norm', 'uniform', 'truncnorm', ...).",
+      )
+  elif not callable(distribution):
+    raise fail(
+      fn,
+      "`distribution` must be a scipy.stats distribution name or a CDF callable, got "
+      f"{short_repr(distribution)}.",
+      TypeError,
+    )
+  if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+    raise fail(fn, f"`args` must be a sequence of numbers, got {short_repr(args)}.", TypeError)
+  args = tuple(check_real(fn, "args", a) for a in args)
   result = stats.kstest(x, distribution, args=tuple(args))
   if not result.pvalue >= alpha:
     label = (
@@ -335,10 +406,20 @@ def assert_orthonormal(
     >>> testing.assert_orthonormal(q) < 1e-5
     True
   """
-  arr = np.asarray(w)
+  fn = "testing.assert_orthonormal"
+  arr = _samples(fn, w, "w")
+  scale = check_real(fn, "scale", scale, positive=True)
+  if atol is not None:
+    atol = check_real(fn, "atol", atol, nonnegative=True)
   if arr.ndim < 2:
     raise AssertionError(f"{name}: orthonormality needs a matrix, got shape {arr.shape}")
-  mats = _as_matrices(arr, column_axis, tuple(batch_axis))
+  col = normalize_axes(fn, "column_axis", check_axes(fn, "column_axis", column_axis), arr.shape)
+  batch = normalize_axes(fn, "batch_axis", check_axes(fn, "batch_axis", batch_axis), arr.shape)
+  if col[0] in batch or len(col) != 1:
+    raise fail(fn, f"`column_axis`={column_axis!r} must be one axis, not a batch axis.")
+  if arr.ndim - len(batch) < 2:
+    raise fail(fn, f"`batch_axis`={batch_axis!r} leaves no matrix in the shape {arr.shape}.")
+  mats = _as_matrices(arr, col[0], batch)
   m = mats.astype(np.complex128 if np.iscomplexobj(arr) else np.float64)
   rows, cols = m.shape[1:]
   mh = np.conj(np.swapaxes(m, 1, 2))

@@ -32,6 +32,7 @@ from jaxinit._src.checks import (
   compute_dtype,
   fail,
   is_complex,
+  scaled_range,
 )
 from jaxinit._src.framework_types import is_box, is_equinox_module, rebox, unbox
 from jaxinit._src.layouts import Layout, get_layout
@@ -220,13 +221,15 @@ def _sibling_shape(
   )
 
 
-def _check_leaf(path, pattern, init, shape, dtype, sharding) -> None:
-  """Every host-side check of one leaf, before anything is drawn."""
+def _check_leaf(path, pattern, init, shape, dtype, sharding, scale=None) -> None:
+  """Every host-side check of one leaf, before anything is drawn; a depth rule's
+  ``scale`` multiplies the range the dtype must hold."""
   what = f"the rule {pattern!r} ({_describe(init)}) matched {path!r} of shape {shape} {dtype}"
   if isinstance(init, Initializer):
     try:
       d = canonical_dtype(init.name, dtype, allow_complex=init._supports_complex())
-      init._check(init.name, shape, d)
+      with scaled_range(scale):
+        init._check(init.name, shape, d)
     except (TypeError, ValueError) as e:
       raise type(e)(f"jaxinit.reinit: {what}, which it cannot initialize: {e}") from None
   elif not jax.numpy.issubdtype(dtype, jax.numpy.inexact):
@@ -423,7 +426,7 @@ def reinit(
         ) from None
     box = leaf if is_box(leaf) else None
     sharding = resolve_sharding(_FN, path, box, value, table, mesh)
-    _check_leaf(path, pattern, init, shape, dtype, sharding)
+    _check_leaf(path, pattern, init, shape, dtype, sharding, scale)
     draws.append((i, path, leaf, box, init, shape, dtype, sharding, scale))
 
   leaves = [leaf for _, leaf in flat]

@@ -72,7 +72,7 @@ class _VarianceScaling(Initializer):
         "uniform": math.sqrt(3.0),
       }[self.distribution]
       what = f"the standard deviation {std:.4g} (`scale` / fan for the shape {shape})"
-      check_range(fn, dtype, -std * reach, std * reach, what)
+      check_range(fn, dtype, -std * reach, std * reach, what, spread=std)
 
   def variance(self, shape: Shape) -> float:
     """The target variance E|w - E w|^2 for ``shape``, in float64."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import jax
 
-from jaxinit._src.checks import canonical_key, fail
+from jaxinit._src.checks import canonical_key, fail, short_repr
 from jaxinit._src.framework_types import is_box, rebox, unbox
 from jaxinit._src.sharding import resolve_sharding
 from jaxinit._src.tree import flatten, reinit
@@ -100,6 +100,8 @@ def init_linen(
     (P(None, 'model'), (16, 8))
   """
   fn = "init_linen"
+  if not callable(getattr(module, "init", None)):
+    raise fail(fn, f"`module` must be a flax.linen Module, got {short_repr(module)}.", TypeError)
   mesh = _check_mesh(fn, mesh)
   key = canonical_key(fn, key)
   init_fn = functools.partial(module.init, **init_kwargs)
@@ -162,6 +164,12 @@ def init_nnx(
   from flax import nnx
 
   fn = "init_nnx"
+  if not callable(make_model):
+    raise fail(
+      fn,
+      f"`make_model` must be a function that builds the nnx model, got {short_repr(make_model)}.",
+      TypeError,
+    )
   mesh = _check_mesh(fn, mesh)
   if rules is not None:
     if key is None:
@@ -170,6 +178,13 @@ def init_nnx(
   ctx = jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()
   with ctx:
     abstract = nnx.eval_shape(make_model)
+    if not nnx.graph.is_graph_node(abstract):
+      raise fail(
+        fn,
+        f"`make_model` must return an nnx.Module, got {type(abstract).__name__} "
+        f"{short_repr(abstract)}.",
+        TypeError,
+      )
     graphdef, abstract_state = nnx.split(abstract)
     targets, treedef, boxes = _targets(fn, abstract_state, mesh)
     shard_tree = jax.tree_util.tree_unflatten(treedef, targets)

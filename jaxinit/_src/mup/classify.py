@@ -236,6 +236,14 @@ def _pair(fn: str, target: dict, base: dict, what: str) -> None:
         f"{p!r} has shape {shape} in target but {base[p][0]} in `{what}`: a width change "
         "never changes a parameter's rank.",
       )
+    for a, b in zip(shape, base[p][0], strict=True):
+      if (a == 0) != (b == 0):  # a ratio to or from zero is no width multiplier
+        raise fail(
+          fn,
+          f"{p!r} has shape {shape} in target but {base[p][0]} in `{what}`: a dimension "
+          "that is 0 in one and not in the other has no width ratio; give both models "
+          "a nonzero width.",
+        )
 
 
 def classify(fn: str, base: Any, target: Any, delta: Any, opt: Options) -> dict[str, Leaf]:

@@ -30,6 +30,9 @@ from typing import Any
 from jaxinit._src.checks import check_int, check_real, fail
 
 _FN = "mup.Depth"
+#: The largest depth (number of residual blocks): multipliers such as
+#: ``(depth / base_depth) ** -alpha`` are computed in float64, exact for ints up to 2**53.
+MAX_DEPTH = 2**53
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +78,14 @@ class Depth:
   blocks: str = ".*"
 
   def __post_init__(self):
-    object.__setattr__(self, "base_depth", check_int(_FN, "base_depth", self.base_depth, minimum=1))
-    object.__setattr__(self, "depth", check_int(_FN, "depth", self.depth, minimum=1))
+    object.__setattr__(
+      self,
+      "base_depth",
+      check_int(_FN, "base_depth", self.base_depth, minimum=1, maximum=MAX_DEPTH),
+    )
+    object.__setattr__(
+      self, "depth", check_int(_FN, "depth", self.depth, minimum=1, maximum=MAX_DEPTH)
+    )
     alpha = check_real(_FN, "alpha", self.alpha)
     if not 0.5 <= alpha <= 1.0:
       raise fail(

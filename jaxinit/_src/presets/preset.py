@@ -14,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from jaxinit._src.base import Initializer
 from jaxinit._src.basic import normal, truncated_normal
-from jaxinit._src.checks import check_choice, check_int, check_real, fail
+from jaxinit._src.checks import check_choice, check_int, check_real, fail, short_repr
 from jaxinit._src.framework_types import is_box, rebox, unbox
 from jaxinit._src.rules import DepthRule, OptionalRule
 from jaxinit._src.tree import flatten, leaf_paths, reinit
@@ -80,16 +80,41 @@ def positive(fn: str, arg: str, value: Any) -> float:
   return check_real(fn, arg, value, positive=True)
 
 
-def count(fn: str, arg: str, value: Any, minimum: int = 1) -> int:
-  return check_int(fn, arg, value, minimum=minimum)
+#: The largest count (layers, widths, heads) a preset takes: every such count is used
+#: in float arithmetic (1 / sqrt(2 n_layers)), exact for integers up to 2**53.
+MAX_COUNT = 2**53
+
+
+def count(fn: str, arg: str, value: Any, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
+  return check_int(fn, arg, value, minimum=minimum, maximum=maximum)
 
 
 def maybe_cutoff(fn: str, arg: str, value: Any) -> float | None:
   return None if value is None else check_real(fn, arg, value, positive=True)
 
 
-def _pairs(value: Any) -> tuple[tuple[str, Any], ...]:
-  return tuple(value.items()) if isinstance(value, Mapping) else tuple(value)
+def _pairs(fn: str, value: Any) -> tuple[tuple[str, Any], ...]:
+  """``patterns`` as ``(role, pattern)`` pairs: a mapping or a sequence of pairs."""
+  bad = fail(
+    fn,
+    "`patterns` must be a mapping {role: pattern or None} (or a sequence of such pairs), "
+    f"got {short_repr(value)}.",
+    TypeError,
+  )
+  if isinstance(value, Mapping):
+    pairs = tuple(value.items())
+  elif isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+    raise bad
+  else:
+    pairs = tuple(value)
+    if not all(isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2 for p in pairs):
+      raise bad
+  for role, _ in pairs:
+    if not isinstance(role, str):
+      raise fail(
+        fn, f"`patterns` keys must be role names (str), got {short_repr(role)}.", TypeError
+      )
+  return tuple((r, q) for r, q in pairs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,7 +326,7 @@ def build(
   depth role whose pattern lacks the layer group fail naming ``jaxinit.<fn>``.
   """
   known = [r for r, _, _ in roles]
-  overrides = dict(_pairs(patterns or {}))
+  overrides = dict(_pairs(fn, {} if patterns is None else patterns))
   unknown = sorted(set(overrides) - set(known))
   if unknown:
     raise fail(

@@ -19,6 +19,9 @@ from jaxinit._src.variance_scaling import (
   variance_scaling,
 )
 
+#: The most layers one Fixup residual branch may have (its pattern lists each layer).
+MAX_BRANCH_LAYERS = 64
+
 Patterns = Mapping[str, str | None] | None
 
 
@@ -90,7 +93,10 @@ def fixup(
     "Fixup initialization: residual learning without normalization", ICLR 2019.
   """
   fn = "presets.fixup"
-  L, m = count(fn, "num_branches", num_branches), count(fn, "m", m, minimum=2)
+  L, m = (
+    count(fn, "num_branches", num_branches),
+    count(fn, "m", m, minimum=2, maximum=MAX_BRANCH_LAYERS),
+  )
   mode = choice(fn, "mode", mode, ("fan_out", "fan_in"))
   names = choice(fn, "names", names, ("flax", "cifar", "imagenet"))
   bias = check_bool(fn, "bias", bias)
@@ -230,7 +236,10 @@ def t_fixup(
   else:
     pad = None if padding_idx is None else count(fn, "padding_idx", padding_idx, minimum=0)
   rows = []
-  for side, n, s in (("encoder", N, 0.67 * N**-0.25 if N else 0), ("decoder", M, (9 * M) ** -0.25)):
+  for side, n, s in (
+    ("encoder", N, 0.67 * N**-0.25 if N else 0.0),
+    ("decoder", M, (9 * M) ** -0.25 if M else 0.0),
+  ):
     if not n:
       continue
     p = _tfixup_names(names, side, shared)
