@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -44,7 +45,9 @@ def test_unknown_command_fails():
 
 
 def test_console_script_when_installed():
-  exe = shutil.which("jaxinit")
+  # the script pip put beside this interpreter (a venv used without activating it), else PATH
+  beside = Path(sys.executable).parent / "jaxinit"
+  exe = str(beside) if beside.exists() else shutil.which("jaxinit")
   if exe is None:
     pytest.skip("jaxinit is not installed as a console script in this environment")
   out = subprocess.run([exe, "list"], capture_output=True, text=True, check=False, timeout=120)
