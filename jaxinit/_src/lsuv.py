@@ -8,7 +8,7 @@ published implementation re-runs the whole model for every try of every
 layer: O(layers x tries) forward passes, in eager Python.
 
 Here the whole procedure is one forward pass. The model is traced once to a
-jaxpr (:mod:`jaxinit._src.layers`); an interpreter evaluates it under
+jaxpr (:mod:`jaxinit._src.jaxpr`); an interpreter evaluates it under
 ``jax.jit``, and when it reaches a layer's output it normalizes that layer on
 the spot and continues with the normalized output — earlier layers are final
 by then, which is exactly the state the sequential algorithm is in at that
@@ -49,9 +49,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxinit._src import layers as layers_lib
 from jaxinit._src.checks import canonical_key, check_bool, check_int, check_real, fail
 from jaxinit._src.frameworks import bind as models
+from jaxinit._src.jaxpr import run as jaxpr_run
+from jaxinit._src.jaxpr import segments as jaxpr_segments
+from jaxinit._src.jaxpr.index import apply_index, set_index
+from jaxinit._src.jaxpr.keys import signature_is_portable
+from jaxinit._src.jaxpr.program import Program, trace
+from jaxinit._src.jaxpr.records import Layer, LayerIO, LayerUpdate
 from jaxinit._src.orthogonal import haar_from_gaussian, stored_gaussian
 
 FN = "lsuv"
@@ -279,7 +284,7 @@ class _Options:
     """The options that shape the computation (selection is passed as flags)."""
     return (self.tol, self.max_iters, self.target_var, self.exact, self.center, self.min_var)
 
-  def selected(self, layer: layers_lib.Layer) -> bool:
+  def selected(self, layer: Layer) -> bool:
     if self.layers is not None and not _matches(self.layers, layer.path):
       return False
     return not (self.exclude is not None and _matches(self.exclude, layer.path))
@@ -310,9 +315,7 @@ class _RedrawPlan:
   real: np.dtype
 
 
-def _redraw_plan(
-  prog: layers_lib.Program, lays: Sequence[layers_lib.Layer], regions: Sequence[Any]
-) -> _RedrawPlan:
+def _redraw_plan(prog: Program, lays: Sequence[Layer], regions: Sequence[Any]) -> _RedrawPlan:
   specs = []  # per layer: (nb, rows, cols) of its matrices, or None (kept)
   for lay, region in zip(lays, regions, strict=True):
     if prog.weight_bijective(lay):
@@ -366,8 +369,8 @@ def _redraw_draw(plan: _RedrawPlan, key) -> list[jax.Array]:
 
 
 def _redraw_place(
-  prog: layers_lib.Program,
-  lay: layers_lib.Layer,
+  prog: Program,
+  lay: Layer,
   sp: tuple,
   stack: jax.Array,
   start,
@@ -379,7 +382,7 @@ def _redraw_place(
   q = lax.dynamic_slice_in_dim(stack, start, nb)
   if r < c:
     q = jnp.swapaxes(q, -1, -2)  # wide: orthonormal rows
-  region = layers_lib.apply_index(leaf, lay.weight_index)
+  region = apply_index(leaf, lay.weight_index)
   if prog.weight_bijective(lay):
     op = prog.avals[lay.weight_atom]
     perm = (*lay.batch_axes, *lay.in_axes, *lay.out_axes)
@@ -387,10 +390,10 @@ def _redraw_place(
     value = jax.linear_transpose(prog.weight_fn(lay), region)(q.astype(op.dtype))[0]
   else:
     value = q.reshape(region.shape).astype(region.dtype)
-  return layers_lib.set_index(leaf, lay.weight_index, value)
+  return set_index(leaf, lay.weight_index, value)
 
 
-def _redraw(prog: layers_lib.Program, plan: _Plan, key, leaves: list) -> list:
+def _redraw(prog: Program, plan: _Plan, key, leaves: list) -> list:
   """``leaves`` with every selected layer's weight redrawn orthonormal (the paper's step 1).
 
   A weight is viewed as the (fan_in x fan_out) matrix of the map it applies
@@ -436,7 +439,7 @@ class _Plan:
   path (under the caller's jit) and the segmented eager path, so both compute the same
   thing. ``hook`` normalizes a layer; ``finish`` makes the parameters and the report."""
 
-  def __init__(self, prog: layers_lib.Program, opts: _Options):
+  def __init__(self, prog: Program, opts: _Options):
     self.prog, self.opts = prog, opts
     if not prog.layers:
       raise fail(
@@ -478,7 +481,7 @@ class _Plan:
     """The per-layer normalization; records the layer's row of raw statistics."""
     opts, t, tol = self.opts, self.opts.target_var, self.opts.tol
 
-    def hook(io: layers_lib.LayerIO):
+    def hook(io: LayerIO):
       lay = io.layer
       cdt = _compute_dtype(io.pre.dtype)
       pre = lax.convert_element_type(io.pre, cdt)
@@ -527,7 +530,7 @@ class _Plan:
       else:
         out = _mul(pre, lax.broadcast(s, pre.shape))
       rows[lay.index] = (*raw, veff, s, iters)
-      return layers_lib.LayerUpdate(
+      return LayerUpdate(
         weight=weight, bias=bias, output=lax.convert_element_type(out, io.pre.dtype)
       )
 
@@ -535,11 +538,11 @@ class _Plan:
 
   # -- the end --------------------------------------------------------------
 
-  def scale_weight(self, lay: layers_lib.Layer, leaf, s):
+  def scale_weight(self, lay: Layer, leaf, s):
     """The leaf with the layer's weight entries multiplied by ``s``."""
-    w = layers_lib.apply_index(leaf, lay.weight_index)
+    w = apply_index(leaf, lay.weight_index)
     new = (w.astype(s.dtype) * s).astype(w.dtype)
-    return layers_lib.set_index(leaf, lay.weight_index, new)
+    return set_index(leaf, lay.weight_index, new)
 
   def finish(self, rows: dict, new_leaves: list, leaves: list, arg_leaves: list):
     """Scales the weights, keeps the caller's parameters on NaN/inf, builds the report."""
@@ -629,12 +632,12 @@ def _all_finite(leaves) -> jax.Array:
 def _lsuv_impl(apply, opts: _Options, params, args, key):
   """LSUV as one traced computation (used under the caller's jit)."""
   leaves, treedef = jax.tree_util.tree_flatten(params)
-  prog = layers_lib.trace(FN, apply, params, args, models.param_paths(apply, params))
+  prog = trace(FN, apply, params, args, models.param_paths(apply, params))
   plan = _Plan(prog, opts)
   arg_leaves = jax.tree_util.tree_leaves(args)
   start = list(leaves) if key is None else _redraw(prog, plan, key, leaves)
   rows: dict = {}
-  _, new_leaves = prog.evaluate(start, arg_leaves, plan.hook(rows))
+  _, new_leaves = jaxpr_run.evaluate(prog, start, arg_leaves, plan.hook(rows))
   new_leaves, report = plan.finish(rows, new_leaves, leaves, arg_leaves)
   return jax.tree_util.tree_unflatten(treedef, new_leaves), report
 
@@ -652,7 +655,7 @@ _PIECES_MAX = 256
 
 
 def _piece(cache: dict, key, build: Callable[[], Callable]) -> Callable:
-  portable = layers_lib.signature_is_portable(key)
+  portable = signature_is_portable(key)
   store = _PIECES if portable else cache
   fn = store.get(key)
   if fn is None:
@@ -680,7 +683,7 @@ def _lsuv_eager(apply, opts: _Options, params, args, key):
   """
   leaves, treedef = jax.tree_util.tree_flatten(params)
   arg_leaves = jax.tree_util.tree_leaves(args)
-  prog = layers_lib.trace(FN, apply, params, args, models.param_paths(apply, params))
+  prog = trace(FN, apply, params, args, models.param_paths(apply, params))
   plan = _Plan(prog, opts)
   local: dict = {}
   cur = list(leaves)
@@ -700,7 +703,7 @@ def _lsuv_eager(apply, opts: _Options, params, args, key):
         _aval(stacks[g]),
         _aval(cur[lay.leaf]),
         lay.weight_index,
-        prog.weight_key(lay),
+        jaxpr_segments.weight_key(prog, lay),
       )
       place = _piece(
         local, sig, lambda lay=lay, sp=sp: jax.jit(functools.partial(_redraw_place, prog, lay, sp))
@@ -712,7 +715,7 @@ def _lsuv_eager(apply, opts: _Options, params, args, key):
       env[pid] = cur[k]
   rows: dict = {}
   finite = None
-  segments = prog.segments()
+  segments = jaxpr_segments.segments(prog)
   last_use = {i: n for n, seg in enumerate(segments) for i in seg.live_in}
   for n, seg in enumerate(segments):
     lay = seg.layer
@@ -724,7 +727,7 @@ def _lsuv_eager(apply, opts: _Options, params, args, key):
 
       def run(live_in, seg_leaves, arg_leaves):
         seg_rows: dict = {}
-        outs, written = prog.run_segment(seg, live_in, seg_leaves, plan.hook(seg_rows))
+        outs, written = jaxpr_run.run_segment(prog, seg, live_in, seg_leaves, plan.hook(seg_rows))
         row = seg_rows[lay.index]
         if scale_here:  # the final weight, scaled once (the forward pass used s * Wx)
           written[w_pos] = plan.scale_weight(lay, written.get(w_pos, seg_leaves[w_pos]), row[8])
@@ -1114,7 +1117,7 @@ def _warn_skipped(report: LSUVReport) -> None:
 
 def find_layers(
   model: Any, *args: Any, model_kwargs: dict[str, Any] | None = None
-) -> tuple[layers_lib.Layer, ...]:
+) -> tuple[Layer, ...]:
   """Lists the linear layers of a model in execution order — what :func:`lsuv` processes.
 
   The model is traced once (nothing is computed). A layer is a
@@ -1149,4 +1152,4 @@ def find_layers(
     1 layers_2/kernel dot 8 4 layers_2/bias
   """
   bound = models.bind("find_layers", model, args, model_kwargs)
-  return layers_lib.trace("find_layers", bound.apply, bound.params, bound.args, bound.paths).layers
+  return trace("find_layers", bound.apply, bound.params, bound.args, bound.paths).layers
