@@ -102,7 +102,7 @@ def _leaf_problem(x: Any, shapes: bool) -> str | None:
   if isinstance(x, (np.ndarray, np.generic)):
     if jnp.issubdtype(x.dtype, jnp.number) or jnp.issubdtype(x.dtype, jnp.bool_):
       return None
-    return f"a numpy {type(x).__name__} of dtype {x.dtype}"
+    return f"a numpy array of dtype {x.dtype}"
   if isinstance(x, (bool, float, complex)):
     return None
   if isinstance(x, int):
@@ -110,9 +110,12 @@ def _leaf_problem(x: Any, shapes: bool) -> str | None:
     if -(2 ** (bits - 1)) <= x < 2 ** (bits - 1):
       return None
     return f"a Python int of {x.bit_length()} bits, which does not fit in int{bits}"
-  shown = repr(x)
+  try:
+    shown = repr(x)
+  except Exception:  # a repr that fails must not hide the message
+    shown = "?"
   shown = shown if len(shown) <= 60 else shown[:57] + "..."
-  return f"a {type(x).__name__} ({shown})"
+  return f"of type {type(x).__name__} ({shown})"
 
 
 def check_leaves(fn: str, what: str, tree: Any, paths: Sequence[str] | None, shapes: bool) -> None:

@@ -66,12 +66,15 @@ def _check_target(prog: Program, selected: Sequence[bool], target_var: float) ->
     if lo <= target_var <= hi:
       continue
     side = f"at most {hi:.4g}" if target_var > hi else f"at least {lo:.4g}"
+    limit = "largest finite" if target_var > hi else "smallest normal"
+    lim = (lambda d: jnp.finfo(d).max) if target_var > hi else (lambda d: jnp.finfo(d).tiny)
+    dtypes = f"{out.name}" if out == cdt else f"{out.name} (measured in {cdt.name})"
+    limits = ", ".join(f"{d.name} {float(lim(d)):.4g}" for d in dict.fromkeys((out, cdt)))
     raise fail(
       FN,
       f"`target_var`={target_var!r} cannot be reached in {out.name}: layer #{lay.index} "
-      f"({lay.path}) outputs {out.name}, measured in {cdt.name}, so `target_var` must be "
-      f"{side} (the largest finite {cdt.name} is {float(jnp.finfo(cdt).max):.4g}, the largest "
-      f"{out.name} {float(jnp.finfo(out).max):.4g}; a variance needs headroom x{_HEADROOM:g}).",
+      f"({lay.path}) outputs {dtypes}, so `target_var` must be {side} (the {limit} "
+      f"values: {limits}; a variance and its sums need a margin of {_HEADROOM:g}x).",
     )
 
 
@@ -162,7 +165,7 @@ class Plan:
     if opts.exact:
       s, iters = solve(a, c_eff, vb_eff, run(), t, tol)
     else:
-      s, iters = iterate(lambda s: s * s * a + 2 * s * c_eff + vb_eff, run, t, tol, opts.max_iters)
+      s, iters = iterate(a, c_eff, vb_eff, run, t, tol, opts.max_iters)
     # Only a weight that is read again later (tied) is rewritten during the pass; the
     # others are scaled once at the end, from the scales recorded here.
     weight = (io.weight.astype(cdt) * s).astype(io.weight.dtype) if lay.read_later else None

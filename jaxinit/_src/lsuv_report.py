@@ -245,6 +245,14 @@ def build_report(
   recompute per-layer arithmetic.
   """
   t, tol, max_iters, exact = settings
+  if xp is np:  # a variance beyond the dtype's range is inf, without a warning
+    with np.errstate(over="ignore", invalid="ignore"):
+      return _build(layers, records, selected, centered, settings, batch_finite, xp)
+  return _build(layers, records, selected, centered, settings, batch_finite, xp)
+
+
+def _build(layers, records, selected, centered, settings, batch_finite, xp):
+  t, tol, max_iters, exact = settings
   # float64 when the layers were computed in float64 (x64), else float32
   ft = np.result_type(np.float32, *(r.scale.dtype for r in records)).type
   col = lambda field: _column(xp, records, field, ft)
@@ -258,9 +266,10 @@ def build_report(
   finite = _column(xp, records, "finite", bool)
   run = _column(xp, records, "runnable", bool)
   # the moments are those of norm * y: divide the variances by norm^2 (1 unless huge)
-  norm2 = norm * norm
+  # (the scale of a huge output is tiny: u = s / norm keeps its square from underflowing)
+  norm2, u = norm * norm, s / norm
   var_before = (v0 + ft(2) * c + vb) / norm2
-  after = xp.where(cen, s * s * col("var_eff"), s * s * v0 + ft(2) * s * c + vb) / norm2
+  after = xp.where(cen, u * u * col("var_eff"), u * u * v0 + ft(2) * u * (c / norm) + vb / norm2)
   var_after = xp.where(run, after, var_before)
   static = np.array(
     [

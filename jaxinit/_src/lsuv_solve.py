@@ -171,23 +171,38 @@ def solve(a, c, vb, runnable, t, tol):
   return s, lax.convert_element_type(scale, jnp.int32)
 
 
-def iterate(vfn: Callable, runnable: Callable[[], jax.Array], t, tol, max_iters: int):
+def iterate(a, c, vb, runnable: Callable[[], jax.Array], t, tol, max_iters: int):
   """The paper's update ``s <- s * sqrt(t / var(s))`` until ``|var - t| < tol``.
 
-  ``var(s)`` is exact and costs a few scalar operations, so the loop runs on
-  scalars. ``runnable()`` is evaluated inside the loop condition, so a layer
-  that must not be scaled leaves the loop at once with ``s = 1``.
+  ``var(s) = a s^2 + 2 c s + vb`` is exact and costs a few scalar operations,
+  so the loop runs on scalars. It runs in units of the target, on
+  ``w = s * sqrt(a / t)``, for which the ratio of standard deviations is
+  ``r(w) = sqrt(var / t) = sqrt(w^2 + 2 w c / sqrt(a t) + vb / t)`` and the
+  update is ``w <- w / r(w)``: the scale of a layer with a huge output is tiny,
+  and its square or ``t / var`` would underflow, while ``r`` is computed without
+  overflow even where ``var / t`` is beyond the dtype's range (the first step).
+  ``runnable()`` is evaluated inside the loop condition, so a layer that must
+  not be scaled leaves the loop at once with ``s = 1``.
   """
-  one = jnp.ones((), jnp.result_type(vfn(1.0)))
+  rt = jnp.sqrt(t)
+  ra = jnp.where(a > 0, jnp.sqrt(a), rt)  # (a <= 0: not runnable, s stays 1)
+  sigma, c_w, vb_w, tol_w = ra / rt, c / rt / ra, vb / t, tol / t
+  one = jnp.ones_like(sigma)
+
+  def ratio(w):
+    big = jnp.abs(w) > 1  # factor w out of the square root
+    u = 1 / jnp.where(big, w, one)
+    r_big = jnp.abs(w) * jnp.sqrt(jnp.maximum(1 + 2 * c_w * u + vb_w * u * u, 0))
+    return jnp.where(big, r_big, jnp.sqrt(jnp.maximum(w * w + 2 * w * c_w + vb_w, 0)))
 
   def cond(state):
-    _, v, it = state
-    return runnable() & (jnp.abs(v - t) >= tol) & (it < max_iters) & (v > 0)
+    _, r, it = state
+    return runnable() & (jnp.abs(r * r - 1) >= tol_w) & (it < max_iters) & (r > 0)
 
   def body(state):
-    s, v, it = state
-    s = s * jnp.sqrt(t / v)
-    return s, vfn(s), it + 1
+    w, r, it = state
+    w = w / r
+    return w, ratio(w), it + 1
 
-  s, _, iters = lax.while_loop(cond, body, (one, vfn(one), jnp.int32(0)))
-  return s, iters
+  w, _, iters = lax.while_loop(cond, body, (sigma, ratio(sigma), jnp.int32(0)))
+  return w / sigma, iters
