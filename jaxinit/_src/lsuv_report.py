@@ -244,7 +244,6 @@ def build_report(
   (reduction outputs, slices, the scales) are stacked, so stacking does not
   recompute per-layer arithmetic.
   """
-  t, tol, max_iters, exact = settings
   if xp is np:  # a variance beyond the dtype's range is inf, without a warning
     with np.errstate(over="ignore", invalid="ignore"):
       return _build(layers, records, selected, centered, settings, batch_finite, xp)
