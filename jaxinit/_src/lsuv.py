@@ -269,7 +269,12 @@ def lsuv(
       is done (on the variance, as the authors' Keras port; their PyTorch
       port tests the standard deviation).
     max_iters: with ``exact=False``, the maximal number of updates per layer.
-    target_var: the output variance to reach.
+    target_var: the output variance to reach. It must be one the layers'
+      dtypes can hold with a margin of 256 (at most ``finfo(float32).max / 256``
+      for float32 outputs, ``finfo(float16).max**2 / 256`` for float16 ones; at
+      least the smallest normal value times 256); others are refused at call
+      time. Outputs whose squares overflow the compute dtype are measured
+      exactly all the same (their deviations are scaled by a power of two).
     exact: True (default): solve ``var(s) = target_var`` for the scale in
       closed form — one step, exactly on target. False: run the paper's
       update ``s <- s * sqrt(target_var / var)`` until within ``tol`` or
@@ -311,7 +316,12 @@ def lsuv(
       ``report.check()`` raises afterwards.
     ValueError: no layers were found; a batch of fewer than 2 examples; a
       layer inside ``lax.cond``/``while_loop`` (NotImplementedError); bad
-      options.
+      options; a ``target_var`` out of the layers' dtype range (see above);
+      a selection pattern Python's ``re`` cannot build or longer than 4096
+      characters.
+    TypeError: a leaf of the parameters or of the batch that is not a
+      numeric array or number (a string, an object array, a Python object),
+      named by its path.
 
   Warns:
     UserWarning: layers were skipped for (near-)zero output variance; the

@@ -96,7 +96,9 @@ class LSUVReport:
       (None for a weight first read outside a layer, e.g. a tied embedding).
     var_before: variance of the layer's output (bias included) when the
       forward pass reached it — after the earlier layers were normalized and,
-      with a ``key``, after the orthonormal redraw.
+      with a ``key``, after the orthonormal redraw. inf when that variance is
+      beyond the dtype's range although the output is finite (the layer is
+      still measured and normalized).
     var_after: variance of the layer's output after normalization, from the
       output's exact moments on the batch (``s^2 var(Wx) + 2 s cov(Wx, b) +
       var(b)``; equal to a direct measurement up to rounding).
