@@ -135,12 +135,11 @@ class Plan:
     norm = output_norm(pre, b)
     raw = raw_moments(pre, b, norm)
     m, v0, c, vb = moments(pre.size, raw, norm)
-    finite = lax.is_finite(add(add(m, v0), add(c, vb)))
     nan = lax.full((), np.nan, cdt)
     if not self.selected[lay.index]:
       false = lax.full((), False, jnp.bool_)
       one = lax.full((), 1, cdt)
-      records[lay.index] = _record(raw, norm, nan, one, jnp.int32(0), finite, false)
+      records[lay.index] = _record(raw, norm, nan, one, jnp.int32(0), false)
       return None
     # the moments are those of norm * output: so are the target, tol and min_var
     norm2 = mul(norm, norm)
@@ -178,7 +177,7 @@ class Plan:
       out = add(mul(pre, lax.broadcast(s, pre.shape)), b)
     else:
       out = mul(pre, lax.broadcast(s, pre.shape))
-    records[lay.index] = _record(raw, norm, veff, s, iters, finite, run())
+    records[lay.index] = _record(raw, norm, veff, s, iters, run())
     return LayerUpdate(
       weight=weight, bias=new_bias, output=lax.convert_element_type(out, io.pre.dtype)
     )
@@ -214,9 +213,9 @@ class Plan:
     return new_leaves, report
 
 
-def _record(raw: Sequence[Any], norm, var_eff, scale, iters, finite, run) -> LayerRecord:
+def _record(raw: Sequence[Any], norm, var_eff, scale, iters, run) -> LayerRecord:
   s1, s2, s3, s4, s5, k, kb = raw
-  return LayerRecord(s1, s2, s3, s4, s5, k, kb, norm, var_eff, scale, iters, finite, run)
+  return LayerRecord(s1, s2, s3, s4, s5, k, kb, norm, var_eff, scale, iters, run)
 
 
 def all_finite(leaves) -> jax.Array:

@@ -57,8 +57,18 @@ def broadcast_to(x, shape):
   return lax.broadcast_in_dim(squeezed, tuple(shape), keep)
 
 
-def _max_abs(x: jax.Array) -> jax.Array:
-  return lax.reduce(lax.abs(x), lax.full((), 0, x.dtype), lax.max, tuple(range(x.ndim)))
+def _max_abs(x: jax.Array, y: jax.Array | None) -> jax.Array:
+  """The largest magnitude in ``x`` and ``y`` (same shape), in one reduction."""
+  if y is None:
+    return lax.reduce(lax.abs(x), lax.full((), 0, x.dtype), lax.max, tuple(range(x.ndim)))
+  zero = lax.full((), 0, x.dtype)
+  mx, my = lax.reduce(
+    (lax.abs(x), lax.abs(y)),
+    (zero, zero),
+    lambda a, b: (lax.max(a[0], b[0]), lax.max(a[1], b[1])),
+    tuple(range(x.ndim)),
+  )
+  return lax.max(mx, my)
 
 
 def output_norm(pre: jax.Array, b: jax.Array | None) -> jax.Array:
@@ -70,7 +80,7 @@ def output_norm(pre: jax.Array, b: jax.Array | None) -> jax.Array:
   is at most ``16 n M^2``; ``c`` keeps that below a quarter of the largest finite
   value. Non-finite entries give ``c`` = 0 or NaN, and NaN sums.
   """
-  m = _max_abs(pre) if b is None else vmax(_max_abs(pre), _max_abs(b))
+  m = _max_abs(pre, b)
   fmax = float(jnp.finfo(pre.dtype).max)
   bound = math.sqrt(fmax / (64.0 * pre.size)) / 4.0  # c * M may be this large
   k = lax.floor(lax.div(lax.log(lax.div(const(bound, m), m)), const(math.log(2.0), m)))
