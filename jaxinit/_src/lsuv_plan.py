@@ -137,9 +137,8 @@ class Plan:
     m, v0, c, vb = moments(pre.size, raw, norm)
     nan = lax.full((), np.nan, cdt)
     if not self.selected[lay.index]:
-      false = lax.full((), False, jnp.bool_)
       one = lax.full((), 1, cdt)
-      records[lay.index] = _record(raw, norm, nan, one, jnp.int32(0), false)
+      records[lay.index] = _record(raw, norm, nan, one, jnp.int32(-1))
       return None
     # the moments are those of norm * output: so are the target, tol and min_var
     norm2 = mul(norm, norm)
@@ -177,7 +176,7 @@ class Plan:
       out = add(mul(pre, lax.broadcast(s, pre.shape)), b)
     else:
       out = mul(pre, lax.broadcast(s, pre.shape))
-    records[lay.index] = _record(raw, norm, veff, s, iters, run())
+    records[lay.index] = _record(raw, norm, veff, s, iters)
     return LayerUpdate(
       weight=weight, bias=new_bias, output=lax.convert_element_type(out, io.pre.dtype)
     )
@@ -213,9 +212,9 @@ class Plan:
     return new_leaves, report
 
 
-def _record(raw: Sequence[Any], norm, var_eff, scale, iters, run) -> LayerRecord:
+def _record(raw: Sequence[Any], norm, var_eff, scale, iters) -> LayerRecord:
   s1, s2, s3, s4, s5, k, kb = raw
-  return LayerRecord(s1, s2, s3, s4, s5, k, kb, norm, var_eff, scale, iters, run)
+  return LayerRecord(s1, s2, s3, s4, s5, k, kb, norm, var_eff, scale, iters)
 
 
 def all_finite(leaves) -> jax.Array:

@@ -60,9 +60,10 @@ class LayerRecord(NamedTuple):
     var_eff: with ``center=True``, the variance (of ``norm * pre``) within
       each bias entry, the part the scale acts on; NaN otherwise.
     scale: the factor the layer's weight is multiplied by (1 when not scaled).
-    iters: the number of updates of the scale.
-    runnable: the layer is selected, its output finite and its variance not
-      ~0: the scale was solved for (it may still be 1 when already on target).
+    iters: the number of updates of the scale, or -1 when the scale was not
+      solved for: the layer is not selected, or its output is not finite or
+      has variance ~0 (the decision of :func:`~.lsuv_solve.runnable`). A
+      layer solved for may keep scale 1 (already within tol: 0 updates).
   """
 
   sum_d: Any
@@ -76,7 +77,6 @@ class LayerRecord(NamedTuple):
   var_eff: Any
   scale: Any
   iters: Any
-  runnable: Any
 
 
 @functools.partial(
@@ -269,7 +269,8 @@ def _build(layers, records, selected, centered, settings, batch_finite, xp):
   # the sums of deviations scaled by `norm` are finite exactly when every entry is
   finite = xp.isfinite(md) & xp.isfinite(v0) & xp.isfinite(c) & xp.isfinite(vb)
   finite = finite & xp.isfinite(norm) & (norm > ft(0)) & ~(cen & ~xp.isfinite(col("var_eff")))
-  run = _column(xp, records, "runnable", bool)
+  iters = _column(xp, records, "iters", np.int32)
+  run = iters >= 0
   # the moments are those of norm * y: divide the variances by norm^2 (1 unless huge)
   # (the scale of a huge output is tiny: u = s / norm keeps its square from underflowing)
   norm2, u = norm * norm, s / norm
@@ -300,7 +301,7 @@ def _build(layers, records, selected, centered, settings, batch_finite, xp):
     var_before=var_before,
     var_after=var_after,
     scale=s,
-    iters=_column(xp, records, "iters", np.int32),
+    iters=xp.maximum(iters, np.int32(0)),
     status=status.astype(np.int32),
     batch_finite=xp.asarray(batch_finite),
   )

@@ -78,13 +78,21 @@ def output_norm(pre: jax.Array, b: jax.Array | None) -> jax.Array:
   Deviations from the first entry are at most ``2 M`` (``M`` the largest
   magnitude; ``4 M`` after centering), and a sum of ``n`` products of two of them
   is at most ``16 n M^2``; ``c`` keeps that below a quarter of the largest finite
-  value. Non-finite entries give ``c`` = 0 or NaN, and NaN sums.
+  value. Non-finite entries give non-finite sums.
+
+  ``c`` is picked from a ladder of powers of two (steps of ``2^-16`` for
+  float32) with compares and selects only: XLA computes operations it deems
+  expensive (a log, an exp) in a kernel of their own per layer, and compile
+  time grows with the number of kernels.
   """
   m = _max_abs(pre, b)
-  fmax = float(jnp.finfo(pre.dtype).max)
-  bound = math.sqrt(fmax / (64.0 * pre.size)) / 4.0  # c * M may be this large
-  k = lax.floor(lax.div(lax.log(lax.div(const(bound, m), m)), const(math.log(2.0), m)))
-  return lax.exp2(lax.min(k, zeros(k)))
+  fi = jnp.finfo(pre.dtype)
+  bound = const(math.sqrt(float(fi.max) / (64.0 * pre.size)) / 4.0, m)  # c * M may be this
+  step = const(2.0 ** -(fi.maxexp // 8), m)
+  c = lax.full((), 1, m.dtype)
+  for _ in range(7):  # down to 2^-112 (float32): enough for any finite M
+    c = _sel(lax.gt(mul(m, c), bound), mul(c, step), c)
+  return c
 
 
 def raw_moments(pre: jax.Array, b: jax.Array | None, norm: jax.Array) -> tuple[jax.Array, ...]:
@@ -158,7 +166,8 @@ def solve(a, c, vb, runnable, t, tol):
   A layer already within ``tol`` of ``t``, one that must not be scaled, and one
   with no positive root (its bias alone has more variance than the target and
   no weight scale reaches it) keep ``s = 1``. ``t`` and ``tol`` are scalars of
-  ``a``'s dtype.
+  ``a``'s dtype. The second result is 1 when the weight is scaled, 0 when not,
+  and -1 when the layer is not ``runnable``.
 
   It is written with a single square root and a single final division: XLA then
   computes the scale in one small kernel per layer and reads it from memory,
@@ -178,7 +187,8 @@ def solve(a, c, vb, runnable, t, tol):
     _and(runnable, lax.ge(disc, zero)), _and(lax.gt(num, zero), lax.ge(lax.abs(sub(v1, t)), tol))
   )
   s = div(_sel(scale, num, one), _sel(scale, den, one))
-  return s, lax.convert_element_type(scale, jnp.int32)
+  minus_one = lax.full((), -1, jnp.int32)
+  return s, _sel(runnable, lax.convert_element_type(scale, jnp.int32), minus_one)
 
 
 def iterate(a, c, vb, runnable: Callable[[], jax.Array], t, tol, max_iters: int):
@@ -192,7 +202,8 @@ def iterate(a, c, vb, runnable: Callable[[], jax.Array], t, tol, max_iters: int)
   and its square or ``t / var`` would underflow, while ``r`` is computed without
   overflow even where ``var / t`` is beyond the dtype's range (the first step).
   ``runnable()`` is evaluated inside the loop condition, so a layer that must
-  not be scaled leaves the loop at once with ``s = 1``.
+  not be scaled leaves the loop at once with ``s = 1``. The second result is
+  the number of updates, or -1 when the layer is not ``runnable()``.
   """
   rt = jnp.sqrt(t)
   ra = jnp.where(a > 0, jnp.sqrt(a), rt)  # (a <= 0: not runnable, s stays 1)
@@ -215,4 +226,4 @@ def iterate(a, c, vb, runnable: Callable[[], jax.Array], t, tol, max_iters: int)
     return w, ratio(w), it + 1
 
   w, _, iters = lax.while_loop(cond, body, (sigma, ratio(sigma), jnp.int32(0)))
-  return w / sigma, iters
+  return w / sigma, jnp.where(runnable(), iters, -1)
