@@ -2,14 +2,15 @@
 
 The per-layer normalization (:mod:`jaxinit._src.lsuv_plan`) records one
 :class:`LayerRecord` per layer: the raw sums of the layer's output it measured,
-the scale it chose and whether it could act (finite output, variance not ~0).
-:func:`build_report` turns the records of all layers into the
-:class:`LSUVReport` with vector operations over the layers, reading those
-decisions rather than deriving them again. Only whether the output was finite
-is read off the recorded sums in the report (the sums are finite exactly when
-every entry is): recording it as a separate flag makes XLA duplicate each
-layer's reduction into the kernel that computes the flag, which doubled the
-compile time of a small MLP.
+the scale it chose, and in ``iters`` whether it solved for one at all (-1:
+not selected, non-finite output or variance ~0). :func:`build_report` turns
+the records of all layers into the :class:`LSUVReport` with vector operations
+over the layers, reading those decisions rather than deriving them again.
+Only whether the output was finite is read off the recorded sums (they are
+finite exactly when every entry is), to tell 'NaN/inf' from 'variance ~0':
+each extra per-layer flag is an extra output kernel per layer for XLA, and
+one that recomputed the finiteness of the moments doubled the compile time
+of a small MLP.
 """
 
 from __future__ import annotations
