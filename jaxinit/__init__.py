@@ -24,7 +24,7 @@ from jaxinit._src.frameworks.flax_init import init_linen as init_linen
 from jaxinit._src.frameworks.flax_init import init_nnx as init_nnx
 from jaxinit._src.frameworks.haiku import haiku_initializer as haiku_initializer
 from jaxinit._src.gain import calculate_gain as calculate_gain
-from jaxinit._src.layers import Layer as Layer
+from jaxinit._src.jaxpr.records import Layer as Layer
 from jaxinit._src.layouts import LAYOUTS as LAYOUTS
 from jaxinit._src.layouts import Layout as Layout
 from jaxinit._src.lsuv import LSUVReport as LSUVReport

@@ -18,7 +18,8 @@ from flax import linen as nn
 from flax import nnx
 
 import jaxinit
-from jaxinit._src import layers as layers_lib
+from jaxinit._src.jaxpr import program as jaxpr_program
+from jaxinit._src.jaxpr import run as jaxpr_run
 
 KEY = jax.random.key(0)
 
@@ -146,7 +147,7 @@ def test_scan_without_layers_is_not_unrolled():
     x = jax.lax.scan(lambda h, _: (jnp.sin(h), None), x, None, length=50)[0]
     return x @ p
 
-  prog = layers_lib.trace("find_layers", f, jnp.ones((4, 4)), (jnp.ones((2, 4)),))
+  prog = jaxpr_program.trace("find_layers", f, jnp.ones((4, 4)), (jnp.ones((2, 4)),))
   assert [s.prim for s in prog.steps].count("scan") == 1
   assert len(prog.layers) == 1
 
@@ -188,12 +189,14 @@ def test_evaluate_matches_the_model_and_reports_activations():
     return model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x)
 
   p = variables["params"]
-  prog = layers_lib.trace("find_layers", f, p, (x,))
+  prog = jaxpr_program.trace("find_layers", f, p, (x,))
 
   @jax.jit
   def run(leaves, x):
     seen = {}
-    outs, _ = prog.evaluate(leaves, [x], on_post=lambda lay, v: seen.setdefault(lay.index, v))
+    outs, _ = jaxpr_run.evaluate(
+      prog, leaves, [x], on_post=lambda lay, v: seen.setdefault(lay.index, v)
+    )
     return outs, seen
 
   outs, seen = run(jax.tree_util.tree_leaves(p), x)
@@ -216,10 +219,10 @@ def test_evaluate_post_is_the_activation():
     "w2": jnp.ones((8, 2)),
   }
   x = jnp.asarray(r.standard_normal((5, 4)), jnp.float32)
-  prog = layers_lib.trace("find_layers", f, p, (x,))
+  prog = jaxpr_program.trace("find_layers", f, p, (x,))
   seen = {}
-  prog.evaluate(
-    jax.tree_util.tree_leaves(p), [x], on_post=lambda lay, v: seen.update({lay.path: v})
+  jaxpr_run.evaluate(
+    prog, jax.tree_util.tree_leaves(p), [x], on_post=lambda lay, v: seen.update({lay.path: v})
   )
   np.testing.assert_allclose(seen["w1"], jax.nn.relu(x @ p["w1"] + p["b1"]), rtol=1e-6)
 

@@ -624,3 +624,151 @@ def test_report_is_a_pytree_and_prints_a_table():
   assert report.rows()[1]["status"] == "ok"
   assert bool(report.converged.all())
   del new
+
+
+# ---------------------------------------------------------------------------
+# Inputs a dtype or the code cannot take (issue 13): one clear error, nothing changed.
+# ---------------------------------------------------------------------------
+
+
+def _two_layers(dtype=jnp.float32, scale=1.0, seed=3):
+  r = np.random.default_rng(seed)
+  params = {
+    "w1": jnp.asarray(r.standard_normal((8, 16)) / np.sqrt(8), dtype),
+    "b1": jnp.asarray(r.standard_normal(16) * 0.1, dtype),
+    "w2": jnp.asarray(r.standard_normal((16, 4)) / 4, dtype),
+  }
+  x = jnp.asarray(r.standard_normal((64, 8)) * scale, dtype)
+  return params, x
+
+
+def _apply_two(p, x):
+  return jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"]
+
+
+def _limit(out_dtype, side):
+  """The reachable variances, from their definition in lsuv_plan: the variance in the
+  compute dtype (float32 here) and entries of its standard deviation in the output
+  dtype, with a margin of 256."""
+  fo, fc = jnp.finfo(out_dtype), jnp.finfo(jnp.float32)
+  if side == "max":
+    return min(float(fc.max), float(fo.max) ** 2) / 256
+  return max(float(fc.tiny), float(fo.tiny) ** 2) * 256
+
+
+@pytest.mark.parametrize(
+  "target_var,dtype,side",
+  [
+    (1e38, jnp.float32, "max"),  # reachable in no float32 sum: was all-inf weights
+    (1e300, jnp.float32, "max"),
+    (1e-300, jnp.float32, "min"),  # would round to 0 in float32
+    (1e9, jnp.float16, "max"),  # std 3e4: the entries a few std out overflow float16
+  ],
+)
+def test_a_target_var_the_dtype_cannot_hold_is_refused(target_var, dtype, side):
+  params, x = _two_layers(dtype)
+  before = _copy(params)
+  bound = "at most" if side == "max" else "at least"
+  name = jnp.dtype(dtype).name
+  with pytest.raises(
+    ValueError,
+    match=re.escape(
+      f"jaxinit.lsuv: `target_var`={target_var!r} cannot be reached in {name}: layer #0 (w1)"
+    )
+    + ".* must be "
+    + re.escape(f"{bound} {_limit(dtype, side):.4g} "),
+  ):
+    jaxinit.lsuv(_apply_two, params, x, target_var=target_var)
+  _assert_same(params, before)
+
+
+def test_a_refused_target_var_leaves_an_nnx_model_unchanged():
+  model = NnxMLP(rngs=nnx.Rngs(0))
+  state = _copy(nnx.state(model))
+  with pytest.raises(ValueError, match=r"jaxinit\.lsuv: `target_var`=1e\+38 cannot be reached"):
+    jaxinit.lsuv(model, _batch((64, 16)), target_var=1e38, key=jax.random.key(0))
+  _assert_same(nnx.state(model), state)
+
+
+def test_the_largest_reachable_target_var_is_reached():
+  # Half the float32 limit: the output's sums of squares overflow float32, its entries do not.
+  params, x = _two_layers()
+  t = _limit(jnp.float32, "max") / 2
+  new, report = jaxinit.lsuv(_apply_two, params, x, target_var=t, tol=1e-3 * t)
+  assert [STATUS[int(c)] for c in report.status] == ["ok", "ok"]
+  y1 = np.asarray(x, np.float64) @ np.asarray(new["w1"], np.float64) + np.asarray(new["b1"])
+  np.testing.assert_allclose(np.var(y1), t, rtol=1e-3)
+
+
+@pytest.mark.parametrize("exact,center", [(True, False), (False, False), (True, True)])
+def test_finite_outputs_whose_squares_overflow_are_measured(exact, center):
+  # A batch of magnitude 1e19: every layer-1 output is finite in float32, its square is
+  # not. With a bias scaled alike (centered: its variance is removed) or a zero bias (else:
+  # a bias of variance 0.01 * c^2 alone would exceed the target), the first layer's output
+  # is c times the unscaled one, so its exact scale is the unscaled one divided by c (the
+  # iteration may stop elsewhere within tol).
+  params, x = _two_layers()
+  if not center:
+    params = {**params, "b1": jnp.zeros_like(params["b1"])}
+  c = 1e19
+  huge = {**params, "b1": params["b1"] * c}
+  kw = dict(exact=exact, center=center, max_iters=50)
+  _, ref = jaxinit.lsuv(_apply_two, params, x, **kw)
+  new, report = jaxinit.lsuv(_apply_two, huge, x * c, **kw)
+  assert report.error() is None
+  assert STATUS[int(report.status[0])] == "ok"
+  if exact:
+    np.testing.assert_allclose(float(report.scale[0]) * c, float(ref.scale[0]), rtol=1e-5)
+  y1 = (np.asarray(x, np.float64) * c) @ np.asarray(new["w1"], np.float64)
+  y1 = y1 + np.asarray(new["b1"], np.float64)
+  assert abs(np.var(y1) - 1.0) < TOL
+  _, traced = jax.jit(lambda p, x: jaxinit.lsuv(_apply_two, p, x, **kw))(huge, x * c)
+  np.testing.assert_allclose(traced.scale, report.scale, rtol=1e-5)
+  np.testing.assert_array_equal(traced.status, report.status)
+
+
+_NOT_ARRAYS = [
+  ("params", "w2", "hello", "of type str ('hello')"),
+  ("params", "w2", np.array([object()] * 3), "a numpy array of dtype object"),
+  ("params", "w2", object(), "of type object"),
+  ("params", "w2", 2**80, "a Python int of 81 bits, which does not fit in int32"),
+  ("batch", "tokens", np.array(["a", "b"]), "a numpy array of dtype <U1"),
+  ("batch", "tokens", "abc", "of type str ('abc')"),
+]
+
+
+@pytest.mark.parametrize("where,name,leaf,what", _NOT_ARRAYS, ids=lambda v: str(v)[:20])
+@pytest.mark.parametrize("fn", ["lsuv", "find_layers"])
+def test_non_array_leaves_are_one_clear_error(fn, where, name, leaf, what):
+  params, x = _two_layers()
+  batch = {"x": x}
+  if where == "params":
+    params = {**params, name: leaf}
+  else:
+    batch = {**batch, name: leaf}
+  before = dict(params)
+  label = "`params`" if where == "params" else "the batch"
+  with pytest.raises(
+    TypeError,
+    match=re.escape(f"jaxinit.{fn}: {label} leaf {name!r} is {what}")
+    + r".*; every leaf must be a numeric array",
+  ):
+    getattr(jaxinit, fn)(lambda p, b: _apply_two(p, b["x"]), params, batch)
+  assert dict(params).keys() == before.keys()
+  assert all(params[k] is before[k] for k in before)
+
+
+@pytest.mark.parametrize(
+  "arg,pattern,match",
+  [
+    ("layers", "w{99999999999}", r"pattern 'w\{99999999999\}' is not a valid regular expression"),
+    ("exclude", ["w1", "a{4294967296}"], r"pattern 'a\{4294967296\}' is not a valid regular"),
+    ("layers", "w" * 5000, r"pattern 'wwww.*' has 5000 characters, more than 4096"),
+    ("exclude", "(" * 3, r"pattern '\(\(\(' is not a valid regular expression"),
+  ],
+  ids=["repeat", "repeat-in-list", "too-long", "unbalanced"],
+)
+def test_selection_patterns_python_cannot_build_are_refused(arg, pattern, match):
+  params, x = _two_layers()
+  with pytest.raises(ValueError, match=rf"jaxinit\.lsuv: `{arg}` " + match):
+    jaxinit.lsuv(_apply_two, params, x, **{arg: pattern})

@@ -31,9 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxinit._src import layers as layers_lib
 from jaxinit._src.checks import canonical_key, check_choice, check_int, fail, short_repr
 from jaxinit._src.frameworks import bind as models
+from jaxinit._src.jaxpr import run as jaxpr_run
+from jaxinit._src.jaxpr.program import trace
+from jaxinit._src.jaxpr.records import Layer
 
 _HIGHEST = lax.Precision.HIGHEST
 
@@ -232,7 +234,7 @@ def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 @_register_jit(2)
 def _signal_impl(apply, batch_pos, params, args):
   """One forward pass through LSUV's interpreter, recording moments at every layer."""
-  prog = layers_lib.trace(
+  prog = trace(
     "diagnostics.signal_propagation", apply, params, args, models.param_paths(apply, params)
   )
   out: dict[int, tuple] = {}
@@ -244,7 +246,8 @@ def _signal_impl(apply, batch_pos, params, args):
   def on_post(layer, value):
     post[layer.index] = _moments(value)
 
-  prog.evaluate(
+  jaxpr_run.evaluate(
+    prog,
     jax.tree_util.tree_leaves(params),
     jax.tree_util.tree_leaves(tuple(args)),
     hook=hook,
@@ -317,7 +320,7 @@ def signal_propagation(
   _check_concrete(fn, m.params, m.args)
   if not _batch_size(fn, m.args[m.batch_pos]):  # means and variances of nothing are NaN
     raise fail(fn, "the batch holds 0 examples; statistics need at least one.")
-  prog = layers_lib.trace(fn, m.apply, m.params, m.args, m.paths)
+  prog = trace(fn, m.apply, m.params, m.args, m.paths)
   if not prog.layers:
     raise fail(
       fn, "found no linear layers (dot_general or convolution reading a parameter) in the model."
@@ -342,23 +345,21 @@ def signal_propagation(
 @_register_jit(1)
 def _outputs_impl(apply, params, args):
   """One forward pass through LSUV's interpreter, keeping every layer's output (with its bias)."""
-  prog = layers_lib.trace(
-    "diagnostics.layer_outputs", apply, params, args, models.param_paths(apply, params)
-  )
+  prog = trace("diagnostics.layer_outputs", apply, params, args, models.param_paths(apply, params))
   out: dict[int, jax.Array] = {}
 
   def hook(io):
     out[io.layer.index] = io.pre if io.bias_term is None else io.pre + io.bias_term
 
-  prog.evaluate(
-    jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(tuple(args)), hook=hook
+  jaxpr_run.evaluate(
+    prog, jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(tuple(args)), hook=hook
   )
   return tuple(out[i] for i in range(len(prog.layers)))
 
 
 def layer_outputs(
   model: Any, *args: Any, model_kwargs: dict[str, Any] | None = None
-) -> tuple[tuple[layers_lib.Layer, ...], tuple[jax.Array, ...]]:
+) -> tuple[tuple[Layer, ...], tuple[jax.Array, ...]]:
   """The output of every linear/conv layer :func:`jaxinit.find_layers` lists, as arrays.
 
   What :func:`signal_propagation` summarizes, whole: each layer's output (its
@@ -396,7 +397,7 @@ def layer_outputs(
   fn = "diagnostics.layer_outputs"
   m = _bind(fn, model, args, model_kwargs)
   _batch_size(fn, m.args[m.batch_pos])
-  prog = layers_lib.trace(fn, m.apply, m.params, m.args, m.paths)
+  prog = trace(fn, m.apply, m.params, m.args, m.paths)
   if not prog.layers:
     raise fail(
       fn, "found no linear layers (dot_general or convolution reading a parameter) in the model."
