@@ -148,12 +148,6 @@ def test_sharded_batch_gives_the_single_device_result(name, layout, mode):
   )
   # the sharded run is as close to the exact (float64) LSUV as the issue asks
   assert max(d_exact) <= RTOL, d_exact
-  if max(d_single) > RTOL and max(d_ref) > RTOL:
-    pytest.xfail(
-      f"the single-device reference itself is {max(d_ref):.2e} from the exact scales: "
-      "jaxinit/_src/lsuv.py _raw_moments sums a layer output of 65536 entries in one float32 "
-      "reduction (fix: reduce one axis at a time; then single device and sharded agree)"
-    )
   assert max(d_single) <= RTOL, d_single
 
 
@@ -170,12 +164,6 @@ def test_orthonormal_redraw_with_a_sharded_batch(layout):
   print(f"mlp {layout} eager, key: max rel diff scales {d_scale:.2e}, params {d_params:.2e}")
   assert d_scale <= RTOL and d_params <= RTOL, (d_scale, d_params)
   changes = _sharding_changes(new, vs)
-  if layout == "tp" and changes:
-    pytest.xfail(
-      "jaxinit/_src/lsuv.py _lsuv_eager: the redraw's placement pieces (_redraw_place) return "
-      "the sharding XLA picks, not the input's: " + "; ".join(changes) + " (same values; fix: "
-      "device_put each new leaf to its input's sharding when that was a committed jax.Array)"
-    )
   assert changes == []
 
 

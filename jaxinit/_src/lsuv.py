@@ -189,7 +189,24 @@ def _lsuv_eager(apply, opts: Options, params, args, key):
   # on NaN/inf the caller raises before returning anything (no guarding select needed).
   records, finite = jax.device_get((records, finite))
   report, _ = plan.report(records, bool(finite), xp=np)
-  return jax.tree_util.tree_unflatten(treedef, cur), report
+  return jax.tree_util.tree_unflatten(treedef, _keep_shardings(leaves, cur)), report
+
+
+def _keep_shardings(old: list, new: list) -> list:
+  """``new``'s leaves on the shardings of ``old``'s where those were committed arrays: the
+  jitted pieces return what XLA picks (the redraw's placement, for one, may drop a replicated
+  axis of a tensor-parallel kernel), and a caller's parameters keep their layout."""
+  out = []
+  for a, b in zip(old, new, strict=True):
+    if (
+      isinstance(a, jax.Array)
+      and isinstance(b, jax.Array)
+      and a.committed
+      and not b.sharding.is_equivalent_to(a.sharding, b.ndim)
+    ):
+      b = jax.device_put(b, a.sharding)
+    out.append(b)
+  return out
 
 
 def _jit_partial(f: Callable, *args: Any) -> Callable:
