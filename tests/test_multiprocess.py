@@ -31,6 +31,9 @@ from pathlib import Path
 
 import pytest
 
+# 2 and 4 jax.distributed processes per test (60-75 s each on 2 cores): in CI's slow step
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_multiprocess_worker.py")
 DEADLINE_S = 300  # for all the workers of one attempt together
